@@ -1,0 +1,356 @@
+//! The typed client of Hangar's `/v1` API. One client for every caller (CLI, data-plane agent,
+//! Terraform provider, tests), so all of them speak the API the same way. Errors keep the
+//! server's problem document, so callers can show which field was refused.
+
+use std::time::Duration;
+
+use hangar_tenants::api::{
+    Assignments, AuditLog, Cell, CellCreated, CellList, CreateCell, CreateEnvironment,
+    CreateTenant, CreateToken, Environment, EnvironmentList, Problem, RegisterCell, Tenant,
+    TenantList, TokenCreated, TokenList, UpdateEnvironment,
+};
+use hangar_tenants::ObservedState;
+use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use url::Url;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("failed to parse the Hangar URL {url:?}: {source}")]
+    ParseUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("failed to reach Hangar at {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{}", describe(.problem))]
+    Api { problem: Problem },
+    #[error("failed to decode Hangar's answer from {url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+fn describe(p: &Problem) -> String {
+    let mut s = format!("{} {}: {}", p.status, p.title, p.detail);
+    for e in &p.errors {
+        s.push_str(&format!("\n  {}: {}", e.field, e.message));
+    }
+    s
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { problem } => Some(problem.status),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            ClientError::Api { problem } => Some(problem),
+            _ => None,
+        }
+    }
+}
+
+/// A create's outcome: the environment, and whether the server replayed an earlier create.
+#[derive(Debug, Clone)]
+pub struct CreatedEnvironment {
+    pub environment: Environment,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<SecretString>,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<SecretString>) -> Result<Self, ClientError> {
+        let parse = |s: &str| {
+            Url::parse(s).map_err(|source| ClientError::ParseUrl {
+                url: base.to_owned(),
+                source,
+            })
+        };
+        let mut base_url = parse(base)?;
+        if !base_url.path().ends_with('/') {
+            let p = format!("{}/", base_url.path());
+            base_url.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base: base_url,
+            token,
+        })
+    }
+
+    /// The same server, another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: Some(SecretString::from(token.into())),
+        }
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// A request to `path` (relative to the base URL), with the bearer token and a timeout.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .unwrap_or_else(|_| self.base.clone());
+        let mut rb = self
+            .http
+            .request(method, url)
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            rb = rb.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", t.expose_secret()),
+            );
+        }
+        rb
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
+        let (client, req) = rb.build_split();
+        let req = req.map_err(|source| ClientError::Transport {
+            url: self.base.to_string(),
+            source,
+        })?;
+        let url = req.url().to_string();
+        let resp = client
+            .execute(req)
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let problem = serde_json::from_str::<Problem>(&text).unwrap_or_else(|_| Problem {
+            type_: "about:blank".to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: text.chars().take(500).collect(),
+            errors: vec![],
+        });
+        Err(ClientError::Api { problem })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(rb).await?;
+        let url = resp.url().to_string();
+        resp.json()
+            .await
+            .map_err(|source| ClientError::Decode { url, source })
+    }
+
+    pub async fn healthz(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(self.request(Method::GET, "healthz")).await
+    }
+
+    pub async fn create_tenant(&self, req: &CreateTenant) -> Result<Tenant, ClientError> {
+        self.json(self.request(Method::POST, "v1/tenants").json(req))
+            .await
+    }
+
+    pub async fn list_tenants(&self) -> Result<TenantList, ClientError> {
+        self.json(self.request(Method::GET, "v1/tenants")).await
+    }
+
+    pub async fn get_tenant(&self, tenant: &str) -> Result<Tenant, ClientError> {
+        self.json(self.request(Method::GET, &format!("v1/tenants/{tenant}")))
+            .await
+    }
+
+    pub async fn create_token(
+        &self,
+        tenant: &str,
+        req: &CreateToken,
+    ) -> Result<TokenCreated, ClientError> {
+        self.json(
+            self.request(Method::POST, &format!("v1/tenants/{tenant}/tokens"))
+                .json(req),
+        )
+        .await
+    }
+
+    pub async fn list_tokens(&self, tenant: &str) -> Result<TokenList, ClientError> {
+        self.json(self.request(Method::GET, &format!("v1/tenants/{tenant}/tokens")))
+            .await
+    }
+
+    pub async fn revoke_token(&self, tenant: &str, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("v1/tenants/{tenant}/tokens/{id}")))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn audit(&self, tenant: &str) -> Result<AuditLog, ClientError> {
+        self.json(self.request(Method::GET, &format!("v1/tenants/{tenant}/audit")))
+            .await
+    }
+
+    pub async fn create_environment(
+        &self,
+        tenant: &str,
+        req: &CreateEnvironment,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreatedEnvironment, ClientError> {
+        let mut rb = self
+            .request(Method::POST, &format!("v1/tenants/{tenant}/environments"))
+            .json(req);
+        if let Some(k) = idempotency_key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        let resp = self.send(rb).await?;
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let url = resp.url().to_string();
+        let environment = resp
+            .json()
+            .await
+            .map_err(|source| ClientError::Decode { url, source })?;
+        Ok(CreatedEnvironment {
+            environment,
+            replayed,
+        })
+    }
+
+    pub async fn list_environments(&self, tenant: &str) -> Result<EnvironmentList, ClientError> {
+        self.json(self.request(Method::GET, &format!("v1/tenants/{tenant}/environments")))
+            .await
+    }
+
+    pub async fn get_environment(
+        &self,
+        tenant: &str,
+        env: &str,
+    ) -> Result<Environment, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &format!("v1/tenants/{tenant}/environments/{env}"),
+        ))
+        .await
+    }
+
+    /// Updates an environment; with `if_revision`, only if it is still at that revision.
+    pub async fn update_environment(
+        &self,
+        tenant: &str,
+        env: &str,
+        req: &UpdateEnvironment,
+        if_revision: Option<i64>,
+    ) -> Result<Environment, ClientError> {
+        let mut rb = self
+            .request(
+                Method::PATCH,
+                &format!("v1/tenants/{tenant}/environments/{env}"),
+            )
+            .json(req);
+        if let Some(r) = if_revision {
+            rb = rb.header(header::IF_MATCH, format!("\"{r}\""));
+        }
+        self.json(rb).await
+    }
+
+    pub async fn delete_environment(
+        &self,
+        tenant: &str,
+        env: &str,
+    ) -> Result<Environment, ClientError> {
+        self.json(self.request(
+            Method::DELETE,
+            &format!("v1/tenants/{tenant}/environments/{env}"),
+        ))
+        .await
+    }
+
+    pub async fn create_cell(&self, req: &CreateCell) -> Result<CellCreated, ClientError> {
+        self.json(self.request(Method::POST, "v1/cells").json(req))
+            .await
+    }
+
+    pub async fn list_cells(&self) -> Result<CellList, ClientError> {
+        self.json(self.request(Method::GET, "v1/cells")).await
+    }
+
+    pub async fn register_cell(&self, cell: &str, req: &RegisterCell) -> Result<Cell, ClientError> {
+        self.json(
+            self.request(Method::PUT, &format!("v1/cells/{cell}/registration"))
+                .json(req),
+        )
+        .await
+    }
+
+    /// The cell's environments changed after `since`, waiting up to `wait` for one (long poll).
+    pub async fn assignments(
+        &self,
+        cell: &str,
+        since: i64,
+        wait: Duration,
+    ) -> Result<Assignments, ClientError> {
+        self.json(
+            self.request(
+                Method::GET,
+                &format!(
+                    "v1/cells/{cell}/assignments?since={since}&wait={}",
+                    wait.as_secs()
+                ),
+            )
+            .timeout(wait + Duration::from_secs(30)),
+        )
+        .await
+    }
+
+    pub async fn report_observed(
+        &self,
+        cell: &str,
+        env: Uuid,
+        observed: &ObservedState,
+    ) -> Result<Environment, ClientError> {
+        self.json(
+            self.request(
+                Method::PUT,
+                &format!("v1/cells/{cell}/environments/{env}/observed"),
+            )
+            .json(observed),
+        )
+        .await
+    }
+}
+
+/// Whether an error is the server answering this status.
+pub fn is_status(err: &ClientError, status: StatusCode) -> bool {
+    err.status() == Some(status.as_u16())
+}

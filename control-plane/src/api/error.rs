@@ -1,0 +1,149 @@
+//! The one place where errors become HTTP answers: `application/problem+json` (RFC 9457) with
+//! the offending fields named. Internal details are logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hangar_tenants::api::Problem;
+use hangar_tenants::FieldError;
+
+use crate::service::ServiceError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The request could not be read at all (malformed JSON, a bad header); `field` names
+    /// where, when known.
+    #[error("{detail}")]
+    Malformed {
+        detail: String,
+        field: Option<String>,
+    },
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+}
+
+impl ApiError {
+    pub fn malformed(detail: impl Into<String>, field: Option<&str>) -> Self {
+        Self::Malformed {
+            detail: detail.into(),
+            field: field.map(str::to_owned),
+        }
+    }
+}
+
+fn problem(status: StatusCode, code: &str, detail: String, errors: Vec<FieldError>) -> Problem {
+    Problem {
+        type_: format!("urn:hangar:problem:{code}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors,
+    }
+}
+
+impl ApiError {
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            ApiError::Service(e) => match e {
+                ServiceError::Invalid(fields) => problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-input",
+                    format!(
+                        "invalid {}: {}",
+                        if fields.0.len() == 1 {
+                            "field"
+                        } else {
+                            "fields"
+                        },
+                        fields
+                            .0
+                            .iter()
+                            .map(|f| format!("{} {}", f.field, f.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    fields.0.clone(),
+                ),
+                ServiceError::Unauthenticated => problem(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "send a valid token as `Authorization: Bearer <token>`".to_owned(),
+                    vec![],
+                ),
+                ServiceError::Forbidden(m) => {
+                    problem(StatusCode::FORBIDDEN, "forbidden", m.clone(), vec![])
+                }
+                ServiceError::NotFound { .. } => {
+                    problem(StatusCode::NOT_FOUND, "not-found", e.to_string(), vec![])
+                }
+                ServiceError::Conflict { field, message } => problem(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    message.clone(),
+                    field
+                        .map(|f| vec![FieldError::new(f, message.clone())])
+                        .unwrap_or_default(),
+                ),
+                ServiceError::StaleRevision { .. } => problem(
+                    StatusCode::PRECONDITION_FAILED,
+                    "stale-revision",
+                    format!("{e}; read it again and retry"),
+                    vec![FieldError::new("If-Match", e.to_string())],
+                ),
+                ServiceError::Store { .. } | ServiceError::Corrupt { .. } => problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred; it was logged with this request's id".to_owned(),
+                    vec![],
+                ),
+            },
+            ApiError::Malformed { detail, field } => problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                detail.clone(),
+                field
+                    .as_ref()
+                    .map(|f| vec![FieldError::new(f.clone(), detail.clone())])
+                    .unwrap_or_default(),
+            ),
+            ApiError::TooLarge { .. } => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                self.to_string(),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                self.to_string(),
+                vec![FieldError::new("Content-Type", "must be application/json")],
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Service(e @ (ServiceError::Store { .. } | ServiceError::Corrupt { .. })) =
+            &self
+        {
+            tracing::error!(error = %e, source = ?std::error::Error::source(e), "request failed");
+        }
+        let p = self.to_problem();
+        let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&p).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

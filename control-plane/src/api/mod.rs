@@ -1,0 +1,129 @@
+//! Hangar's `/v1` REST API: thin handlers (extract → call the service → map the answer), the
+//! router with its middleware, and the OpenAPI document generated from the handlers.
+
+pub mod cells;
+pub mod environments;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::service::Services;
+
+/// Largest request body accepted (environment specs carry a requirements file of up to 64 KiB).
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub metrics: PrometheusHandle,
+    pub openapi_json: Arc<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hangar API",
+        description = "Self-hosted managed Apache Airflow: tenants, environments and data-plane cells.",
+        version = "1"
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tenants", description = "Tenants and their tokens (platform admin, tenant admin)"),
+        (name = "environments", description = "Airflow environments of a tenant"),
+        (name = "cells", description = "Data-plane cells: agent registration, assignments, observed state"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::create_token, tenants::list_tokens))
+        .routes(routes!(tenants::revoke_token))
+        .routes(routes!(tenants::audit_log))
+        .routes(routes!(
+            environments::create_environment,
+            environments::list_environments
+        ))
+        .routes(routes!(
+            environments::get_environment,
+            environments::update_environment,
+            environments::delete_environment
+        ))
+        .routes(routes!(cells::create_cell, cells::list_cells))
+        .routes(routes!(cells::register_cell))
+        .routes(routes!(cells::assignments))
+        .routes(routes!(cells::report_observed))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_document))
+}
+
+/// The OpenAPI document of the API, as served at `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The OpenAPI document as pretty JSON with a trailing newline (the checked-in form).
+pub fn openapi_json() -> String {
+    let mut s = openapi().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(track_metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Counts requests and their latency by route template (never by raw path, to bound cardinality).
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("hangar_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("hangar_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}

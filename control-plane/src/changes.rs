@@ -1,0 +1,35 @@
+//! Wakes long polls when a cell's assignments change: a Postgres `LISTEN` on the channel the
+//! service layer `NOTIFY`s in its transactions, so it works across control-plane replicas.
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub const CHANNEL: &str = "hangar_cell_changes";
+
+/// Connects the listener and spawns its loop; the receiver's value increases on every change
+/// (and after every reconnect, since notifications may have been missed meanwhile).
+pub async fn listen(
+    pool: &PgPool,
+    cancel: CancellationToken,
+) -> Result<watch::Receiver<u64>, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                next = listener.recv() => {
+                    if let Err(e) = next {
+                        tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

@@ -1,0 +1,461 @@
+//! The `hangar` client subcommands: thin wrappers over the typed client, printing JSON with
+//! `--json` and aligned tables otherwise.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{bail, Context};
+use hangar_client::Client;
+use hangar_tenants::api::{
+    CreateCell, CreateEnvironment, CreateTenant, CreateToken, Environment, Role, Runtime,
+    UpdateEnvironment,
+};
+use secrecy::SecretString;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientOpts {
+    /// The Hangar API.
+    #[arg(
+        long,
+        env = "HANGAR_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Bearer token (platform admin or a tenant token).
+    #[arg(long, env = "HANGAR_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant (platform admin).
+    Create {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    Get {
+        name: String,
+    },
+    /// List tenants (platform admin).
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCmd {
+    /// Create a tenant token; its secret is printed once.
+    Create {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        #[arg(long, value_parser = ["viewer", "editor", "admin"])]
+        role: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    List {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+    Revoke {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        id: uuid::Uuid,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CellCmd {
+    /// Create a data-plane cell and print its agent's token once (platform admin).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["process", "kubernetes"], default_value = "process")]
+        runtime: String,
+    },
+    List,
+}
+
+/// Fields of an environment spec, as flags. Unset flags are left out of the request.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SpecArgs {
+    #[arg(long)]
+    pub airflow_version: Option<String>,
+    /// celery or kubernetes.
+    #[arg(long)]
+    pub executor: Option<String>,
+    /// micro, small, medium, large or xlarge.
+    #[arg(long = "class")]
+    pub environment_class: Option<String>,
+    #[arg(long)]
+    pub min_workers: Option<u32>,
+    #[arg(long)]
+    pub max_workers: Option<u32>,
+    #[arg(long)]
+    pub schedulers: Option<u32>,
+    /// Airflow setting as section.key=value (repeatable; replaces all overrides).
+    #[arg(long = "config", value_name = "SECTION.KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Environment variable as NAME=VALUE (repeatable; replaces all variables).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env_vars: Vec<String>,
+    /// Tag as KEY=VALUE (repeatable; replaces all tags).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// A requirements.txt file to install (`-` reads standard input).
+    #[arg(long)]
+    pub requirements: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EnvCmd {
+    Create {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Makes a retried create safe: the same key returns the same environment.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    List {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+    Get {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+    Update {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Apply only if the environment is still at this revision.
+        #[arg(long)]
+        if_revision: Option<i64>,
+    },
+    Delete {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+}
+
+fn pairs(flag: &str, items: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--{flag} takes KEY=VALUE, got {kv:?}"))
+        })
+        .collect::<anyhow::Result<_>>()
+        .map(Some)
+}
+
+impl SpecArgs {
+    /// The spec fields given, as the JSON object of a create or update request.
+    fn to_json(&self) -> anyhow::Result<Map<String, Value>> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put(
+            "airflow_version",
+            self.airflow_version.clone().map(Value::from),
+        );
+        put("executor", self.executor.clone().map(Value::from));
+        put(
+            "environment_class",
+            self.environment_class.clone().map(Value::from),
+        );
+        put("min_workers", self.min_workers.map(Value::from));
+        put("max_workers", self.max_workers.map(Value::from));
+        put("schedulers", self.schedulers.map(Value::from));
+        let map = |v: Option<BTreeMap<String, String>>| v.map(|m| serde_json::json!(m));
+        put(
+            "airflow_config_overrides",
+            map(pairs("config", &self.config)?),
+        );
+        put("env_vars", map(pairs("env", &self.env_vars)?));
+        put("tags", map(pairs("tag", &self.tags)?));
+        if let Some(path) = &self.requirements {
+            let text = if path == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(path).with_context(|| format!("failed to read {path}"))?
+            };
+            put("requirements", Some(Value::from(text)));
+        }
+        Ok(m)
+    }
+}
+
+fn client(opts: &ClientOpts) -> anyhow::Result<Client> {
+    Ok(Client::new(
+        &opts.url,
+        opts.token.clone().map(SecretString::from),
+    )?)
+}
+
+fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints rows under headers, each column as wide as its widest cell.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!(
+        "{}",
+        line(headers.iter().map(|h| (*h).to_owned()).collect())
+    );
+    for row in rows {
+        println!("{}", line(row.clone()));
+    }
+}
+
+fn env_row(e: &Environment) -> Vec<String> {
+    vec![
+        e.name.clone(),
+        e.phase.to_string(),
+        e.revision.to_string(),
+        serde_json::to_value(e.spec.environment_class)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        format!("{}-{}", e.spec.min_workers, e.spec.max_workers),
+        e.spec.airflow_version.to_string(),
+        e.cell.clone().unwrap_or_else(|| "-".to_owned()),
+    ]
+}
+
+const ENV_HEADERS: [&str; 7] = [
+    "NAME", "PHASE", "REVISION", "CLASS", "WORKERS", "AIRFLOW", "CELL",
+];
+
+fn print_env(opts: &ClientOpts, e: &Environment) -> anyhow::Result<()> {
+    if opts.json {
+        return print_json(e);
+    }
+    print_table(&ENV_HEADERS, &[env_row(e)]);
+    if let Some(m) = &e.status_message {
+        println!("\n{m}");
+    }
+    Ok(())
+}
+
+pub async fn tenant(opts: &ClientOpts, cmd: TenantCmd) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    let tenants = match cmd {
+        TenantCmd::Create { name, display_name } => {
+            vec![
+                c.create_tenant(&CreateTenant { name, display_name })
+                    .await?,
+            ]
+        }
+        TenantCmd::Get { name } => vec![c.get_tenant(&name).await?],
+        TenantCmd::List => {
+            let list = c.list_tenants().await?;
+            if opts.json {
+                return print_json(&list);
+            }
+            list.tenants
+        }
+    };
+    if opts.json && tenants.len() == 1 {
+        return print_json(&tenants[0]);
+    }
+    let rows: Vec<_> = tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.display_name.clone().unwrap_or_default(),
+                t.created_at.to_rfc3339(),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "DISPLAY NAME", "CREATED"], &rows);
+    Ok(())
+}
+
+pub async fn token(opts: &ClientOpts, cmd: TokenCmd) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    match cmd {
+        TokenCmd::Create { tenant, role, name } => {
+            let role = Role::parse(&role).context("--role must be viewer, editor or admin")?;
+            let t = c.create_token(&tenant, &CreateToken { name, role }).await?;
+            if opts.json {
+                return print_json(&t);
+            }
+            println!("{}", t.token);
+            eprintln!(
+                "token {} ({}) for tenant {tenant}: shown once, store it now",
+                t.id,
+                t.role.as_str()
+            );
+        }
+        TokenCmd::List { tenant } => {
+            let list = c.list_tokens(&tenant).await?;
+            if opts.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list
+                .tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.name.clone(),
+                        t.role.as_str().to_owned(),
+                        format!("{}…", t.prefix),
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .to_owned(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "NAME", "ROLE", "PREFIX", "STATE"], &rows);
+        }
+        TokenCmd::Revoke { tenant, id } => {
+            c.revoke_token(&tenant, id).await?;
+            if !opts.json {
+                println!("revoked {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn cell(opts: &ClientOpts, cmd: CellCmd) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    match cmd {
+        CellCmd::Create { name, runtime } => {
+            let runtime = match runtime.as_str() {
+                "kubernetes" => Runtime::Kubernetes,
+                _ => Runtime::Process,
+            };
+            let created = c.create_cell(&CreateCell { name, runtime }).await?;
+            if opts.json {
+                return print_json(&created);
+            }
+            println!("{}", created.token);
+            eprintln!(
+                "cell {}: agent token shown once, store it now",
+                created.cell.name
+            );
+        }
+        CellCmd::List => {
+            let list = c.list_cells().await?;
+            if opts.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list
+                .cells
+                .iter()
+                .map(|cell| {
+                    vec![
+                        cell.name.clone(),
+                        format!("{:?}", cell.runtime).to_lowercase(),
+                        cell.environments.to_string(),
+                        cell.capacity
+                            .map_or_else(|| "-".to_owned(), |c| c.max_environments.to_string()),
+                        cell.last_seen_at
+                            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["NAME", "RUNTIME", "ENVIRONMENTS", "MAX", "LAST SEEN"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn env(opts: &ClientOpts, cmd: EnvCmd) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    match cmd {
+        EnvCmd::Create {
+            name,
+            tenant,
+            spec,
+            idempotency_key,
+        } => {
+            let mut body = spec.to_json()?;
+            body.insert("name".to_owned(), Value::from(name));
+            let req: CreateEnvironment =
+                serde_json::from_value(Value::Object(body)).context("invalid environment flags")?;
+            let created = c
+                .create_environment(&tenant, &req, idempotency_key.as_deref())
+                .await?;
+            print_env(opts, &created.environment)
+        }
+        EnvCmd::List { tenant } => {
+            let list = c.list_environments(&tenant).await?;
+            if opts.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list.environments.iter().map(env_row).collect();
+            print_table(&ENV_HEADERS, &rows);
+            Ok(())
+        }
+        EnvCmd::Get { name, tenant } => print_env(opts, &c.get_environment(&tenant, &name).await?),
+        EnvCmd::Update {
+            name,
+            tenant,
+            spec,
+            if_revision,
+        } => {
+            let body = spec.to_json()?;
+            if body.is_empty() {
+                bail!("nothing to update: give at least one spec flag (see --help)");
+            }
+            let req: UpdateEnvironment =
+                serde_json::from_value(Value::Object(body)).context("invalid environment flags")?;
+            print_env(
+                opts,
+                &c.update_environment(&tenant, &name, &req, if_revision)
+                    .await?,
+            )
+        }
+        EnvCmd::Delete { name, tenant } => {
+            print_env(opts, &c.delete_environment(&tenant, &name).await?)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `hangar dev`: Hangar on one machine with embedded defaults. A private Postgres (started from
+//! the system binaries, kept in the data directory), the control plane on it, and a platform
+//! admin token kept in the data directory, so starting again on the same directory brings
+//! everything back.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use hangar_data_plane::embedded::{PostgresError, PrivatePostgres};
+use rand::distributions::{Alphanumeric, DistString};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{DatabaseSettings, ServeSettings};
+use crate::startup::{Application, StartupError};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevSettings {
+    /// Where the private Postgres, the admin token and dev.json live.
+    #[arg(long, env = "HANGAR_DEV_DIR", default_value = ".hangar/dev")]
+    pub data_dir: PathBuf,
+    /// Address the API listens on.
+    #[arg(long, env = "HANGAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("failed to prepare {path}: {source}")]
+    Files {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to start the private Postgres: {0}")]
+    Postgres(#[from] PostgresError),
+    #[error("failed to create the control plane's database: {0}")]
+    CreateDatabase(#[source] sqlx::Error),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("failed to serve: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+fn files(path: &Path) -> impl Fn(std::io::Error) -> DevError + '_ {
+    move |source| DevError::Files {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> Result<(), DevError> {
+    std::fs::write(path, contents).map_err(files(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(files(path))
+}
+
+/// The admin token of this data directory, made on first start.
+fn admin_token(dir: &Path) -> Result<String, DevError> {
+    let path = dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if t.trim().len() >= 16 {
+            return Ok(t.trim().to_owned());
+        }
+    }
+    let token = format!(
+        "hga_{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 40)
+    );
+    write_private(&path, &format!("{token}\n"))?;
+    Ok(token)
+}
+
+async fn ensure_database(pg: &PrivatePostgres, name: &str) -> Result<(), DevError> {
+    let mut conn = sqlx::PgConnection::connect(pg.url("postgres").expose_secret())
+        .await
+        .map_err(DevError::CreateDatabase)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(DevError::CreateDatabase)?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .map_err(DevError::CreateDatabase)?;
+    }
+    conn.close().await.map_err(DevError::CreateDatabase)
+}
+
+/// Runs until `shutdown` is cancelled, then stops the control plane and the private Postgres.
+pub async fn run(settings: DevSettings, shutdown: CancellationToken) -> Result<(), DevError> {
+    let dir = &settings.data_dir;
+    std::fs::create_dir_all(dir).map_err(files(dir))?;
+    let dir = std::fs::canonicalize(dir).map_err(files(dir))?;
+    // The Postgres server may run as the `postgres` user, which must be able to reach its folder.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(files(&dir))?;
+    let token = admin_token(&dir)?;
+    let pg = PrivatePostgres::start(&dir.join("postgres")).await?;
+    let served = serve(&settings, &dir, &pg, token, shutdown).await;
+    if let Err(e) = pg.stop().await {
+        tracing::warn!(error = %e, "failed to stop the private Postgres");
+    }
+    served
+}
+
+async fn serve(
+    settings: &DevSettings,
+    dir: &Path,
+    pg: &PrivatePostgres,
+    token: String,
+    shutdown: CancellationToken,
+) -> Result<(), DevError> {
+    ensure_database(pg, "hangar").await?;
+    let app = Application::build(ServeSettings {
+        database: DatabaseSettings {
+            database_url: pg.url("hangar"),
+            db_max_connections: 20,
+        },
+        listen: settings.listen,
+        admin_token: SecretString::from(token.clone()),
+        airflow_versions: vec![hangar_tenants::DEFAULT_AIRFLOW_VERSION.to_owned()],
+        cell_ttl_secs: 120,
+    })
+    .await?;
+    let addr = app.local_addr().map_err(DevError::Serve)?;
+    let url = format!("http://{addr}");
+    let dev_json = dir.join("dev.json");
+    write_private(
+        &dev_json,
+        &serde_json::json!({ "url": url, "admin_token": token }).to_string(),
+    )?;
+    println!("Hangar is running at {url}");
+    println!("  platform admin token: {token}");
+    println!("  written to {}", dev_json.display());
+    println!("  try: HANGAR_URL={url} HANGAR_TOKEN={token} hangar tenant create demo");
+    println!("Press Ctrl-C to stop.");
+    app.run(shutdown).await.map_err(DevError::Serve)
+}

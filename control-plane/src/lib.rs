@@ -1,0 +1,12 @@
+//! Hangar's control plane: the source of truth for tenants, environments and cells, served as
+//! a REST API, plus the `hangar` command line client.
+
+pub mod api;
+pub mod auth;
+pub mod changes;
+pub mod cli;
+pub mod dev;
+pub mod persistence;
+pub mod service;
+pub mod settings;
+pub mod startup;

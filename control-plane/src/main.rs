@@ -1,0 +1,122 @@
+//! `hangar`: the control plane server (`serve`, `migrate`, `openapi`) and the command line client.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hangar_control_plane::cli::{self, CellCmd, ClientOpts, EnvCmd, TenantCmd, TokenCmd};
+use hangar_control_plane::persistence::Db;
+use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
+use hangar_control_plane::startup::Application;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "hangar", version, about = "Self-hosted managed Apache Airflow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane API.
+    Serve(ServeSettings),
+    /// Run Hangar on this machine with embedded defaults (private Postgres, control plane).
+    Dev(hangar_control_plane::dev::DevSettings),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseSettings),
+    /// Print the API's OpenAPI document.
+    Openapi,
+    /// Tenants (platform admin).
+    Tenant {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: TenantCmd,
+    },
+    /// Tenant tokens.
+    Token {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Airflow environments.
+    Env {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: EnvCmd,
+    },
+    /// Data-plane cells (platform admin).
+    Cell {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: CellCmd,
+    },
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("HANGAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    token.cancel();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(settings) => {
+            init_tracing();
+            let app = Application::build(settings).await?;
+            let addr = app.local_addr()?;
+            tracing::info!(%addr, "hangar control plane listening");
+            let token = CancellationToken::new();
+            tokio::spawn(shutdown_signal(token.clone()));
+            app.run(token).await.context("failed to serve")?;
+        }
+        Command::Dev(settings) => {
+            init_tracing();
+            let token = CancellationToken::new();
+            tokio::spawn(shutdown_signal(token.clone()));
+            hangar_control_plane::dev::run(settings, token).await?;
+        }
+        Command::Migrate(db) => {
+            init_tracing();
+            let db = Db::connect(&db.database_url, 2).await?;
+            db.migrate().await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Openapi => print!("{}", hangar_control_plane::api::openapi_json()),
+        Command::Tenant { opts, cmd } => cli::tenant(&opts, cmd).await?,
+        Command::Token { opts, cmd } => cli::token(&opts, cmd).await?,
+        Command::Env { opts, cmd } => cli::env(&opts, cmd).await?,
+        Command::Cell { opts, cmd } => cli::cell(&opts, cmd).await?,
+    }
+    Ok(())
+}

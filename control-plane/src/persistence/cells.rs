@@ -1,0 +1,172 @@
+//! Queries on `cells`: data-plane agents, their capacity, liveness and the placement of
+//! environments on them.
+//!
+//! Ordering guarantee the agents rely on: every change to an environment placed on a cell is made
+//! while holding that cell's row lock ([`lock`]), so the `change_seq` numbers of one cell's
+//! environments commit in increasing order and "changed since N" never skips a change.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct CellRow {
+    pub id: Uuid,
+    pub name: String,
+    pub runtime: String,
+    pub max_environments: Option<i32>,
+    pub worker_slots: Option<i32>,
+    pub agent_version: Option<String>,
+    pub environments: i64,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CellIdentity {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CellRoom {
+    pub id: Uuid,
+    pub max_environments: i32,
+    pub placed: i64,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    runtime: &str,
+    token_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO cells (id, name, runtime, token_hash) VALUES ($1, $2, $3, $4)",
+        id,
+        name,
+        runtime,
+        token_hash
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<CellRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CellRow,
+        r#"SELECT c.id, c.name, c.runtime, c.max_environments, c.worker_slots, c.agent_version,
+                  (SELECT count(*) FROM environments e
+                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "environments!",
+                  c.registered_at, c.last_seen_at, c.created_at
+           FROM cells c WHERE c.name = $1"#,
+        name
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<CellRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CellRow,
+        r#"SELECT c.id, c.name, c.runtime, c.max_environments, c.worker_slots, c.agent_version,
+                  (SELECT count(*) FROM environments e
+                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "environments!",
+                  c.registered_at, c.last_seen_at, c.created_at
+           FROM cells c ORDER BY c.name"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn by_token(
+    pool: &PgPool,
+    token_hash: &[u8],
+) -> Result<Option<CellIdentity>, sqlx::Error> {
+    sqlx::query_as!(
+        CellIdentity,
+        "SELECT id, name FROM cells WHERE token_hash = $1",
+        token_hash
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn register(
+    conn: &mut PgConnection,
+    id: Uuid,
+    max_environments: i32,
+    worker_slots: i32,
+    agent_version: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE cells SET max_environments = $2, worker_slots = $3, agent_version = $4,
+                registered_at = COALESCE(registered_at, now()), last_seen_at = now()
+         WHERE id = $1",
+        id,
+        max_environments,
+        worker_slots,
+        agent_version
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn touch(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE cells SET last_seen_at = now() WHERE id = $1", id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Locks one cell's row for the rest of the transaction (see the module header).
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT id FROM cells WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(())
+}
+
+/// Locks every registered cell seen within `ttl_secs` and returns how full each is. Locking them
+/// all, in id order, makes concurrent placements count each other's environments.
+pub async fn lock_live_with_room(
+    conn: &mut PgConnection,
+    ttl_secs: f64,
+) -> Result<Vec<CellRoom>, sqlx::Error> {
+    sqlx::query!(
+        "SELECT id FROM cells
+         WHERE registered_at IS NOT NULL AND last_seen_at > now() - make_interval(secs => $1)
+         ORDER BY id FOR UPDATE",
+        ttl_secs
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query_as!(
+        CellRoom,
+        r#"SELECT c.id, c.max_environments AS "max_environments!",
+                  (SELECT count(*) FROM environments e
+                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "placed!"
+           FROM cells c
+           WHERE c.registered_at IS NOT NULL AND c.max_environments IS NOT NULL
+             AND c.last_seen_at > now() - make_interval(secs => $1)
+           ORDER BY c.id"#,
+        ttl_secs
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Wakes the agents long-polling this cell once the transaction commits.
+pub async fn notify_changed(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_notify('hangar_cell_changes', $1)",
+        id.to_string()
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}

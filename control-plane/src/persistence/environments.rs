@@ -1,0 +1,321 @@
+//! Queries on `environments` and `idempotency_keys`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// An environment with its tenant's and cell's names.
+#[derive(Debug, Clone)]
+pub struct EnvRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub revision: i64,
+    pub phase: String,
+    pub status_message: Option<String>,
+    pub delete_requested: bool,
+    pub cell_id: Option<Uuid>,
+    pub cell: Option<String>,
+    pub observed: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssignmentRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub revision: i64,
+    pub delete_requested: bool,
+    pub spec: serde_json::Value,
+    pub change_seq: i64,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    tenant_id: Uuid,
+    name: &str,
+    spec: &serde_json::Value,
+    phase: &str,
+    status_message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO environments (id, tenant_id, name, spec, phase, status_message)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        id,
+        tenant_id,
+        name,
+        spec,
+        phase,
+        status_message
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The live environment of that name, or else the most recently deleted one.
+pub async fn by_name(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<Option<EnvRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EnvRow,
+        r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
+                  e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
+                  e.observed, e.created_at, e.updated_at
+           FROM environments e JOIN tenants t ON t.id = e.tenant_id
+           LEFT JOIN cells c ON c.id = e.cell_id
+           WHERE e.tenant_id = $1 AND e.name = $2
+           ORDER BY (e.phase = 'DELETED'), e.created_at DESC LIMIT 1"#,
+        tenant_id,
+        name
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<EnvRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EnvRow,
+        r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
+                  e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
+                  e.observed, e.created_at, e.updated_at
+           FROM environments e JOIN tenants t ON t.id = e.tenant_id
+           LEFT JOIN cells c ON c.id = e.cell_id
+           WHERE e.id = $1"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The tenant's environments that are not deleted, by name.
+pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EnvRow,
+        r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
+                  e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
+                  e.observed, e.created_at, e.updated_at
+           FROM environments e JOIN tenants t ON t.id = e.tenant_id
+           LEFT JOIN cells c ON c.id = e.cell_id
+           WHERE e.tenant_id = $1 AND e.phase <> 'DELETED'
+           ORDER BY e.name"#,
+        tenant_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Locks the environment's row; returns its cell, phase, revision and deletion intent.
+pub struct LockedEnv {
+    pub tenant_id: Uuid,
+    pub cell_id: Option<Uuid>,
+    pub phase: String,
+    pub revision: i64,
+    pub delete_requested: bool,
+}
+
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedEnv>, sqlx::Error> {
+    sqlx::query_as!(
+        LockedEnv,
+        "SELECT tenant_id, cell_id, phase, revision, delete_requested FROM environments WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Stores a new spec as the next revision, only if the current revision is `expected`.
+/// Returns the new revision, or `None` when another change got there first.
+pub async fn update_spec(
+    conn: &mut PgConnection,
+    id: Uuid,
+    expected_revision: i64,
+    spec: &serde_json::Value,
+    phase: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query!(
+        "UPDATE environments
+         SET spec = $3, revision = revision + 1, phase = $4, status_message = NULL,
+             change_seq = nextval('environment_changes'), updated_at = now()
+         WHERE id = $1 AND revision = $2
+         RETURNING revision",
+        id,
+        expected_revision,
+        spec,
+        phase
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| r.revision))
+}
+
+/// Records the intent to delete: the cell's agent tears down and reports; an environment on no
+/// cell has nothing running and is deleted at once.
+pub async fn request_delete(
+    conn: &mut PgConnection,
+    id: Uuid,
+    phase: &str,
+    status_message: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE environments
+         SET delete_requested = true, revision = revision + 1, phase = $2, status_message = $3,
+             change_seq = nextval('environment_changes'), updated_at = now(),
+             deleted_at = CASE WHEN $2 = 'DELETED' THEN now() END
+         WHERE id = $1",
+        id,
+        phase,
+        status_message
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn place(conn: &mut PgConnection, id: Uuid, cell_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE environments
+         SET cell_id = $2, status_message = NULL, change_seq = nextval('environment_changes'),
+             updated_at = now()
+         WHERE id = $1",
+        id,
+        cell_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Environments waiting for a cell, oldest first.
+pub async fn unplaced(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT id FROM environments
+         WHERE cell_id IS NULL AND phase <> 'DELETED' AND NOT delete_requested
+         ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+pub async fn record_observed(
+    conn: &mut PgConnection,
+    id: Uuid,
+    observed: &serde_json::Value,
+    phase: &str,
+    status_message: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE environments
+         SET observed = $2, observed_at = now(), phase = $3, status_message = $4,
+             updated_at = CASE WHEN phase <> $3 THEN now() ELSE updated_at END,
+             deleted_at = CASE WHEN $3 = 'DELETED' THEN now() ELSE deleted_at END
+         WHERE id = $1",
+        id,
+        observed,
+        phase,
+        status_message
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Environments on the cell whose desired state changed after `since`, in change order.
+pub async fn assignments(
+    pool: &PgPool,
+    cell_id: Uuid,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<AssignmentRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AssignmentRow,
+        "SELECT e.id, t.name AS tenant, e.name, e.revision, e.delete_requested, e.spec, e.change_seq
+         FROM environments e JOIN tenants t ON t.id = e.tenant_id
+         WHERE e.cell_id = $1 AND e.change_seq > $2 AND e.phase <> 'DELETED'
+         ORDER BY e.change_seq LIMIT $3",
+        cell_id,
+        since,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn count_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT phase, count(*) AS "n!" FROM environments GROUP BY phase ORDER BY phase"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.phase, r.n)).collect())
+}
+
+/// Serialises requests that carry the same idempotency key until the transaction ends.
+pub async fn lock_idempotency_key(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))",
+        tenant_id.to_string(),
+        key
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}
+
+pub struct IdempotencyRow {
+    pub request_hash: Vec<u8>,
+    pub environment_id: Uuid,
+}
+
+pub async fn find_idempotency_key(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    key: &str,
+) -> Result<Option<IdempotencyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        IdempotencyRow,
+        "SELECT request_hash, environment_id FROM idempotency_keys
+         WHERE tenant_id = $1 AND key = $2 AND created_at > now() - interval '24 hours'",
+        tenant_id,
+        key
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn save_idempotency_key(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    key: &str,
+    request_hash: &[u8],
+    environment_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, environment_id)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, key) DO UPDATE
+         SET request_hash = EXCLUDED.request_hash, environment_id = EXCLUDED.environment_id,
+             created_at = now()",
+        tenant_id,
+        key,
+        request_hash,
+        environment_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

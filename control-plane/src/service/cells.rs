@@ -1,0 +1,380 @@
+//! Data-plane cells: their creation by the platform admin, agent registration, placement of
+//! environments, the long-polled assignments and the observed state agents report.
+
+use std::time::Duration;
+
+use hangar_tenants::api::{
+    Assignment, Cell, CellCapacity, CellCreated, CreateCell, Environment, RegisterCell, Runtime,
+};
+use hangar_tenants::{derive_phase, CellName, FieldErrors, ObservedState, Phase};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::environments::environment_out;
+use super::{ServiceError, Services, StoreContext};
+use crate::auth::{self, Actor, Principal};
+use crate::persistence::{self, audit::NewAudit, unique_violation};
+
+/// At most this many assignments go out in one answer; the agent asks again from the cursor.
+const ASSIGNMENT_PAGE: i64 = 500;
+/// The longest a long poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+fn runtime_str(r: Runtime) -> &'static str {
+    match r {
+        Runtime::Process => "process",
+        Runtime::Kubernetes => "kubernetes",
+    }
+}
+
+fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
+    let runtime = match row.runtime.as_str() {
+        "process" => Runtime::Process,
+        "kubernetes" => Runtime::Kubernetes,
+        other => {
+            return Err(ServiceError::Corrupt {
+                action: "read a cell's runtime",
+                message: other.to_owned(),
+            })
+        }
+    };
+    let capacity = match (row.max_environments, row.worker_slots) {
+        (Some(e), Some(w)) => Some(CellCapacity {
+            max_environments: u32::try_from(e).unwrap_or(0),
+            worker_slots: u32::try_from(w).unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(Cell {
+        id: row.id,
+        name: row.name,
+        runtime,
+        capacity,
+        agent_version: row.agent_version,
+        environments: row.environments,
+        registered_at: row.registered_at,
+        last_seen_at: row.last_seen_at,
+        created_at: row.created_at,
+    })
+}
+
+/// The cell a cell token may act as; any other cell's routes answer "not found".
+fn own_cell(actor: &Actor, cell: &str) -> Result<Uuid, ServiceError> {
+    match &actor.principal {
+        Principal::Cell { id, name } if name == cell => Ok(*id),
+        Principal::Cell { .. } => Err(ServiceError::not_found("cell", cell)),
+        _ => Err(ServiceError::Forbidden(
+            "only the cell's own agent may do this".to_owned(),
+        )),
+    }
+}
+
+/// The live cell with the most room, by fewest environments placed; ties by id.
+fn pick(rooms: &[persistence::cells::CellRoom]) -> Option<usize> {
+    rooms
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.placed < i64::from(r.max_environments))
+        .min_by_key(|(_, r)| (r.placed, r.id))
+        .map(|(i, _)| i)
+}
+
+impl Services {
+    pub async fn create_cell(
+        &self,
+        actor: &Actor,
+        req: CreateCell,
+    ) -> Result<CellCreated, ServiceError> {
+        self.require_platform_admin(actor)?;
+        let name = CellName::parse(req.name.as_str()).map_err(|e| {
+            FieldErrors::from(hangar_tenants::FieldError::new("name", e.to_string()))
+        })?;
+        let token = auth::generate(auth::CELL_TOKEN_PREFIX);
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        persistence::cells::insert(
+            &mut tx,
+            Uuid::new_v4(),
+            name.as_str(),
+            runtime_str(req.runtime),
+            &token.hash,
+        )
+        .await
+        .map_err(|e| match unique_violation(&e) {
+            Some(_) => ServiceError::Conflict {
+                field: Some("name"),
+                message: format!("a cell named {:?} already exists", name.as_str()),
+            },
+            None => ServiceError::Store {
+                action: "create a cell",
+                source: e,
+            },
+        })?;
+        persistence::audit::insert(
+            &mut tx,
+            NewAudit {
+                tenant_id: None,
+                actor: &actor.principal.actor(),
+                action: "cell.create",
+                target: &format!("cells/{name}"),
+                request_id: actor.request_id.as_deref(),
+                details: json!({ "runtime": runtime_str(req.runtime) }),
+            },
+        )
+        .await
+        .store("audit a cell's creation")?;
+        tx.commit().await.store("commit a cell's creation")?;
+        let row = persistence::cells::by_name(&self.db.pool, name.as_str())
+            .await
+            .store("read a cell")?
+            .ok_or_else(|| ServiceError::not_found("cell", name.as_str()))?;
+        Ok(CellCreated {
+            cell: cell_out(row)?,
+            token: token.secret,
+        })
+    }
+
+    pub async fn list_cells(&self, actor: &Actor) -> Result<Vec<Cell>, ServiceError> {
+        self.require_platform_admin(actor)?;
+        persistence::cells::list(&self.db.pool)
+            .await
+            .store("list cells")?
+            .into_iter()
+            .map(cell_out)
+            .collect()
+    }
+
+    /// An agent announces itself and its capacity; environments waiting for a cell are placed.
+    pub async fn register_cell(
+        &self,
+        actor: &Actor,
+        cell: &str,
+        req: RegisterCell,
+    ) -> Result<Cell, ServiceError> {
+        let id = own_cell(actor, cell)?;
+        let mut errors = FieldErrors::default();
+        if !(1..=10_000).contains(&req.capacity.max_environments) {
+            errors.push("capacity.max_environments", "must be between 1 and 10000");
+        }
+        if req.capacity.worker_slots > 100_000 {
+            errors.push("capacity.worker_slots", "must be at most 100000");
+        }
+        if req.agent_version.is_empty() || req.agent_version.len() > 64 {
+            errors.push("agent_version", "must be 1 to 64 characters");
+        }
+        errors.into_result(())?;
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        persistence::cells::register(
+            &mut tx,
+            id,
+            i32::try_from(req.capacity.max_environments).unwrap_or(i32::MAX),
+            i32::try_from(req.capacity.worker_slots).unwrap_or(i32::MAX),
+            &req.agent_version,
+        )
+        .await
+        .store("register a cell")?;
+        self.place_pending(&mut tx).await?;
+        tx.commit().await.store("commit a cell's registration")?;
+        let row = persistence::cells::by_name(&self.db.pool, cell)
+            .await
+            .store("read a cell")?
+            .ok_or_else(|| ServiceError::not_found("cell", cell))?;
+        cell_out(row)
+    }
+
+    /// Places one new environment on the live cell with the most room, if any.
+    pub(crate) async fn place_one(
+        &self,
+        conn: &mut PgConnection,
+        env: Uuid,
+    ) -> Result<Option<Uuid>, ServiceError> {
+        let rooms = persistence::cells::lock_live_with_room(conn, self.cell_ttl.as_secs_f64())
+            .await
+            .store("find a cell with room")?;
+        let Some(i) = pick(&rooms) else {
+            return Ok(None);
+        };
+        let cell = rooms[i].id;
+        persistence::environments::place(conn, env, cell)
+            .await
+            .store("place an environment")?;
+        persistence::cells::notify_changed(conn, cell)
+            .await
+            .store("notify a cell")?;
+        Ok(Some(cell))
+    }
+
+    /// Places environments that wait for a cell, oldest first, while live cells have room.
+    async fn place_pending(&self, conn: &mut PgConnection) -> Result<(), ServiceError> {
+        let mut rooms = persistence::cells::lock_live_with_room(conn, self.cell_ttl.as_secs_f64())
+            .await
+            .store("find a cell with room")?;
+        let waiting = persistence::environments::unplaced(conn, 1000)
+            .await
+            .store("find environments waiting for a cell")?;
+        let mut notified = Vec::new();
+        for env in waiting {
+            let Some(i) = pick(&rooms) else { break };
+            persistence::environments::place(conn, env, rooms[i].id)
+                .await
+                .store("place an environment")?;
+            rooms[i].placed += 1;
+            if !notified.contains(&rooms[i].id) {
+                notified.push(rooms[i].id);
+            }
+        }
+        for cell in notified {
+            persistence::cells::notify_changed(conn, cell)
+                .await
+                .store("notify a cell")?;
+        }
+        Ok(())
+    }
+
+    /// The environments of the cell whose desired state changed after `since`. When none did,
+    /// waits up to `wait` for a change (a long poll), then answers, possibly with none.
+    pub async fn assignments(
+        &self,
+        actor: &Actor,
+        cell: &str,
+        since: i64,
+        wait: Duration,
+    ) -> Result<(i64, Vec<Assignment>), ServiceError> {
+        let id = own_cell(actor, cell)?;
+        persistence::cells::touch(&self.db.pool, id)
+            .await
+            .store("record a cell's heartbeat")?;
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let mut changes = self.changes.clone();
+        loop {
+            changes.borrow_and_update();
+            let rows =
+                persistence::environments::assignments(&self.db.pool, id, since, ASSIGNMENT_PAGE)
+                    .await
+                    .store("read a cell's assignments")?;
+            if !rows.is_empty() {
+                let cursor = rows.last().map_or(since, |r| r.change_seq);
+                let out = rows
+                    .into_iter()
+                    .map(|r| {
+                        Ok(Assignment {
+                            spec: serde_json::from_value(r.spec).map_err(|e| {
+                                ServiceError::Corrupt {
+                                    action: "read an environment's spec",
+                                    message: format!("environment {}: {e}", r.id),
+                                }
+                            })?,
+                            id: r.id,
+                            tenant: r.tenant,
+                            name: r.name,
+                            revision: r.revision,
+                            delete: r.delete_requested,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ServiceError>>()?;
+                return Ok((cursor, out));
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Ok((since, Vec::new()));
+            }
+        }
+    }
+
+    /// Records what an agent observed of one of its environments and moves its phase.
+    pub async fn report_observed(
+        &self,
+        actor: &Actor,
+        cell: &str,
+        env: Uuid,
+        observed: ObservedState,
+    ) -> Result<Environment, ServiceError> {
+        let cell_id = own_cell(actor, cell)?;
+        let not_found = || ServiceError::not_found("environment", env.to_string());
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        let locked = persistence::environments::lock(&mut tx, env)
+            .await
+            .store("lock an environment")?
+            .filter(|l| l.cell_id == Some(cell_id))
+            .ok_or_else(not_found)?;
+        let current: Phase =
+            locked
+                .phase
+                .parse()
+                .map_err(
+                    |e: hangar_tenants::phase::UnknownPhase| ServiceError::Corrupt {
+                        action: "read an environment's phase",
+                        message: e.to_string(),
+                    },
+                )?;
+        let change = derive_phase(current, locked.revision, locked.delete_requested, &observed);
+        let observed_value =
+            serde_json::to_value(&observed).map_err(|e| ServiceError::Corrupt {
+                action: "serialise observed state",
+                message: e.to_string(),
+            })?;
+        persistence::environments::record_observed(
+            &mut tx,
+            env,
+            &observed_value,
+            change.phase.as_str(),
+            change.message.as_deref(),
+        )
+        .await
+        .store("record observed state")?;
+        let row = persistence::environments::by_id(&mut tx, env)
+            .await
+            .store("read an environment")?
+            .ok_or_else(not_found)?;
+        if change.phase != current {
+            persistence::audit::insert(
+                &mut tx,
+                NewAudit {
+                    tenant_id: Some(locked.tenant_id),
+                    actor: &actor.principal.actor(),
+                    action: "environment.phase",
+                    target: &format!("{}/environments/{}", row.tenant, row.name),
+                    request_id: actor.request_id.as_deref(),
+                    details: json!({
+                        "from": current.as_str(),
+                        "to": change.phase.as_str(),
+                        "revision": locked.revision,
+                        "observed_revision": observed.revision,
+                        "message": change.message,
+                    }),
+                },
+            )
+            .await
+            .store("audit a phase change")?;
+        }
+        tx.commit().await.store("commit observed state")?;
+        environment_out(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use persistence::cells::CellRoom;
+
+    fn room(id: u128, max: i32, placed: i64) -> CellRoom {
+        CellRoom {
+            id: Uuid::from_u128(id),
+            max_environments: max,
+            placed,
+        }
+    }
+
+    #[test]
+    fn placement_prefers_the_emptiest_cell_with_room() {
+        assert_eq!(
+            pick(&[room(1, 10, 5), room(2, 10, 2), room(3, 2, 2)]),
+            Some(1)
+        );
+        assert_eq!(pick(&[room(1, 1, 1), room(2, 3, 3)]), None);
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[room(2, 5, 1), room(1, 5, 1)]), Some(1));
+    }
+}

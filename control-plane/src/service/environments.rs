@@ -1,0 +1,407 @@
+//! The environment lifecycle as tenants drive it: create (with placement and idempotency keys),
+//! read, update (optimistic concurrency on `revision`) and delete.
+
+use hangar_tenants::api::{CreateEnvironment, Environment, Role, UpdateEnvironment};
+use hangar_tenants::{EnvironmentSpec, FieldError, Phase};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{ServiceError, Services, StoreContext, TenantRef};
+use crate::auth::Actor;
+use crate::persistence::{self, audit::NewAudit, environments::EnvRow, unique_violation};
+
+/// Shown while no registered cell can take an environment.
+pub const WAITING_FOR_CELL: &str =
+    "waiting for a data-plane cell with room: no registered cell can take this environment yet";
+
+/// A client's `Idempotency-Key` and a hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// The outcome of a create: the environment, and whether an earlier request made it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub environment: Environment,
+    pub replayed: bool,
+}
+
+pub(crate) fn environment_out(row: EnvRow) -> Result<Environment, ServiceError> {
+    let corrupt = |what: &'static str, e: String| ServiceError::Corrupt {
+        action: what,
+        message: format!("environment {}: {e}", row.id),
+    };
+    let spec: EnvironmentSpec = serde_json::from_value(row.spec.clone())
+        .map_err(|e| corrupt("read an environment's spec", e.to_string()))?;
+    let phase: Phase = row
+        .phase
+        .parse()
+        .map_err(|e: hangar_tenants::phase::UnknownPhase| {
+            corrupt("read an environment's phase", e.to_string())
+        })?;
+    let observed = row
+        .observed
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| corrupt("read an environment's observed state", e.to_string()))?;
+    Ok(Environment {
+        id: row.id,
+        tenant: row.tenant,
+        name: row.name,
+        revision: row.revision,
+        phase,
+        status_message: row.status_message,
+        spec,
+        cell: row.cell,
+        observed,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn spec_json(spec: &EnvironmentSpec) -> Result<serde_json::Value, ServiceError> {
+    serde_json::to_value(spec).map_err(|e| ServiceError::Corrupt {
+        action: "serialise an environment spec",
+        message: e.to_string(),
+    })
+}
+
+/// The top-level spec fields that differ between two specs, for the audit log.
+fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    match (old.as_object(), new.as_object()) {
+        (Some(o), Some(n)) => n
+            .iter()
+            .filter(|(k, v)| o.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Services {
+    pub async fn create_environment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        req: CreateEnvironment,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Created, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
+        let spec = EnvironmentSpec::create(req, &self.platform)?;
+        let spec_value = spec_json(&spec)?;
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        if let Some(idem) = &idempotency {
+            persistence::environments::lock_idempotency_key(&mut tx, t.id, &idem.key)
+                .await
+                .store("lock an idempotency key")?;
+            let earlier = persistence::environments::find_idempotency_key(&mut tx, t.id, &idem.key)
+                .await
+                .store("look up an idempotency key")?;
+            if let Some(earlier) = earlier {
+                if earlier.request_hash != idem.request_hash {
+                    return Err(FieldError::new(
+                        "Idempotency-Key",
+                        "this key was already used with a different request body",
+                    )
+                    .into());
+                }
+                let row = persistence::environments::by_id(&mut tx, earlier.environment_id)
+                    .await
+                    .store("read an environment")?
+                    .ok_or_else(|| ServiceError::not_found("environment", spec.name.as_str()))?;
+                tx.commit().await.store("end a transaction")?;
+                return Ok(Created {
+                    environment: environment_out(row)?,
+                    replayed: true,
+                });
+            }
+        }
+        let id = Uuid::new_v4();
+        persistence::environments::insert(
+            &mut tx,
+            id,
+            t.id,
+            spec.name.as_str(),
+            &spec_value,
+            Phase::Creating.as_str(),
+            WAITING_FOR_CELL,
+        )
+        .await
+        .map_err(|e| match unique_violation(&e) {
+            Some(_) => ServiceError::Conflict {
+                field: Some("name"),
+                message: format!(
+                    "tenant {} already has an environment named {:?}",
+                    t.name,
+                    spec.name.as_str()
+                ),
+            },
+            None => ServiceError::Store {
+                action: "create an environment",
+                source: e,
+            },
+        })?;
+        let cell = self.place_one(&mut tx, id).await?;
+        if let Some(idem) = &idempotency {
+            persistence::environments::save_idempotency_key(
+                &mut tx,
+                t.id,
+                &idem.key,
+                &idem.request_hash,
+                id,
+            )
+            .await
+            .store("save an idempotency key")?;
+        }
+        audit_env(
+            &mut tx,
+            actor,
+            &t,
+            "environment.create",
+            spec.name.as_str(),
+            json!({ "revision": 1, "cell": cell, "spec": spec_value }),
+        )
+        .await?;
+        let row = persistence::environments::by_id(&mut tx, id)
+            .await
+            .store("read an environment")?
+            .ok_or_else(|| ServiceError::not_found("environment", spec.name.as_str()))?;
+        tx.commit()
+            .await
+            .store("commit an environment's creation")?;
+        Ok(Created {
+            environment: environment_out(row)?,
+            replayed: false,
+        })
+    }
+
+    pub async fn get_environment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Environment, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
+        let row = persistence::environments::by_name(&self.db.pool, t.id, name)
+            .await
+            .store("read an environment")?
+            .ok_or_else(|| ServiceError::not_found("environment", name))?;
+        environment_out(row)
+    }
+
+    pub async fn list_environments(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+    ) -> Result<Vec<Environment>, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
+        persistence::environments::list(&self.db.pool, t.id)
+            .await
+            .store("list environments")?
+            .into_iter()
+            .map(environment_out)
+            .collect()
+    }
+
+    /// Applies a partial update as the next revision. With `if_match`, only when the
+    /// environment is still at that revision. An update that changes nothing makes no revision.
+    pub async fn update_environment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name: &str,
+        req: UpdateEnvironment,
+        if_match: Option<i64>,
+    ) -> Result<Environment, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        let row = self.lock_live_environment(&mut tx, &t, name).await?;
+        if let Some(expected) = if_match {
+            if expected != row.revision {
+                return Err(ServiceError::StaleRevision {
+                    expected,
+                    current: row.revision,
+                });
+            }
+        }
+        let current = environment_out(row.clone())?;
+        let next_phase = current
+            .phase
+            .on_new_revision()
+            .ok_or_else(|| ServiceError::Conflict {
+                field: None,
+                message: format!("environment {name:?} is being deleted and cannot be updated"),
+            })?;
+        let spec = current.spec.update(req, &self.platform)?;
+        if spec == current.spec {
+            tx.commit().await.store("end a transaction")?;
+            return Ok(current);
+        }
+        let spec_value = spec_json(&spec)?;
+        let revision = persistence::environments::update_spec(
+            &mut tx,
+            row.id,
+            row.revision,
+            &spec_value,
+            next_phase.as_str(),
+        )
+        .await
+        .store("update an environment")?
+        .ok_or(ServiceError::StaleRevision {
+            expected: row.revision,
+            current: row.revision + 1,
+        })?;
+        if let Some(cell) = row.cell_id {
+            persistence::cells::notify_changed(&mut tx, cell)
+                .await
+                .store("notify a cell")?;
+        }
+        audit_env(
+            &mut tx,
+            actor,
+            &t,
+            "environment.update",
+            name,
+            json!({ "revision": revision, "changed": changed_fields(&row.spec, &spec_value) }),
+        )
+        .await?;
+        let row = persistence::environments::by_id(&mut tx, row.id)
+            .await
+            .store("read an environment")?
+            .ok_or_else(|| ServiceError::not_found("environment", name))?;
+        tx.commit().await.store("commit an environment's update")?;
+        environment_out(row)
+    }
+
+    /// Starts deleting an environment. Its cell tears it down and reports; an environment that
+    /// was never placed has nothing running and is `DELETED` at once. Deleting twice is harmless.
+    pub async fn delete_environment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Environment, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        let row = self.lock_live_environment(&mut tx, &t, name).await?;
+        if !row.delete_requested {
+            let (phase, message) = match row.cell_id {
+                Some(_) => (
+                    Phase::Deleting,
+                    Some("waiting for the cell to remove the environment"),
+                ),
+                None => (Phase::Deleted, None),
+            };
+            persistence::environments::request_delete(&mut tx, row.id, phase.as_str(), message)
+                .await
+                .store("delete an environment")?;
+            if let Some(cell) = row.cell_id {
+                persistence::cells::notify_changed(&mut tx, cell)
+                    .await
+                    .store("notify a cell")?;
+            }
+            audit_env(
+                &mut tx,
+                actor,
+                &t,
+                "environment.delete",
+                name,
+                json!({ "revision": row.revision + 1 }),
+            )
+            .await?;
+        }
+        let row = persistence::environments::by_id(&mut tx, row.id)
+            .await
+            .store("read an environment")?
+            .ok_or_else(|| ServiceError::not_found("environment", name))?;
+        tx.commit()
+            .await
+            .store("commit an environment's deletion")?;
+        environment_out(row)
+    }
+
+    /// Locks a live environment for a change: first its cell's row (so the cell's change
+    /// numbers commit in order, see `persistence::cells`), then its own row.
+    async fn lock_live_environment(
+        &self,
+        conn: &mut PgConnection,
+        t: &TenantRef,
+        name: &str,
+    ) -> Result<EnvRow, ServiceError> {
+        let not_found = || ServiceError::not_found("environment", name);
+        let seen = persistence::environments::by_name(&self.db.pool, t.id, name)
+            .await
+            .store("read an environment")?
+            .filter(|r| r.phase != Phase::Deleted.as_str())
+            .ok_or_else(not_found)?;
+        // Placement only ever moves an environment from no cell to a cell, so one retry is enough.
+        for _ in 0..2 {
+            let cell = persistence::environments::by_id(conn, seen.id)
+                .await
+                .store("read an environment")?
+                .ok_or_else(not_found)?
+                .cell_id;
+            if let Some(cell) = cell {
+                persistence::cells::lock(conn, cell)
+                    .await
+                    .store("lock a cell")?;
+            }
+            let locked = persistence::environments::lock(conn, seen.id)
+                .await
+                .store("lock an environment")?
+                .ok_or_else(not_found)?;
+            if locked.phase == Phase::Deleted.as_str() {
+                return Err(not_found());
+            }
+            if locked.cell_id == cell {
+                return persistence::environments::by_id(conn, seen.id)
+                    .await
+                    .store("read an environment")?
+                    .ok_or_else(not_found);
+            }
+        }
+        Err(ServiceError::Conflict {
+            field: None,
+            message: format!("environment {name:?} is being placed; retry"),
+        })
+    }
+}
+
+async fn audit_env(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    t: &TenantRef,
+    action: &str,
+    env: &str,
+    details: serde_json::Value,
+) -> Result<(), ServiceError> {
+    persistence::audit::insert(
+        conn,
+        NewAudit {
+            tenant_id: Some(t.id),
+            actor: &actor.principal.actor(),
+            action,
+            target: &format!("{}/environments/{env}", t.name),
+            request_id: actor.request_id.as_deref(),
+            details,
+        },
+    )
+    .await
+    .store("write the audit log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_fields_lists_what_differs() {
+        let a = json!({"min_workers": 0, "max_workers": 4, "tags": {}});
+        let b = json!({"min_workers": 1, "max_workers": 4, "tags": {"a": "b"}});
+        assert_eq!(changed_fields(&a, &b), vec!["min_workers", "tags"]);
+    }
+}

@@ -1,0 +1,215 @@
+//! The control plane's service layer: everything the API and the portal do, without HTTP.
+//! Authorisation and auditing happen here, so every surface gets the same rules.
+
+pub mod cells;
+pub mod environments;
+pub mod tenants;
+
+use std::time::Duration;
+
+use hangar_tenants::api::Role;
+use hangar_tenants::{FieldErrors, Platform, TenantName};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::auth::{self, Actor, Principal};
+use crate::persistence::{self, Db};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(#[from] FieldErrors),
+    #[error("missing or invalid bearer token")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{message}")]
+    Conflict {
+        field: Option<&'static str>,
+        message: String,
+    },
+    #[error("the environment is at revision {current}, not {expected}")]
+    StaleRevision { expected: i64, current: i64 },
+    #[error("failed to {action}: {source}")]
+    Store {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("failed to {action}: {message}")]
+    Corrupt {
+        action: &'static str,
+        message: String,
+    },
+}
+
+impl From<hangar_tenants::FieldError> for ServiceError {
+    fn from(e: hangar_tenants::FieldError) -> Self {
+        Self::Invalid(e.into())
+    }
+}
+
+impl ServiceError {
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+/// Names the action a failed query was part of.
+pub trait StoreContext<T> {
+    fn store(self, action: &'static str) -> Result<T, ServiceError>;
+}
+
+impl<T> StoreContext<T> for Result<T, sqlx::Error> {
+    fn store(self, action: &'static str) -> Result<T, ServiceError> {
+        self.map_err(|source| ServiceError::Store { action, source })
+    }
+}
+
+/// A tenant the caller may act on.
+#[derive(Debug, Clone)]
+pub struct TenantRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// The service layer's dependencies.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub db: Db,
+    pub platform: Platform,
+    admin_token_hash: Vec<u8>,
+    /// A cell not heard from for this long gets no new environments.
+    pub cell_ttl: Duration,
+    /// Bumped whenever any cell's assignments change (Postgres NOTIFY), for long polls.
+    pub changes: watch::Receiver<u64>,
+}
+
+/// How long a token's `last_used_at` may lag, to spare a write on every request.
+const TOKEN_TOUCH_INTERVAL: chrono::Duration = chrono::Duration::seconds(60);
+
+impl Services {
+    pub fn new(
+        db: Db,
+        platform: Platform,
+        admin_token: &str,
+        cell_ttl: Duration,
+        changes: watch::Receiver<u64>,
+    ) -> Self {
+        Self {
+            db,
+            platform,
+            admin_token_hash: auth::hash(admin_token),
+            cell_ttl,
+            changes,
+        }
+    }
+
+    /// Resolves a bearer token to its principal.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
+        let token = bearer.ok_or(ServiceError::Unauthenticated)?;
+        let hash = auth::hash(token);
+        if token.starts_with(auth::TENANT_TOKEN_PREFIX) {
+            let holder = persistence::tokens::holder(&self.db.pool, &hash)
+                .await
+                .store("look up a token")?
+                .ok_or(ServiceError::Unauthenticated)?;
+            let stale = holder
+                .last_used_at
+                .is_none_or(|t| chrono::Utc::now() - t > TOKEN_TOUCH_INTERVAL);
+            if stale {
+                persistence::tokens::touch(&self.db.pool, holder.token_id)
+                    .await
+                    .store("record a token's use")?;
+            }
+            let role = Role::parse(&holder.role).ok_or_else(|| ServiceError::Corrupt {
+                action: "read a token's role",
+                message: holder.role.clone(),
+            })?;
+            return Ok(Principal::Tenant {
+                token_id: holder.token_id,
+                tenant_id: holder.tenant_id,
+                tenant: holder.tenant_name,
+                role,
+            });
+        }
+        if token.starts_with(auth::CELL_TOKEN_PREFIX) {
+            let cell = persistence::cells::by_token(&self.db.pool, &hash)
+                .await
+                .store("look up a cell token")?
+                .ok_or(ServiceError::Unauthenticated)?;
+            return Ok(Principal::Cell {
+                id: cell.id,
+                name: cell.name,
+            });
+        }
+        if auth::same_hash(&hash, &self.admin_token_hash) {
+            return Ok(Principal::PlatformAdmin);
+        }
+        Err(ServiceError::Unauthenticated)
+    }
+
+    /// The tenant named in a request, if the caller may act on it with at least role `need`.
+    /// Another tenant's resources answer "not found", never "forbidden", so their existence
+    /// does not leak.
+    pub async fn authorize_tenant(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        need: Role,
+    ) -> Result<TenantRef, ServiceError> {
+        if TenantName::parse(tenant).is_err() {
+            return Err(ServiceError::not_found("tenant", tenant));
+        }
+        match &actor.principal {
+            Principal::PlatformAdmin => {
+                let row = persistence::tenants::by_name(&self.db.pool, tenant)
+                    .await
+                    .store("look up a tenant")?
+                    .ok_or_else(|| ServiceError::not_found("tenant", tenant))?;
+                Ok(TenantRef {
+                    id: row.id,
+                    name: row.name,
+                })
+            }
+            Principal::Tenant {
+                tenant_id,
+                tenant: own,
+                role,
+                ..
+            } => {
+                if own != tenant {
+                    return Err(ServiceError::not_found("tenant", tenant));
+                }
+                if *role < need {
+                    return Err(ServiceError::Forbidden(format!(
+                        "a {} token may not do this; it needs the {} role",
+                        role.as_str(),
+                        need.as_str()
+                    )));
+                }
+                Ok(TenantRef {
+                    id: *tenant_id,
+                    name: own.clone(),
+                })
+            }
+            Principal::Cell { .. } => Err(ServiceError::Forbidden(
+                "cell tokens reach only the /v1/cells API".to_owned(),
+            )),
+        }
+    }
+
+    pub fn require_platform_admin(&self, actor: &Actor) -> Result<(), ServiceError> {
+        match actor.principal {
+            Principal::PlatformAdmin => Ok(()),
+            _ => Err(ServiceError::Forbidden(
+                "only the platform admin may do this".to_owned(),
+            )),
+        }
+    }
+}

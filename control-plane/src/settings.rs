@@ -1,0 +1,72 @@
+//! `hangar serve` settings: one typed struct from flags and `HANGAR_*` variables. A missing
+//! required setting fails at start-up with clap's message naming the flag and the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+fn secret(s: &str) -> Result<SecretString, String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(SecretString::from(s.to_owned()))
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseSettings {
+    /// Postgres URL of the control plane's database.
+    #[arg(long, env = "HANGAR_DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: SecretString,
+    /// Connections in the pool.
+    #[arg(long, env = "HANGAR_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeSettings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// Address the API listens on.
+    #[arg(long, env = "HANGAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The platform admin's bearer token (at least 16 characters). Whoever holds it can create
+    /// tenants and cells.
+    #[arg(long, env = "HANGAR_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub admin_token: SecretString,
+    /// Airflow versions tenants may choose (comma-separated); the first is not implied default.
+    #[arg(
+        long,
+        env = "HANGAR_AIRFLOW_VERSIONS",
+        value_delimiter = ',',
+        default_value = "3.3.2"
+    )]
+    pub airflow_versions: Vec<String>,
+    /// Seconds after its last poll that a cell stops getting new environments.
+    #[arg(long, env = "HANGAR_CELL_TTL_SECS", default_value_t = 120)]
+    pub cell_ttl_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("HANGAR_ADMIN_TOKEN must be at least 16 characters")]
+    AdminTokenTooShort,
+    #[error("HANGAR_AIRFLOW_VERSIONS must name at least one version")]
+    NoAirflowVersion,
+}
+
+impl ServeSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.admin_token.expose_secret().len() < 16 {
+            return Err(SettingsError::AdminTokenTooShort);
+        }
+        if self.airflow_versions.iter().all(|v| v.trim().is_empty()) {
+            return Err(SettingsError::NoAirflowVersion);
+        }
+        Ok(())
+    }
+
+    pub fn cell_ttl(&self) -> Duration {
+        Duration::from_secs(self.cell_ttl_secs)
+    }
+}

@@ -1,0 +1,118 @@
+//! Builds and runs the control plane: database, migrations, change listener, router, listener.
+
+use std::sync::{Arc, OnceLock};
+
+use hangar_tenants::Platform;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::persistence::{Db, DbError};
+use crate::service::Services;
+use crate::settings::{ServeSettings, SettingsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("failed to listen for cell changes: {0}")]
+    Listen(#[source] sqlx::Error),
+    #[error("failed to bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The process-wide Prometheus recorder (one per process, shared by every app in tests).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            match builder.install_recorder() {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder was already installed");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// A control plane bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub services: Arc<Services>,
+    cancel: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: ServeSettings) -> Result<Self, StartupError> {
+        settings.validate()?;
+        let db = Db::connect(
+            &settings.database.database_url,
+            settings.database.db_max_connections,
+        )
+        .await?;
+        db.migrate().await?;
+        let cancel = CancellationToken::new();
+        let changes = crate::changes::listen(&db.pool, cancel.clone())
+            .await
+            .map_err(StartupError::Listen)?;
+        let platform = Platform {
+            airflow_versions: settings
+                .airflow_versions
+                .iter()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect(),
+        };
+        let services = Arc::new(Services::new(
+            db,
+            platform,
+            settings.admin_token.expose_secret(),
+            settings.cell_ttl(),
+            changes,
+        ));
+        let state = AppState {
+            services: services.clone(),
+            metrics: metrics_handle(),
+            openapi_json: Arc::new(api::openapi_json()),
+        };
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            router: api::router(state),
+            services,
+            cancel,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let cancel = self.cancel.clone();
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        cancel.cancel();
+        result
+    }
+}

@@ -1,0 +1,311 @@
+//! A private PostgreSQL 15 server: `initdb` (SCRAM passwords) into a directory of its own, then
+//! `pg_ctl start` on a free loopback port with its socket in that directory. Starting again on
+//! the same directory reuses the cluster and its password. `initdb` refuses to run as root, so
+//! as root the server runs as the `postgres` system user (present wherever the Debian package is).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rand::distributions::{Alphanumeric, DistString};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::process::Command;
+
+/// Where Debian's postgresql-15 package puts the server binaries (not on PATH).
+pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+/// The superuser of a private cluster.
+pub const SUPERUSER: &str = "hangar";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("PostgreSQL server binaries not found in {0}: install postgresql-15 (scripts/bootstrap does)")]
+    MissingBinaries(PathBuf),
+    #[error("failed to prepare {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {output}")]
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+    #[error("running as root, but there is no `postgres` system user to run the server as")]
+    NoServiceUser,
+    #[error("the postgres user cannot reach {dir}: {blocked} is not searchable by others (chmod o+x it, or choose a directory elsewhere)")]
+    Unreachable { dir: PathBuf, blocked: PathBuf },
+}
+
+/// A running private server.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    password: SecretString,
+    run_as: Option<(u32, u32)>,
+}
+
+fn prepare(path: &Path) -> impl Fn(std::io::Error) -> PostgresError + '_ {
+    move |source| PostgresError::Prepare {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The uid and gid of the `postgres` user, from /etc/passwd.
+fn postgres_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&"postgres") && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// A free TCP port on loopback (free when asked; the server binds it right after).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl PrivatePostgres {
+    /// Starts the server whose files live in `dir` (created if needed), initialising the
+    /// cluster on first use.
+    pub async fn start(dir: &Path) -> Result<Self, PostgresError> {
+        Self::start_with(dir, Path::new(DEFAULT_BIN_DIR)).await
+    }
+
+    pub async fn start_with(dir: &Path, bin: &Path) -> Result<Self, PostgresError> {
+        if !bin.join("initdb").exists() {
+            return Err(PostgresError::MissingBinaries(bin.to_owned()));
+        }
+        let run_as = if is_root() {
+            Some(postgres_user().ok_or(PostgresError::NoServiceUser)?)
+        } else {
+            None
+        };
+        std::fs::create_dir_all(dir).map_err(prepare(dir))?;
+        let dir = &std::fs::canonicalize(dir).map_err(prepare(dir))?;
+        if run_as.is_some() {
+            if let Some(blocked) = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+            {
+                return Err(PostgresError::Unreachable {
+                    dir: dir.to_owned(),
+                    blocked: blocked.to_owned(),
+                });
+            }
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(prepare(dir))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(prepare(dir))?;
+        }
+        let pw_path = dir.join("password");
+        let data = dir.join("data");
+        let password = if data.join("PG_VERSION").exists() {
+            std::fs::read_to_string(&pw_path)
+                .map_err(prepare(&pw_path))?
+                .trim()
+                .to_owned()
+        } else {
+            let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+            std::fs::write(&pw_path, format!("{password}\n")).map_err(prepare(&pw_path))?;
+            std::fs::set_permissions(&pw_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(prepare(&pw_path))?;
+            if let Some((uid, gid)) = run_as {
+                std::os::unix::fs::chown(&pw_path, Some(uid), Some(gid))
+                    .map_err(prepare(&pw_path))?;
+            }
+            let pwfile = format!("--pwfile={}", pw_path.display());
+            let datadir = data.display().to_string();
+            run(
+                bin.join("initdb"),
+                &[
+                    "-D",
+                    &datadir,
+                    "-U",
+                    SUPERUSER,
+                    &pwfile,
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                run_as,
+            )
+            .await?;
+            password
+        };
+        let port = free_port().map_err(prepare(dir))?;
+        let pg = Self {
+            dir: dir.to_owned(),
+            bin: bin.to_owned(),
+            port,
+            password: SecretString::from(password),
+            run_as,
+        };
+        // Settings for a local platform database: loopback only, many connections (every
+        // environment's components hold some), durability relaxed only where noted by callers.
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=500 -c shared_buffers=128MB",
+            dir.display()
+        );
+        let log = dir.join("server.log").display().to_string();
+        run(
+            bin.join("pg_ctl"),
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            run_as,
+        )
+        .await?;
+        Ok(pg)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A URL for `database` as the superuser.
+    pub fn url(&self, database: &str) -> SecretString {
+        SecretString::from(format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password.expose_secret(),
+            self.port
+        ))
+    }
+
+    /// Stops the server (fast shutdown: connections are closed, data is kept).
+    pub async fn stop(&self) -> Result<(), PostgresError> {
+        let data = self.dir.join("data").display().to_string();
+        run(
+            self.bin.join("pg_ctl"),
+            &["-D", &data, "-m", "fast", "-w", "stop"],
+            self.run_as,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Arranges for the server to be stopped and its directory removed once process `pid`
+    /// exits: for test harnesses whose statics are never dropped.
+    pub fn stop_and_remove_after(&self, pid: u32) -> Result<(), PostgresError> {
+        let pg_ctl = self.bin.join("pg_ctl").display().to_string();
+        let data = self.dir.join("data").display().to_string();
+        let stop = match self.run_as {
+            Some(_) => format!("runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop"),
+            None => format!("{pg_ctl} -D {data} -m immediate stop"),
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {}",
+            self.dir.display()
+        );
+        std::process::Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| PostgresError::Spawn {
+                program: "setsid".to_owned(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+async fn run(
+    program: PathBuf,
+    args: &[&str],
+    run_as: Option<(u32, u32)>,
+) -> Result<(), PostgresError> {
+    let name = program.display().to_string();
+    let mut cmd = Command::new(&program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+        // The server must not inherit root's home as its working directory.
+        cmd.current_dir("/tmp");
+    }
+    let out = cmd.output().await.map_err(|source| PostgresError::Spawn {
+        program: name.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(PostgresError::Failed {
+            program: name,
+            status: out.status,
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_stops_and_restarts_on_the_same_directory() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-pg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        // The server may run as another user, who must be able to reach its directory.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tmp.path().join("pg");
+        let pg = PrivatePostgres::start(&dir).await.unwrap();
+        let first_password = std::fs::read_to_string(dir.join("password")).unwrap();
+        pg.stop().await.unwrap();
+        let again = PrivatePostgres::start(&dir).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("password")).unwrap(),
+            first_password
+        );
+        let conn = std::net::TcpStream::connect(("127.0.0.1", again.port()));
+        assert!(conn.is_ok(), "server answers on its port");
+        again.stop().await.unwrap();
+    }
+}

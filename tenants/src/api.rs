@@ -1,0 +1,276 @@
+//! JSON bodies of Hangar's `/v1` API, shared by the server, the typed client, the CLI, the
+//! agent and the tests so that both sides of every call agree on one definition.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::phase::{ObservedState, Phase};
+use crate::spec::{EnvironmentClass, EnvironmentSpec, Executor};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantList {
+    pub tenants: Vec<Tenant>,
+}
+
+/// What a tenant token may do: `viewer` reads, `editor` also changes environments, `admin`
+/// also manages the tenant's tokens and reads its audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "editor" => Some(Role::Editor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A new token. `token` is shown here once and stored only as a hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the token, to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// A new environment. Everything but `name` has a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironment {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<Executor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_class: Option<EnvironmentClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedulers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_config_overrides: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// A partial update: absent fields keep their value, maps given are replaced whole.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEnvironment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<Executor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_class: Option<EnvironmentClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedulers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_config_overrides: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Environment {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    /// Increases by one with every accepted change of the spec; the ETag of the environment.
+    pub revision: i64,
+    pub phase: Phase,
+    /// Why the environment is in its phase, when that needs saying.
+    pub status_message: Option<String>,
+    pub spec: EnvironmentSpec,
+    /// The data-plane cell running the environment; `None` until one with room is registered.
+    pub cell: Option<String>,
+    /// The newest state reported by the cell's agent.
+    pub observed: Option<ObservedState>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentList {
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// `platform-admin`, `token:<id>` or `cell:<name>`.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: Option<String>,
+    pub details: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditLog {
+    pub entries: Vec<AuditEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Process,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCell {
+    pub name: String,
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CellCapacity {
+    /// How many environments the cell accepts.
+    pub max_environments: u32,
+    /// Worker slots of the shared pool.
+    pub worker_slots: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Cell {
+    pub id: Uuid,
+    pub name: String,
+    pub runtime: Runtime,
+    pub capacity: Option<CellCapacity>,
+    pub agent_version: Option<String>,
+    pub environments: i64,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CellList {
+    pub cells: Vec<Cell>,
+}
+
+/// A new cell and the token its agent registers with (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CellCreated {
+    pub cell: Cell,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCell {
+    pub capacity: CellCapacity,
+    pub agent_version: String,
+}
+
+/// One environment placed on a cell, as its agent must make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Assignment {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub revision: i64,
+    /// The environment is to be removed: stop everything and report `deleted`.
+    pub delete: bool,
+    pub spec: EnvironmentSpec,
+}
+
+/// The environments of a cell that changed after `since`; pass `cursor` as the next `since`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Assignments {
+    pub cursor: i64,
+    pub environments: Vec<Assignment>,
+}
+
+/// An error answer (RFC 9457 `application/problem+json`). `errors` names each offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::error::FieldError>,
+}

@@ -1,0 +1,16 @@
+//! Hangar's pure domain, shared by the control plane, the data plane, the client and the tests:
+//! validated names, the environment spec and its validation, lifecycle phases and how observed
+//! state drives them, and the JSON types of the API. Nothing here does I/O.
+
+pub mod api;
+pub mod error;
+pub mod names;
+pub mod phase;
+pub mod spec;
+
+pub use error::{FieldError, FieldErrors};
+pub use names::{CellName, EnvName, NameError, TenantName};
+pub use phase::{derive_phase, ComponentStatus, FailedApply, ObservedState, Phase, PhaseChange};
+pub use spec::{
+    AirflowVersion, EnvironmentClass, EnvironmentSpec, Executor, Platform, DEFAULT_AIRFLOW_VERSION,
+};

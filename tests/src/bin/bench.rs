@@ -1,0 +1,351 @@
+//! `hangar-bench`: Hangar's benchmark commands. Each prints one JSON object per figure on
+//! stdout and rewrites its own section of docs/benchmarks.md. Run through `scripts/bench`.
+//!
+//! `api`: seeds tenants × environments through the real API, then measures environment get
+//! and list under concurrent clients (`api_p99_ms`, DESIGN.md), load generator on the same machine.
+#![allow(clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
+use hangar_control_plane::startup::Application;
+use hangar_data_plane::embedded::PrivatePostgres;
+use hangar_tenants::api::{CreateEnvironment, CreateTenant, CreateToken, Role};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+    /// Where to write the results section (skipped with --no-docs).
+    #[arg(long, default_value = "docs/benchmarks.md", global = true)]
+    docs: PathBuf,
+    #[arg(long, global = true)]
+    no_docs: bool,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Environment get/list latency and throughput of the control plane API.
+    Api {
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        #[arg(long, default_value_t = 10)]
+        envs_per_tenant: usize,
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// Measured seconds (after a 3 s warm-up).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+struct Tenant {
+    name: String,
+    token: String,
+    envs: Vec<String>,
+}
+
+async fn seed(
+    admin: &hangar_client::Client,
+    tenants: usize,
+    envs: usize,
+) -> anyhow::Result<Vec<Tenant>> {
+    let cell = admin
+        .create_cell(&hangar_tenants::api::CreateCell {
+            name: "bench".into(),
+            runtime: hangar_tenants::api::Runtime::Process,
+        })
+        .await?;
+    admin
+        .with_token(cell.token)
+        .register_cell(
+            "bench",
+            &hangar_tenants::api::RegisterCell {
+                capacity: hangar_tenants::api::CellCapacity {
+                    max_environments: u32::try_from(tenants * envs).unwrap_or(u32::MAX),
+                    worker_slots: 64,
+                },
+                agent_version: "bench".into(),
+            },
+        )
+        .await?;
+    let seeded = futures::stream::iter(0..tenants)
+        .map(|i| async move {
+            let name = format!("tenant-{i:03}");
+            admin
+                .create_tenant(&CreateTenant {
+                    name: name.clone(),
+                    display_name: None,
+                })
+                .await?;
+            let token = admin
+                .create_token(
+                    &name,
+                    &CreateToken {
+                        name: "bench".into(),
+                        role: Role::Viewer,
+                    },
+                )
+                .await?
+                .token;
+            let mut env_names = Vec::new();
+            for j in 0..envs {
+                let env = format!("env-{j:02}");
+                admin
+                    .create_environment(
+                        &name,
+                        &CreateEnvironment {
+                            name: env.clone(),
+                            tags: Some([("team".to_owned(), name.clone())].into()),
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                    .await?;
+                env_names.push(env);
+            }
+            anyhow::Ok(Tenant {
+                name,
+                token,
+                envs: env_names,
+            })
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    seeded.into_iter().collect()
+}
+
+#[derive(Default)]
+struct Tally {
+    get: Option<Histogram<u64>>,
+    list: Option<Histogram<u64>>,
+    errors: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn client_loop(
+    address: String,
+    tenants: Arc<Vec<Tenant>>,
+    warmup_end: Instant,
+    end: Instant,
+) -> Tally {
+    let mut tally = Tally {
+        get: Some(histogram()),
+        list: Some(histogram()),
+        errors: 0,
+    };
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let clients: Vec<_> = tenants
+        .iter()
+        .map(|t| hangar_tests::client(&address, Some(&t.token)))
+        .collect();
+    while Instant::now() < end {
+        let ti = rng.gen_range(0..tenants.len());
+        let t = &tenants[ti];
+        let is_get = rng.gen_bool(0.5);
+        let path = if is_get {
+            let e = &t.envs[rng.gen_range(0..t.envs.len())];
+            format!("v1/tenants/{}/environments/{e}", t.name)
+        } else {
+            format!("v1/tenants/{}/environments", t.name)
+        };
+        let start = Instant::now();
+        let ok = match clients[ti].request(Method::GET, &path).send().await {
+            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+            Err(_) => false,
+        };
+        let micros = u64::try_from(start.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if start < warmup_end {
+            continue;
+        }
+        if !ok {
+            tally.errors += 1;
+            continue;
+        }
+        let h = if is_get {
+            &mut tally.get
+        } else {
+            &mut tally.list
+        };
+        if let Some(h) = h {
+            let _ = h.record(micros);
+        }
+    }
+    tally
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    (h.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0
+}
+
+async fn bench_api(
+    tenants: usize,
+    envs: usize,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = PathBuf::from(format!("/tmp/hangar-bench-pg-{}", std::process::id()));
+    let pg = PrivatePostgres::start(&dir)
+        .await
+        .context("failed to start a private Postgres")?;
+    pg.stop_and_remove_after(std::process::id())?;
+    let admin_token = "bench-platform-admin-token-000000";
+    let app = Application::build(ServeSettings {
+        database: DatabaseSettings {
+            database_url: SecretString::from(pg.url("postgres").expose_secret().to_owned()),
+            db_max_connections: 20,
+        },
+        listen: ([127, 0, 0, 1], 0).into(),
+        admin_token: SecretString::from(admin_token.to_owned()),
+        airflow_versions: vec!["3.3.2".into()],
+        cell_ttl_secs: 3600,
+    })
+    .await?;
+    let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let admin = hangar_tests::client(&address, Some(admin_token));
+
+    let seed_start = Instant::now();
+    let seeded = Arc::new(seed(&admin, tenants, envs).await?);
+    let seed_s = seed_start.elapsed().as_secs_f64();
+    eprintln!("seeded {tenants} tenants x {envs} environments in {seed_s:.1} s");
+
+    let warmup_end = Instant::now() + Duration::from_secs(3);
+    let end = warmup_end + Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(client_loop(
+                address.clone(),
+                seeded.clone(),
+                warmup_end,
+                end,
+            ))
+        })
+        .collect();
+    let mut get = histogram();
+    let mut list = histogram();
+    let mut errors = 0;
+    for h in handles {
+        let t = h.await?;
+        if let Some(g) = &t.get {
+            get.add(g)?;
+        }
+        if let Some(l) = &t.list {
+            list.add(l)?;
+        }
+        errors += t.errors;
+    }
+    let mut all = get.clone();
+    all.add(&list)?;
+    shutdown.cancel();
+    let requests = all.len();
+    Ok(json!({
+        "figure": "api_p99_ms",
+        "value": ms(&all, 0.99),
+        "p50_ms": ms(&all, 0.50),
+        "get_p50_ms": ms(&get, 0.50),
+        "get_p99_ms": ms(&get, 0.99),
+        "list_p50_ms": ms(&list, 0.50),
+        "list_p99_ms": ms(&list, 0.99),
+        "requests_per_s": (requests as f64 / seconds as f64).round(),
+        "requests": requests,
+        "errors": errors,
+        "clients": clients,
+        "seconds": seconds,
+        "tenants": tenants,
+        "environments": tenants * envs,
+        "seed_s": (seed_s * 10.0).round() / 10.0,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    }))
+}
+
+/// Replaces (or appends) the section between `<!-- bench:NAME -->` markers.
+fn write_section(path: &PathBuf, name: &str, body: &str) -> anyhow::Result<()> {
+    let start = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let current = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nMeasured figures, written by `scripts/bench`. Each section is replaced by its own command.\n".to_owned()
+    });
+    let section = format!("{start}\n{body}{end}");
+    let next = match (current.find(&start), current.find(&end)) {
+        (Some(a), Some(b)) if b > a => {
+            format!("{}{section}{}", &current[..a], &current[b + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", current.trim_end()),
+    };
+    std::fs::write(path, next).with_context(|| format!("failed to write {}", path.display()))
+}
+
+fn api_markdown(r: &serde_json::Value) -> String {
+    format!(
+        "## Control plane API: environment reads under load (`api_p99_ms`)\n\n\
+Command: `scripts/bench api` (release build; {tenants} tenants × {per} environments seeded through the API, \
+{clients} concurrent clients for {seconds} s after a 3 s warm-up, half `GET …/environments/{{env}}`, half \
+`GET …/environments`, each with a tenant viewer token; control plane, its private Postgres 15 and the load \
+generator on the same {cores} cores). Measured {date}.\n\n\
+| figure | value | aim |\n|---|---|---|\n\
+| p99, all reads | {p99} ms | ≤ 20 ms |\n\
+| p50, all reads | {p50} ms | |\n\
+| get p50 / p99 | {gp50} / {gp99} ms | |\n\
+| list p50 / p99 | {lp50} / {lp99} ms | |\n\
+| throughput | {rps} requests/s | ≥ 3,000 |\n\
+| errors | {errors} of {requests} | 0 |\n\n",
+        tenants = r["tenants"],
+        per = r["environments"].as_u64().unwrap_or(0) / r["tenants"].as_u64().unwrap_or(1).max(1),
+        clients = r["clients"],
+        seconds = r["seconds"],
+        cores = r["cores"],
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+        p99 = r["value"],
+        p50 = r["p50_ms"],
+        gp50 = r["get_p50_ms"],
+        gp99 = r["get_p99_ms"],
+        lp50 = r["list_p50_ms"],
+        lp99 = r["list_p99_ms"],
+        rps = r["requests_per_s"],
+        errors = r["errors"],
+        requests = r["requests"],
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::Api {
+            tenants,
+            envs_per_tenant,
+            clients,
+            seconds,
+        } => {
+            anyhow::ensure!(
+                tenants > 0 && envs_per_tenant > 0 && clients > 0 && seconds > 0,
+                "every count must be at least 1"
+            );
+            let r = bench_api(tenants, envs_per_tenant, clients, seconds).await?;
+            println!("{r}");
+            if !cli.no_docs {
+                write_section(&cli.docs, "api", &api_markdown(&r))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The test harness: one private Postgres per test process (or the one named by
+//! `HANGAR_TEST_DATABASE_URL`), a fresh database per test, and `spawn_app()` running the real
+//! control plane on a free port. Also a fake data-plane agent that speaks the real cell API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hangar_client::Client;
+use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
+use hangar_control_plane::startup::Application;
+use hangar_data_plane::embedded::PrivatePostgres;
+use hangar_tenants::api::{
+    Assignments, CellCapacity, CreateCell, CreateTenant, CreateToken, RegisterCell, Role, Runtime,
+};
+use hangar_tenants::ObservedState;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-platform-admin-token-0123456789";
+
+/// The server every test of this process creates its databases on: a superuser URL of its
+/// `postgres` database.
+async fn server_url() -> anyhow::Result<String> {
+    static SERVER: OnceCell<String> = OnceCell::const_new();
+    SERVER
+        .get_or_try_init(|| async {
+            if let Ok(url) = std::env::var("HANGAR_TEST_DATABASE_URL") {
+                return Ok(url);
+            }
+            let dir = PathBuf::from(format!(
+                "/tmp/hangar-test-pg-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            let pg = PrivatePostgres::start(&dir).await?;
+            pg.stop_and_remove_after(std::process::id())?;
+            Ok(pg.url("postgres").expose_secret().to_owned())
+        })
+        .await
+        .cloned()
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    let server = server_url().await?;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&server).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let (base, _) = server
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("database URL without a path: {server}"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// A control plane running on a free port against its own fresh database.
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    /// A client holding the platform admin token.
+    pub admin: Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestApp {
+    let database_url = match fresh_database().await {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("failed to get a test database: {e:#}");
+            std::process::exit(1)
+        }
+    };
+    let mut settings = ServeSettings {
+        database: DatabaseSettings {
+            database_url: SecretString::from(database_url.clone()),
+            db_max_connections: 10,
+        },
+        listen: ([127, 0, 0, 1], 0).into(),
+        admin_token: SecretString::from(ADMIN_TOKEN.to_owned()),
+        airflow_versions: vec!["3.3.2".to_owned()],
+        cell_ttl_secs: 120,
+    };
+    configure(&mut settings);
+    let app = match Application::build(settings).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("failed to start the control plane: {e}");
+            std::process::exit(1)
+        }
+    };
+    let port = app.local_addr().map(|a| a.port()).unwrap_or_default();
+    let address = format!("http://127.0.0.1:{port}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let admin = client(&address, Some(ADMIN_TOKEN));
+    TestApp {
+        address,
+        database_url,
+        admin,
+        shutdown,
+    }
+}
+
+pub fn client(address: &str, token: Option<&str>) -> Client {
+    match Client::new(address, token.map(|t| SecretString::from(t.to_owned()))) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bad test address {address}: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+impl TestApp {
+    /// A client without a token.
+    pub fn anonymous(&self) -> Client {
+        client(&self.address, None)
+    }
+
+    /// Creates a tenant and returns a client holding a token of `role` for it.
+    pub async fn tenant_with_role(&self, tenant: &str, role: Role) -> anyhow::Result<Client> {
+        if self.admin.get_tenant(tenant).await.is_err() {
+            self.admin
+                .create_tenant(&CreateTenant {
+                    name: tenant.to_owned(),
+                    display_name: None,
+                })
+                .await?;
+        }
+        let t = self
+            .admin
+            .create_token(
+                tenant,
+                &CreateToken {
+                    name: format!("{}-token", role.as_str()),
+                    role,
+                },
+            )
+            .await?;
+        Ok(self.admin.with_token(t.token))
+    }
+
+    /// Creates a cell and returns an agent for it, registered with room for `max_environments`.
+    pub async fn registered_agent(
+        &self,
+        cell: &str,
+        max_environments: u32,
+    ) -> anyhow::Result<FakeAgent> {
+        let created = self
+            .admin
+            .create_cell(&CreateCell {
+                name: cell.to_owned(),
+                runtime: Runtime::Process,
+            })
+            .await?;
+        let agent = FakeAgent {
+            cell: cell.to_owned(),
+            client: self.admin.with_token(created.token),
+            cursor: 0,
+        };
+        agent
+            .client
+            .register_cell(
+                cell,
+                &RegisterCell {
+                    capacity: CellCapacity {
+                        max_environments,
+                        worker_slots: 8,
+                    },
+                    agent_version: "fake-agent/1".to_owned(),
+                },
+            )
+            .await?;
+        Ok(agent)
+    }
+}
+
+/// A data-plane agent that runs nothing: it talks to the real cell API as a real agent does,
+/// and reports whatever observed state a test tells it to.
+pub struct FakeAgent {
+    pub cell: String,
+    pub client: Client,
+    pub cursor: i64,
+}
+
+impl FakeAgent {
+    /// Long-polls for changes after the last cursor, up to `wait`.
+    pub async fn poll(&mut self, wait: Duration) -> anyhow::Result<Assignments> {
+        let a = self
+            .client
+            .assignments(&self.cell, self.cursor, wait)
+            .await?;
+        self.cursor = a.cursor;
+        Ok(a)
+    }
+
+    pub async fn report(
+        &self,
+        env: uuid::Uuid,
+        observed: &ObservedState,
+    ) -> anyhow::Result<hangar_tenants::api::Environment> {
+        Ok(self
+            .client
+            .report_observed(&self.cell, env, observed)
+            .await?)
+    }
+}
+
+/// Observed state of `revision` running with every listed component healthy.
+pub fn healthy(revision: i64) -> ObservedState {
+    ObservedState {
+        revision: Some(revision),
+        components: ["api-server", "scheduler-0", "dag-processor", "triggerer"]
+            .into_iter()
+            .map(|n| hangar_tenants::ComponentStatus {
+                name: n.to_owned(),
+                healthy: true,
+                message: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,213 @@
+//! The `hangar` binary's client subcommands against a running control plane.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use hangar_tests::{spawn_app, ADMIN_TOKEN};
+
+/// target/<profile>/hangar, next to this test's own executable in target/<profile>/deps.
+fn hangar_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("hangar");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build -p hangar-control-plane ({})",
+        bin.display()
+    );
+    bin
+}
+
+fn hangar(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(hangar_bin())
+        .args(args)
+        .env("HANGAR_URL", url)
+        .env("HANGAR_TOKEN", token)
+        .env_remove("HANGAR_TENANT")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_creates_a_tenant_a_token_and_environments() {
+    let app = spawn_app().await;
+    let url = app.address.clone();
+    tokio::task::spawn_blocking(move || {
+        ok(hangar(
+            &url,
+            ADMIN_TOKEN,
+            &["tenant", "create", "data", "--display-name", "Data"],
+        ));
+        let token = ok(hangar(
+            &url,
+            ADMIN_TOKEN,
+            &["token", "create", "--tenant", "data", "--role", "editor"],
+        ));
+        let token = token.trim();
+        assert!(token.starts_with("hgr_"));
+
+        let created: serde_json::Value = serde_json::from_str(&ok(hangar(
+            &url,
+            token,
+            &[
+                "env",
+                "create",
+                "etl",
+                "--tenant",
+                "data",
+                "--class",
+                "medium",
+                "--max-workers",
+                "4",
+                "--config",
+                "core.parallelism=64",
+                "--tag",
+                "team=data",
+                "--json",
+            ],
+        )))
+        .unwrap();
+        assert_eq!(created["phase"], "CREATING");
+        assert_eq!(created["spec"]["environment_class"], "medium");
+        assert_eq!(
+            created["spec"]["airflow_config_overrides"]["core.parallelism"],
+            "64"
+        );
+
+        let table = ok(hangar(&url, token, &["env", "list", "--tenant", "data"]));
+        assert!(table.starts_with("NAME"), "{table}");
+        assert!(
+            table.contains("etl") && table.contains("CREATING") && table.contains("0-4"),
+            "{table}"
+        );
+
+        let updated: serde_json::Value = serde_json::from_str(&ok(hangar(
+            &url,
+            token,
+            &[
+                "env",
+                "update",
+                "etl",
+                "--tenant",
+                "data",
+                "--min-workers",
+                "1",
+                "--if-revision",
+                "1",
+                "--json",
+            ],
+        )))
+        .unwrap();
+        assert_eq!(updated["revision"], 2);
+
+        // A stale revision and a refused field come back as readable errors.
+        let stale = hangar(
+            &url,
+            token,
+            &[
+                "env",
+                "update",
+                "etl",
+                "--tenant",
+                "data",
+                "--min-workers",
+                "2",
+                "--if-revision",
+                "1",
+            ],
+        );
+        assert!(!stale.status.success());
+        assert!(String::from_utf8_lossy(&stale.stderr).contains("412"));
+        let bad = hangar(
+            &url,
+            token,
+            &["env", "create", "Bad_Name", "--tenant", "data"],
+        );
+        assert!(!bad.status.success());
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            stderr.contains("422") && stderr.contains("name:"),
+            "{stderr}"
+        );
+
+        let deleted = ok(hangar(
+            &url,
+            token,
+            &["env", "delete", "etl", "--tenant", "data"],
+        ));
+        assert!(deleted.contains("DELETED"), "{deleted}");
+    })
+    .await
+    .unwrap();
+}
+
+/// Starts `hangar dev` on `dir` and waits for its dev.json; returns the child and (url, token).
+fn start_dev(dir: &std::path::Path) -> (std::process::Child, String, String) {
+    let _ = std::fs::remove_file(dir.join("dev.json"));
+    let mut child = Command::new(hangar_bin())
+        .args([
+            "dev",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..120 {
+        if let Ok(text) = std::fs::read_to_string(dir.join("dev.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            return (
+                child,
+                v["url"].as_str().unwrap().to_owned(),
+                v["admin_token"].as_str().unwrap().to_owned(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("hangar dev wrote no dev.json in 30 s");
+}
+
+/// Ctrl-C, and wait for a clean exit.
+fn interrupt(mut child: std::process::Child) {
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "hangar dev exited with {status}");
+}
+
+#[tokio::test]
+async fn hangar_dev_serves_and_brings_its_data_back_after_a_restart() {
+    tokio::task::spawn_blocking(|| {
+        let tmp =
+            std::env::temp_dir().join(format!("hangar-dev-test-{}", uuid::Uuid::new_v4().simple()));
+        let (child, url, token) = start_dev(&tmp);
+        ok(hangar(&url, &token, &["tenant", "create", "demo"]));
+        interrupt(child);
+        let postgres_pid = std::fs::read_to_string(tmp.join("postgres/data/postmaster.pid"));
+        assert!(postgres_pid.is_err(), "the private Postgres was stopped");
+
+        let (child, url, again) = start_dev(&tmp);
+        assert_eq!(again, token, "the admin token is kept");
+        let list = ok(hangar(&url, &token, &["tenant", "list", "--json"]));
+        assert!(list.contains("\"demo\""), "{list}");
+        interrupt(child);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    })
+    .await
+    .unwrap();
+}

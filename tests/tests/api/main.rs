@@ -1,0 +1,10 @@
+//! API tests: the real control plane against a real Postgres, a fresh database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod concurrency;
+mod isolation;
+mod lifecycle;
+mod ops;
+mod tenants;
+mod validation;

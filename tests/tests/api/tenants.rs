@@ -1,0 +1,128 @@
+use hangar_tenants::api::{CreateTenant, CreateToken, Role};
+use hangar_tests::spawn_app;
+use sqlx::Connection;
+
+fn tenant(name: &str) -> CreateTenant {
+    CreateTenant {
+        name: name.to_owned(),
+        display_name: Some("Data team".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn platform_admin_creates_and_reads_a_tenant() {
+    let app = spawn_app().await;
+    let t = app.admin.create_tenant(&tenant("data")).await.unwrap();
+    assert_eq!(t.name, "data");
+    assert_eq!(app.admin.get_tenant("data").await.unwrap(), t);
+    let list = app.admin.list_tenants().await.unwrap();
+    assert_eq!(list.tenants, vec![t]);
+}
+
+#[tokio::test]
+async fn create_tenant_returns_409_when_name_taken() {
+    let app = spawn_app().await;
+    app.admin.create_tenant(&tenant("data")).await.unwrap();
+    let err = app.admin.create_tenant(&tenant("data")).await.unwrap_err();
+    let p = err.problem().unwrap();
+    assert_eq!(p.status, 409);
+    assert_eq!(p.errors[0].field, "name");
+}
+
+#[tokio::test]
+async fn only_the_platform_admin_creates_tenants() {
+    let app = spawn_app().await;
+    let tenant_admin = app.tenant_with_role("data", Role::Admin).await.unwrap();
+    let err = tenant_admin
+        .create_tenant(&tenant("other"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403));
+    let err = app
+        .anonymous()
+        .create_tenant(&tenant("other"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    let err = app
+        .admin
+        .with_token("not-the-admin-token-at-all")
+        .create_tenant(&tenant("other"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401));
+}
+
+#[tokio::test]
+async fn a_token_is_shown_once_and_stored_only_as_a_hash() {
+    let app = spawn_app().await;
+    app.admin.create_tenant(&tenant("data")).await.unwrap();
+    let created = app
+        .admin
+        .create_token(
+            "data",
+            &CreateToken {
+                name: "ci".into(),
+                role: Role::Editor,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.token.starts_with("hgr_"));
+    let listed = app.admin.list_tokens("data").await.unwrap();
+    let listing = serde_json::to_string(&listed).unwrap();
+    assert!(!listing.contains(&created.token));
+    assert!(created.token.starts_with(&listed.tokens[0].prefix));
+
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_ne!(stored, created.token.as_bytes());
+    assert_eq!(stored.len(), 32, "a SHA-256 digest");
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_working() {
+    let app = spawn_app().await;
+    let viewer = app.tenant_with_role("data", Role::Viewer).await.unwrap();
+    viewer.list_environments("data").await.unwrap();
+    let id = app.admin.list_tokens("data").await.unwrap().tokens[0].id;
+    app.admin.revoke_token("data", id).await.unwrap();
+    let err = viewer.list_environments("data").await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    let audit = app.admin.audit("data").await.unwrap();
+    assert!(audit.entries.iter().any(|e| e.action == "token.revoke"));
+}
+
+#[tokio::test]
+async fn tenant_admins_manage_their_own_tokens_but_editors_cannot() {
+    let app = spawn_app().await;
+    let admin = app.tenant_with_role("data", Role::Admin).await.unwrap();
+    let made = admin
+        .create_token(
+            "data",
+            &CreateToken {
+                name: "bot".into(),
+                role: Role::Viewer,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.role, Role::Viewer);
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let err = editor
+        .create_token(
+            "data",
+            &CreateToken {
+                name: "x".into(),
+                role: Role::Admin,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403));
+}
