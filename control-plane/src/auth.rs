@@ -91,3 +91,101 @@ mod tests {
         assert!(a.secret.starts_with(&a.shown_prefix));
     }
 }
+
+/// Recently resolved tokens, so a busy client costs no database round trip per request.
+/// Entries live `ttl`; only successful look-ups are kept (a new token works at once). A revoke
+/// on this replica evicts at once; other replicas notice within `ttl`.
+#[derive(Debug)]
+pub struct PrincipalCache {
+    ttl: std::time::Duration,
+    max_entries: usize,
+    entries: std::sync::RwLock<std::collections::HashMap<Vec<u8>, (Principal, std::time::Instant)>>,
+}
+
+impl PrincipalCache {
+    pub fn new(ttl: std::time::Duration, max_entries: usize) -> Self {
+        Self {
+            ttl,
+            max_entries,
+            entries: Default::default(),
+        }
+    }
+
+    pub fn get(&self, hash: &[u8]) -> Option<Principal> {
+        let entries = self.entries.read().ok()?;
+        let (p, at) = entries.get(hash)?;
+        (at.elapsed() < self.ttl).then(|| p.clone())
+    }
+
+    pub fn put(&self, hash: Vec<u8>, principal: Principal) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= self.max_entries {
+                let ttl = self.ttl;
+                entries.retain(|_, (_, at)| at.elapsed() < ttl);
+                if entries.len() >= self.max_entries {
+                    entries.clear();
+                }
+            }
+            entries.insert(hash, (principal, std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets a revoked tenant token.
+    pub fn evict_token(&self, token_id: Uuid) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(
+                |_, (p, _)| !matches!(p, Principal::Tenant { token_id: id, .. } if *id == token_id),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tenant(token_id: Uuid) -> Principal {
+        Principal::Tenant {
+            token_id,
+            tenant_id: Uuid::nil(),
+            tenant: "t".into(),
+            role: Role::Viewer,
+        }
+    }
+
+    #[test]
+    fn keeps_entries_for_the_ttl_and_evicts_revoked_tokens() {
+        let cache = PrincipalCache::new(Duration::from_secs(60), 10);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        cache.put(vec![1], tenant(a));
+        cache.put(vec![2], tenant(b));
+        assert_eq!(cache.get(&[1]), Some(tenant(a)));
+        cache.evict_token(a);
+        assert_eq!(cache.get(&[1]), None);
+        assert_eq!(cache.get(&[2]), Some(tenant(b)));
+    }
+
+    #[test]
+    fn expired_entries_are_not_served_and_a_zero_ttl_disables_it() {
+        let cache = PrincipalCache::new(Duration::from_millis(1), 10);
+        cache.put(vec![1], tenant(Uuid::nil()));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cache.get(&[1]), None);
+        let off = PrincipalCache::new(Duration::ZERO, 10);
+        off.put(vec![1], tenant(Uuid::nil()));
+        assert_eq!(off.get(&[1]), None);
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = PrincipalCache::new(Duration::from_secs(60), 3);
+        for i in 0..10u8 {
+            cache.put(vec![i], tenant(Uuid::nil()));
+        }
+        assert!(cache.entries.read().map(|e| e.len()).unwrap_or(99) <= 3);
+    }
+}

@@ -125,6 +125,7 @@ async fn serve(
         admin_token: SecretString::from(token.clone()),
         airflow_versions: vec![hangar_tenants::DEFAULT_AIRFLOW_VERSION.to_owned()],
         cell_ttl_secs: 120,
+        token_cache_secs: 5,
     })
     .await?;
     let addr = app.local_addr().map_err(DevError::Serve)?;

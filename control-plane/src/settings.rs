@@ -42,6 +42,10 @@ pub struct ServeSettings {
         default_value = "3.3.2"
     )]
     pub airflow_versions: Vec<String>,
+    /// Seconds a resolved token is remembered in this process (0 turns the cache off). A token
+    /// revoked through another replica stops working there within this time.
+    #[arg(long, env = "HANGAR_TOKEN_CACHE_SECS", default_value_t = 5)]
+    pub token_cache_secs: u64,
     /// Seconds after its last poll that a cell stops getting new environments.
     #[arg(long, env = "HANGAR_CELL_TTL_SECS", default_value_t = 120)]
     pub cell_ttl_secs: u64,

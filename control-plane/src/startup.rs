@@ -81,6 +81,7 @@ impl Application {
             settings.admin_token.expose_secret(),
             settings.cell_ttl(),
             changes,
+            std::time::Duration::from_secs(settings.token_cache_secs),
         ));
         let state = AppState {
             services: services.clone(),

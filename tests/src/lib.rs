@@ -93,6 +93,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         admin_token: SecretString::from(ADMIN_TOKEN.to_owned()),
         airflow_versions: vec!["3.3.2".to_owned()],
         cell_ttl_secs: 120,
+        token_cache_secs: 5,
     };
     configure(&mut settings);
     let app = match Application::build(settings).await {

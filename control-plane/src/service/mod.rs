@@ -12,7 +12,7 @@ use hangar_tenants::{FieldErrors, Platform, TenantName};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::auth::{self, Actor, Principal};
+use crate::auth::{self, Actor, Principal, PrincipalCache};
 use crate::persistence::{self, Db};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,7 @@ pub struct Services {
     pub cell_ttl: Duration,
     /// Bumped whenever any cell's assignments change (Postgres NOTIFY), for long polls.
     pub changes: watch::Receiver<u64>,
+    pub(crate) principals: std::sync::Arc<PrincipalCache>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -100,6 +101,7 @@ impl Services {
         admin_token: &str,
         cell_ttl: Duration,
         changes: watch::Receiver<u64>,
+        token_cache_ttl: Duration,
     ) -> Self {
         Self {
             db,
@@ -107,6 +109,7 @@ impl Services {
             admin_token_hash: auth::hash(admin_token),
             cell_ttl,
             changes,
+            principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
         }
     }
 
@@ -114,8 +117,20 @@ impl Services {
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
         let token = bearer.ok_or(ServiceError::Unauthenticated)?;
         let hash = auth::hash(token);
+        if let Some(p) = self.principals.get(&hash) {
+            return Ok(p);
+        }
+        let principal = self.resolve(token, &hash).await?;
+        if !matches!(principal, Principal::PlatformAdmin) {
+            self.principals.put(hash, principal.clone());
+        }
+        Ok(principal)
+    }
+
+    /// Resolves a token against the database (or the admin token's hash).
+    async fn resolve(&self, token: &str, hash: &[u8]) -> Result<Principal, ServiceError> {
         if token.starts_with(auth::TENANT_TOKEN_PREFIX) {
-            let holder = persistence::tokens::holder(&self.db.pool, &hash)
+            let holder = persistence::tokens::holder(&self.db.pool, hash)
                 .await
                 .store("look up a token")?
                 .ok_or(ServiceError::Unauthenticated)?;
@@ -139,7 +154,7 @@ impl Services {
             });
         }
         if token.starts_with(auth::CELL_TOKEN_PREFIX) {
-            let cell = persistence::cells::by_token(&self.db.pool, &hash)
+            let cell = persistence::cells::by_token(&self.db.pool, hash)
                 .await
                 .store("look up a cell token")?
                 .ok_or(ServiceError::Unauthenticated)?;
@@ -148,7 +163,7 @@ impl Services {
                 name: cell.name,
             });
         }
-        if auth::same_hash(&hash, &self.admin_token_hash) {
+        if auth::same_hash(hash, &self.admin_token_hash) {
             return Ok(Principal::PlatformAdmin);
         }
         Err(ServiceError::Unauthenticated)

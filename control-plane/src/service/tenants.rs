@@ -197,6 +197,7 @@ impl Services {
         {
             return Err(ServiceError::not_found("token", token_id));
         }
+        self.principals.evict_token(id);
         persistence::audit::insert(
             &mut tx,
             NewAudit {
