@@ -28,19 +28,19 @@ pub struct DevSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
-    #[error("failed to prepare {path}: {source}")]
+    #[error("failed to prepare {path}")]
     Files {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to start the private Postgres: {0}")]
+    #[error("failed to start the private Postgres")]
     Postgres(#[from] PostgresError),
-    #[error("failed to create the control plane's database: {0}")]
+    #[error("failed to create the control plane's database")]
     CreateDatabase(#[source] sqlx::Error),
     #[error(transparent)]
     Startup(#[from] StartupError),
-    #[error("failed to serve: {0}")]
+    #[error("failed to serve")]
     Serve(#[source] std::io::Error),
 }
 

@@ -16,7 +16,7 @@ fn secret(s: &str) -> Result<SecretString, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseSettings {
     /// Postgres URL of the control plane's database.
-    #[arg(long, env = "HANGAR_DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env = "HANGAR_DATABASE_URL", value_name = "HANGAR_DATABASE_URL", hide_env_values = true, value_parser = secret)]
     pub database_url: SecretString,
     /// Connections in the pool.
     #[arg(long, env = "HANGAR_DB_MAX_CONNECTIONS", default_value_t = 20)]
@@ -32,7 +32,7 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     /// The platform admin's bearer token (at least 16 characters). Whoever holds it can create
     /// tenants and cells.
-    #[arg(long, env = "HANGAR_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env = "HANGAR_ADMIN_TOKEN", value_name = "HANGAR_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: SecretString,
     /// Airflow versions tenants may choose (comma-separated); the first is not implied default.
     #[arg(

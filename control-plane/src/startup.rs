@@ -19,9 +19,9 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error(transparent)]
     Database(#[from] DbError),
-    #[error("failed to listen for cell changes: {0}")]
+    #[error("failed to listen for cell changes")]
     Listen(#[source] sqlx::Error),
-    #[error("failed to bind {addr}: {source}")]
+    #[error("failed to bind {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]

@@ -21,11 +21,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("failed to parse the database URL: {0}")]
+    #[error("failed to parse the database URL")]
     ParseUrl(#[source] sqlx::Error),
-    #[error("failed to connect to the database: {0}")]
+    #[error("failed to connect to the database")]
     Connect(#[source] sqlx::Error),
-    #[error("failed to run database migrations: {0}")]
+    #[error("failed to run database migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
@@ -38,10 +38,20 @@ pub struct Db {
 impl Db {
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, DbError> {
         let options: PgConnectOptions = url.expose_secret().parse().map_err(DbError::ParseUrl)?;
+        let options = options.application_name("hangar");
+        // One direct connection first: a wrong address or password fails at once with its own
+        // message, not as a pool time-out.
+        use sqlx::Connection;
+        sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(DbError::Connect)?
+            .close()
+            .await
+            .map_err(DbError::Connect)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.application_name("hangar"))
+            .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
         Ok(Self { pool })

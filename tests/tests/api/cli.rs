@@ -211,3 +211,66 @@ async fn hangar_dev_serves_and_brings_its_data_back_after_a_restart() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn hangar_migrate_applies_every_migration_to_a_fresh_database() {
+    let url = hangar_tests::fresh_database().await.unwrap();
+    let bin_url = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(hangar_bin())
+            .args(["migrate"])
+            .env("HANGAR_DATABASE_URL", bin_url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    ok(out);
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        hangar_control_plane::persistence::MIGRATOR.iter().count() as i64
+    );
+    let envs: i64 = sqlx::query_scalar("SELECT count(*) FROM environments")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(envs, 0);
+}
+
+#[test]
+fn hangar_serve_without_settings_says_what_to_set() {
+    let out = Command::new(hangar_bin())
+        .arg("serve")
+        .env_remove("HANGAR_DATABASE_URL")
+        .env_remove("HANGAR_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HANGAR_DATABASE_URL") && stderr.contains("HANGAR_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+
+    let out = Command::new(hangar_bin())
+        .arg("serve")
+        .env(
+            "HANGAR_DATABASE_URL",
+            "postgres://nobody:x@127.0.0.1:1/none",
+        )
+        .env("HANGAR_ADMIN_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HANGAR_ADMIN_TOKEN must be at least 16 characters"),
+        "{stderr}"
+    );
+}
