@@ -11,6 +11,8 @@ use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command;
 
+use super::free_port;
+
 /// Where Debian's postgresql-15 package puts the server binaries (not on PATH).
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// The superuser of a private cluster.
@@ -76,13 +78,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
-}
-
-/// A free TCP port on loopback (free when asked; the server binds it right after).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl PrivatePostgres {

@@ -1,0 +1,356 @@
+//! Each environment's Celery broker on a shared Redis: its own ACL user, allowed only keys and
+//! channels under its own prefix, which Celery uses through kombu's `global_keyprefix`. Commands
+//! that see or touch the whole keyspace (FLUSHALL, KEYS, SCAN, RANDOMKEY, admin commands) are
+//! denied, so one tenant can neither read nor wipe another's queues.
+
+use rand::distributions::{Alphanumeric, DistString};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("failed to connect to the broker's Redis as its admin")]
+    Connect(#[source] redis::RedisError),
+    #[error("failed to create broker user {user}")]
+    CreateUser {
+        user: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("failed to remove broker user {user} and its keys")]
+    RemoveUser {
+        user: String,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// The broker credentials and key prefix of one environment.
+#[derive(Debug, Clone)]
+pub struct BrokerUser {
+    pub username: String,
+    pub password: SecretString,
+    /// Every key and channel the environment may use starts with this.
+    pub key_prefix: String,
+}
+
+impl BrokerUser {
+    /// The user and prefix of an environment, derived from its id so a re-created environment
+    /// of the same name never inherits old queues.
+    pub fn for_environment(env: Uuid, password: SecretString) -> Self {
+        let id = env.simple();
+        Self {
+            username: format!("env-{id}"),
+            password,
+            key_prefix: format!("hangar:{id}:"),
+        }
+    }
+
+    /// A fresh random broker password.
+    pub fn generate_password() -> SecretString {
+        SecretString::from(Alphanumeric.sample_string(&mut rand::thread_rng(), 32))
+    }
+
+    /// Celery's `broker_url` for this user on `host:port`.
+    pub fn broker_url(&self, host: &str, port: u16) -> SecretString {
+        SecretString::from(format!(
+            "redis://{}:{}@{host}:{port}/0",
+            self.username,
+            self.password.expose_secret()
+        ))
+    }
+
+    /// The ACL rules of this user: only its prefix, no keyspace-wide or admin commands.
+    fn acl_rules(&self) -> Vec<String> {
+        let p = &self.key_prefix;
+        [
+            "reset",
+            "on",
+            &format!(">{}", self.password.expose_secret()),
+            &format!("~{p}*"),
+            &format!("&{p}*"),
+            "+@all",
+            "-@admin",
+            "-@dangerous",
+            "-scan",
+            "-randomkey",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+    }
+}
+
+/// Manages environment users on one Redis, as its admin.
+#[derive(Clone)]
+pub struct BrokerAdmin {
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl BrokerAdmin {
+    pub async fn connect(admin_url: &SecretString) -> Result<Self, BrokerError> {
+        let client =
+            redis::Client::open(admin_url.expose_secret()).map_err(BrokerError::Connect)?;
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(BrokerError::Connect)?;
+        Ok(Self { conn })
+    }
+
+    /// Creates the user, or resets it to exactly these rules and password (idempotent).
+    /// The ACL file is saved so the user outlives a restart of Redis.
+    pub async fn ensure_user(&self, user: &BrokerUser) -> Result<(), BrokerError> {
+        let err = |source| BrokerError::CreateUser {
+            user: user.username.clone(),
+            source,
+        };
+        let mut conn = self.conn.clone();
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user.username)
+            .arg(user.acl_rules())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err)?;
+        redis::cmd("ACL")
+            .arg("SAVE")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Deletes the user (closing its connections) and every key under its prefix. Idempotent.
+    pub async fn remove_user(&self, user: &BrokerUser) -> Result<(), BrokerError> {
+        let err = |source| BrokerError::RemoveUser {
+            user: user.username.clone(),
+            source,
+        };
+        let mut conn = self.conn.clone();
+        redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&user.username)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(err)?;
+        redis::cmd("ACL")
+            .arg("SAVE")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err)?;
+        let pattern = format!("{}*", user.key_prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(err)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::embedded::PrivateRedis;
+
+    async fn connect_as(user: &BrokerUser, port: u16) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(user.broker_url("127.0.0.1", port).expose_secret())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    fn is_noperm(r: redis::RedisResult<impl std::fmt::Debug>) -> bool {
+        // redis-rs spells Redis's NOPERM as "NoPerm".
+        matches!(&r, Err(e) if e.to_string().to_ascii_uppercase().contains("NOPERM"))
+    }
+
+    #[tokio::test]
+    async fn an_environment_user_reaches_only_its_own_prefix_and_is_removed_with_its_keys() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-broker-")
+            .tempdir()
+            .unwrap();
+        let redis = PrivateRedis::start(&tmp.path().join("redis"))
+            .await
+            .unwrap();
+        let admin = BrokerAdmin::connect(&redis.admin_url()).await.unwrap();
+        let a = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());
+        let b = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());
+        admin.ensure_user(&a).await.unwrap();
+        admin.ensure_user(&a).await.unwrap(); // idempotent
+        admin.ensure_user(&b).await.unwrap();
+        let mut ca = connect_as(&a, redis.port()).await;
+        let mut cb = connect_as(&b, redis.port()).await;
+
+        let a_queue = format!("{}default", a.key_prefix);
+        let b_queue = format!("{}default", b.key_prefix);
+        redis::cmd("LPUSH")
+            .arg(&a_queue)
+            .arg("task-a")
+            .query_async::<i64>(&mut ca)
+            .await
+            .unwrap();
+        redis::cmd("LPUSH")
+            .arg(&b_queue)
+            .arg("task-b")
+            .query_async::<i64>(&mut cb)
+            .await
+            .unwrap();
+
+        // A cannot read, write or pop B's queue, nor see or wipe the keyspace.
+        assert!(is_noperm(
+            redis::cmd("LRANGE")
+                .arg(&b_queue)
+                .arg(0)
+                .arg(-1)
+                .query_async::<Vec<String>>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("LPUSH")
+                .arg(&b_queue)
+                .arg("evil")
+                .query_async::<i64>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("RPOP")
+                .arg(&b_queue)
+                .query_async::<Option<String>>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("SET")
+                .arg("unprefixed")
+                .arg("x")
+                .query_async::<()>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("FLUSHALL").query_async::<()>(&mut ca).await
+        ));
+        assert!(is_noperm(
+            redis::cmd("KEYS")
+                .arg("*")
+                .query_async::<Vec<String>>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("SCAN")
+                .arg(0)
+                .query_async::<(u64, Vec<String>)>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("PUBLISH")
+                .arg(format!("{}events", b.key_prefix))
+                .arg("x")
+                .query_async::<i64>(&mut ca)
+                .await
+        ));
+        assert!(is_noperm(
+            redis::cmd("ACL")
+                .arg("LIST")
+                .query_async::<Vec<String>>(&mut ca)
+                .await
+        ));
+        // A's own channel is allowed.
+        redis::cmd("PUBLISH")
+            .arg(format!("{}events", a.key_prefix))
+            .arg("x")
+            .query_async::<i64>(&mut ca)
+            .await
+            .unwrap();
+        // B's queue is intact.
+        let b_items: Vec<String> = redis::cmd("LRANGE")
+            .arg(&b_queue)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut cb)
+            .await
+            .unwrap();
+        assert_eq!(b_items, vec!["task-b"]);
+
+        // Removing A drops its user and its keys, and nothing of B's.
+        admin.remove_user(&a).await.unwrap();
+        admin.remove_user(&a).await.unwrap(); // idempotent
+        let auth = redis::Client::open(a.broker_url("127.0.0.1", redis.port()).expose_secret())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await;
+        assert!(auth.is_err(), "A's credentials no longer work");
+        let mut admin_conn = redis::Client::open(redis.admin_url().expose_secret())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let left: i64 = redis::cmd("EXISTS")
+            .arg(&a_queue)
+            .query_async(&mut admin_conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        let b_left: i64 = redis::cmd("EXISTS")
+            .arg(&b_queue)
+            .query_async(&mut admin_conn)
+            .await
+            .unwrap();
+        assert_eq!(b_left, 1);
+        redis.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn environment_users_survive_a_redis_restart() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-broker-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("redis");
+        let redis = PrivateRedis::start(&dir).await.unwrap();
+        let a = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());
+        BrokerAdmin::connect(&redis.admin_url())
+            .await
+            .unwrap()
+            .ensure_user(&a)
+            .await
+            .unwrap();
+        let mut ca = connect_as(&a, redis.port()).await;
+        redis::cmd("SET")
+            .arg(format!("{}k", a.key_prefix))
+            .arg("v")
+            .query_async::<()>(&mut ca)
+            .await
+            .unwrap();
+        redis.stop().await.unwrap();
+        let redis = PrivateRedis::start(&dir).await.unwrap();
+        let mut ca = connect_as(&a, redis.port()).await;
+        let v: String = redis::cmd("GET")
+            .arg(format!("{}k", a.key_prefix))
+            .query_async(&mut ca)
+            .await
+            .unwrap();
+        assert_eq!(v, "v");
+        redis.stop().await.unwrap();
+    }
+}

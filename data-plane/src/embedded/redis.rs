@@ -1,0 +1,230 @@
+//! A private Redis 7 server for the platform's brokers: loopback only, a free port, ACLs on
+//! (the `default` user is disabled; an admin user `hangar` manages one user per environment,
+//! see [`crate::broker`]), users and data kept in its directory so a restart keeps them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::process::Command;
+
+use super::free_port;
+
+/// The admin user of a private server.
+pub const ADMIN_USER: &str = "hangar";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis-server not found on PATH: install redis-server (scripts/bootstrap does)")]
+    MissingBinary,
+    #[error("failed to prepare {path}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to run redis-server")]
+    Spawn(#[source] std::io::Error),
+    #[error("redis-server did not start: {log}")]
+    NotStarted { log: String },
+    #[error("failed to talk to the private Redis")]
+    Client(#[source] redis::RedisError),
+}
+
+/// A running private server.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    dir: PathBuf,
+    port: u16,
+    password: SecretString,
+}
+
+fn prepare(path: &Path) -> impl Fn(std::io::Error) -> RedisError + '_ {
+    move |source| RedisError::Prepare {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), RedisError> {
+    std::fs::write(path, text).map_err(prepare(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(prepare(path))
+}
+
+impl PrivateRedis {
+    /// Starts the server whose files live in `dir` (created if needed); users made earlier in
+    /// the same directory are kept.
+    pub async fn start(dir: &Path) -> Result<Self, RedisError> {
+        let status = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if !status.is_ok_and(|s| s.success()) {
+            return Err(RedisError::MissingBinary);
+        }
+        std::fs::create_dir_all(dir).map_err(prepare(dir))?;
+        let dir = std::fs::canonicalize(dir).map_err(prepare(dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(prepare(&dir))?;
+        let pw_path = dir.join("password");
+        let password = match std::fs::read_to_string(&pw_path) {
+            Ok(p) if !p.trim().is_empty() => p.trim().to_owned(),
+            _ => {
+                let p = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+                write_private(&pw_path, &format!("{p}\n"))?;
+                p
+            }
+        };
+        let acl = dir.join("users.acl");
+        if !acl.exists() {
+            write_private(
+                &acl,
+                &format!("user default off\nuser {ADMIN_USER} on >{password} ~* &* +@all\n"),
+            )?;
+        }
+        let port = free_port().map_err(prepare(&dir))?;
+        let conf = dir.join("redis.conf");
+        // Durable enough for a broker on one machine: an append-only file synced every second.
+        write_private(
+            &conf,
+            &format!(
+                "bind 127.0.0.1\nprotected-mode yes\nport {port}\ndir {d}\naclfile {acl}\n\
+                 daemonize yes\npidfile {d}/redis.pid\nlogfile {d}/redis.log\n\
+                 appendonly yes\nappendfsync everysec\nsave \"\"\n",
+                d = dir.display(),
+                acl = acl.display()
+            ),
+        )?;
+        let out = Command::new("redis-server")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(RedisError::Spawn)?;
+        let server = Self {
+            dir: dir.clone(),
+            port,
+            password: SecretString::from(password),
+        };
+        for _ in 0..100 {
+            if server.ping().await.is_ok() {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+        Err(RedisError::NotStarted {
+            log: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            ),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A URL for the admin user.
+    pub fn admin_url(&self) -> SecretString {
+        SecretString::from(format!(
+            "redis://{ADMIN_USER}:{}@127.0.0.1:{}/0",
+            self.password.expose_secret(),
+            self.port
+        ))
+    }
+
+    async fn ping(&self) -> Result<(), RedisError> {
+        let client =
+            redis::Client::open(self.admin_url().expose_secret()).map_err(RedisError::Client)?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(RedisError::Client)?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(RedisError::Client)?;
+        Ok(())
+    }
+
+    /// Stops the server, writing its data first.
+    pub async fn stop(&self) -> Result<(), RedisError> {
+        let client =
+            redis::Client::open(self.admin_url().expose_secret()).map_err(RedisError::Client)?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(RedisError::Client)?;
+        // The server closes the connection as it shuts down, so an I/O error here means success.
+        let _ = redis::cmd("SHUTDOWN").query_async::<()>(&mut conn).await;
+        for _ in 0..100 {
+            if !self.dir.join("redis.pid").exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Arranges for the server to be killed and its directory removed once process `pid`
+    /// exits: for test harnesses whose statics are never dropped.
+    pub fn stop_and_remove_after(&self, pid: u32) -> Result<(), RedisError> {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $(cat {d}/redis.pid) 2>/dev/null; sleep 0.5; rm -rf {d}",
+            d = self.dir.display()
+        );
+        std::process::Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(RedisError::Spawn)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn starts_with_acls_on_and_keeps_its_password_across_restarts() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-redis-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("redis");
+        let r = PrivateRedis::start(&dir).await.unwrap();
+        // The default user is off: an unauthenticated client is refused.
+        let anon = redis::Client::open(format!("redis://127.0.0.1:{}/0", r.port())).unwrap();
+        let mut conn = anon.get_multiplexed_async_connection().await.unwrap();
+        let err = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .unwrap_err();
+        let msg = err.to_string().to_ascii_uppercase();
+        assert!(msg.contains("NOAUTH") || msg.contains("NOPERM"), "{err}");
+        let url = r.admin_url().expose_secret().to_owned();
+        r.stop().await.unwrap();
+        let again = PrivateRedis::start(&dir).await.unwrap();
+        assert_eq!(
+            again.admin_url().expose_secret().split('@').next(),
+            url.split('@').next(),
+            "same admin password"
+        );
+        again.stop().await.unwrap();
+    }
+}
