@@ -13,3 +13,16 @@ pub fn free_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// Runs `cleanup` (a shell snippet) once process `pid` has exited, from a detached session:
+/// how test harnesses, whose statics are never dropped, stop the servers they started.
+pub fn run_after_exit(pid: u32, cleanup: &str) -> std::io::Result<()> {
+    let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {cleanup}");
+    std::process::Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|_| ())
+}

@@ -225,20 +225,14 @@ impl PrivatePostgres {
             Some(_) => format!("runuser -u postgres -- {pg_ctl} -D {data} -m immediate stop"),
             None => format!("{pg_ctl} -D {data} -m immediate stop"),
         };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {}",
-            self.dir.display()
-        );
-        std::process::Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| PostgresError::Spawn {
-                program: "setsid".to_owned(),
-                source,
-            })?;
+        super::run_after_exit(
+            pid,
+            &format!("{stop} >/dev/null 2>&1; rm -rf {}", self.dir.display()),
+        )
+        .map_err(|source| PostgresError::Spawn {
+            program: "setsid".to_owned(),
+            source,
+        })?;
         Ok(())
     }
 }

@@ -144,13 +144,16 @@ impl PrivateRedis {
         ))
     }
 
-    async fn ping(&self) -> Result<(), RedisError> {
-        let client =
-            redis::Client::open(self.admin_url().expose_secret()).map_err(RedisError::Client)?;
-        let mut conn = client
+    async fn admin_connection(&self) -> Result<redis::aio::MultiplexedConnection, RedisError> {
+        redis::Client::open(self.admin_url().expose_secret())
+            .map_err(RedisError::Client)?
             .get_multiplexed_async_connection()
             .await
-            .map_err(RedisError::Client)?;
+            .map_err(RedisError::Client)
+    }
+
+    async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.admin_connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
@@ -160,12 +163,7 @@ impl PrivateRedis {
 
     /// Stops the server, writing its data first.
     pub async fn stop(&self) -> Result<(), RedisError> {
-        let client =
-            redis::Client::open(self.admin_url().expose_secret()).map_err(RedisError::Client)?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(RedisError::Client)?;
+        let mut conn = self.admin_connection().await?;
         // The server closes the connection as it shuts down, so an I/O error here means success.
         let _ = redis::cmd("SHUTDOWN").query_async::<()>(&mut conn).await;
         for _ in 0..100 {
@@ -180,17 +178,14 @@ impl PrivateRedis {
     /// Arranges for the server to be killed and its directory removed once process `pid`
     /// exits: for test harnesses whose statics are never dropped.
     pub fn stop_and_remove_after(&self, pid: u32) -> Result<(), RedisError> {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill $(cat {d}/redis.pid) 2>/dev/null; sleep 0.5; rm -rf {d}",
-            d = self.dir.display()
-        );
-        std::process::Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(RedisError::Spawn)?;
+        super::run_after_exit(
+            pid,
+            &format!(
+                "kill $(cat {d}/redis.pid) 2>/dev/null; sleep 0.5; rm -rf {d}",
+                d = self.dir.display()
+            ),
+        )
+        .map_err(RedisError::Spawn)?;
         Ok(())
     }
 }
