@@ -73,6 +73,21 @@ fn admin_token(dir: &Path) -> Result<String, DevError> {
     Ok(token)
 }
 
+/// The master key of this data directory, made on first start. Losing it loses the
+/// environments' secrets, so it is never replaced once written.
+fn master_key(dir: &Path) -> Result<String, DevError> {
+    let path = dir.join("master-key");
+    match std::fs::read_to_string(&path) {
+        Ok(k) => Ok(k.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = crate::secrets::MasterKey::generate();
+            write_private(&path, &format!("{key}\n"))?;
+            Ok(key)
+        }
+        Err(e) => Err(DevError::Files { path, source: e }),
+    }
+}
+
 async fn ensure_database(pg: &PrivatePostgres, name: &str) -> Result<(), DevError> {
     let mut conn = sqlx::PgConnection::connect(pg.url("postgres").expose_secret())
         .await
@@ -100,8 +115,9 @@ pub async fn run(settings: DevSettings, shutdown: CancellationToken) -> Result<(
     // The Postgres server may run as the `postgres` user, which must be able to reach its folder.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(files(&dir))?;
     let token = admin_token(&dir)?;
+    let master_key = master_key(&dir)?;
     let pg = PrivatePostgres::start(&dir.join("postgres")).await?;
-    let served = serve(&settings, &dir, &pg, token, shutdown).await;
+    let served = serve(&settings, &dir, &pg, token, master_key, shutdown).await;
     if let Err(e) = pg.stop().await {
         tracing::warn!(error = %e, "failed to stop the private Postgres");
     }
@@ -113,6 +129,7 @@ async fn serve(
     dir: &Path,
     pg: &PrivatePostgres,
     token: String,
+    master_key: String,
     shutdown: CancellationToken,
 ) -> Result<(), DevError> {
     ensure_database(pg, "hangar").await?;
@@ -123,6 +140,7 @@ async fn serve(
         },
         listen: settings.listen,
         admin_token: SecretString::from(token.clone()),
+        master_key: SecretString::from(master_key),
         airflow_versions: vec![hangar_tenants::DEFAULT_AIRFLOW_VERSION.to_owned()],
         cell_ttl_secs: 120,
         token_cache_secs: 5,

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod cli;
 pub mod dev;
 pub mod persistence;
+pub mod secrets;
 pub mod service;
 pub mod settings;
 pub mod startup;

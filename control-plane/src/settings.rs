@@ -34,6 +34,10 @@ pub struct ServeSettings {
     /// tenants and cells.
     #[arg(long, env = "HANGAR_ADMIN_TOKEN", value_name = "HANGAR_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: SecretString,
+    /// The key environment secrets are sealed with at rest: 32 bytes, base64
+    /// (`openssl rand -base64 32`). Losing it loses every environment's secrets.
+    #[arg(long, env = "HANGAR_MASTER_KEY", value_name = "HANGAR_MASTER_KEY", hide_env_values = true, value_parser = secret)]
+    pub master_key: SecretString,
     /// Airflow versions tenants may choose (comma-separated); the first is not implied default.
     #[arg(
         long,
@@ -57,10 +61,20 @@ pub enum SettingsError {
     AdminTokenTooShort,
     #[error("HANGAR_AIRFLOW_VERSIONS must name at least one version")]
     NoAirflowVersion,
+    #[error(transparent)]
+    MasterKey(#[from] crate::secrets::SecretsError),
 }
 
 impl ServeSettings {
+    /// The parsed master key.
+    pub fn master_key(&self) -> Result<crate::secrets::MasterKey, SettingsError> {
+        Ok(crate::secrets::MasterKey::parse(
+            self.master_key.expose_secret(),
+        )?)
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.master_key()?;
         if self.admin_token.expose_secret().len() < 16 {
             return Err(SettingsError::AdminTokenTooShort);
         }

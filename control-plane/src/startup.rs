@@ -82,6 +82,7 @@ impl Application {
             settings.cell_ttl(),
             changes,
             std::time::Duration::from_secs(settings.token_cache_secs),
+            settings.master_key()?,
         ));
         let state = AppState {
             services: services.clone(),

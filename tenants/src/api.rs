@@ -254,6 +254,8 @@ pub struct Assignment {
     /// The environment is to be removed: stop everything and report `deleted`.
     pub delete: bool,
     pub spec: EnvironmentSpec,
+    /// The environment's generated secrets; `None` only for environments older than them.
+    pub secrets: Option<EnvironmentSecrets>,
 }
 
 /// The environments of a cell that changed after `since`; pass `cursor` as the next `since`.
@@ -273,4 +275,28 @@ pub struct Problem {
     pub detail: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<crate::error::FieldError>,
+}
+
+/// The secrets the platform generates for an environment. They never reach tenants; the
+/// environment's cell receives them with its assignment so any agent can re-create it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentSecrets {
+    /// Airflow `[core] fernet_key` (urlsafe base64 of 32 random bytes).
+    pub fernet_key: String,
+    /// Airflow `[api_auth] jwt_secret`.
+    pub jwt_secret: String,
+    /// Airflow `[api] secret_key`.
+    pub api_secret_key: String,
+    /// Password of the environment's metadata database role.
+    pub db_password: String,
+    /// Password of the environment's broker (Redis ACL) user.
+    pub broker_password: String,
+    /// Password of the environment's internal Airflow admin user (used by the platform only).
+    pub admin_password: String,
+}
+
+impl std::fmt::Debug for EnvironmentSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvironmentSecrets { .. }")
+    }
 }

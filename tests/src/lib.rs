@@ -91,6 +91,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         },
         listen: ([127, 0, 0, 1], 0).into(),
         admin_token: SecretString::from(ADMIN_TOKEN.to_owned()),
+        master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
         airflow_versions: vec!["3.3.2".to_owned()],
         cell_ttl_secs: 120,
         token_cache_secs: 5,

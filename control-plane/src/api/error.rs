@@ -95,7 +95,9 @@ impl ApiError {
                     format!("{e}; read it again and retry"),
                     vec![FieldError::new("If-Match", e.to_string())],
                 ),
-                ServiceError::Store { .. } | ServiceError::Corrupt { .. } => problem(
+                ServiceError::Store { .. }
+                | ServiceError::Corrupt { .. }
+                | ServiceError::Secrets(_) => problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "an internal error occurred; it was logged with this request's id".to_owned(),
@@ -129,8 +131,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Service(e @ (ServiceError::Store { .. } | ServiceError::Corrupt { .. })) =
-            &self
+        if let ApiError::Service(
+            e @ (ServiceError::Store { .. }
+            | ServiceError::Corrupt { .. }
+            | ServiceError::Secrets(_)),
+        ) = &self
         {
             tracing::error!(error = %e, source = ?std::error::Error::source(e), "request failed");
         }

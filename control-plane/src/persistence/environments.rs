@@ -31,6 +31,7 @@ pub struct AssignmentRow {
     pub revision: i64,
     pub delete_requested: bool,
     pub spec: serde_json::Value,
+    pub secrets: Option<Vec<u8>>,
     pub change_seq: i64,
 }
 
@@ -43,16 +44,18 @@ pub async fn insert(
     spec: &serde_json::Value,
     phase: &str,
     status_message: &str,
+    sealed_secrets: &[u8],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "INSERT INTO environments (id, tenant_id, name, spec, phase, status_message)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO environments (id, tenant_id, name, spec, phase, status_message, secrets)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         id,
         tenant_id,
         name,
         spec,
         phase,
-        status_message
+        status_message,
+        sealed_secrets
     )
     .execute(conn)
     .await?;
@@ -239,7 +242,8 @@ pub async fn assignments(
 ) -> Result<Vec<AssignmentRow>, sqlx::Error> {
     sqlx::query_as!(
         AssignmentRow,
-        "SELECT e.id, t.name AS tenant, e.name, e.revision, e.delete_requested, e.spec, e.change_seq
+        "SELECT e.id, t.name AS tenant, e.name, e.revision, e.delete_requested, e.spec, e.secrets,
+                e.change_seq
          FROM environments e JOIN tenants t ON t.id = e.tenant_id
          WHERE e.cell_id = $1 AND e.change_seq > $2 AND e.phase <> 'DELETED'
          ORDER BY e.change_seq LIMIT $3",

@@ -264,6 +264,11 @@ impl Services {
                                     message: format!("environment {}: {e}", r.id),
                                 }
                             })?,
+                            secrets: r
+                                .secrets
+                                .as_deref()
+                                .map(|blob| self.master_key.open(r.id, blob))
+                                .transpose()?,
                             id: r.id,
                             tenant: r.tenant,
                             name: r.name,

@@ -121,6 +121,7 @@ impl Services {
             }
         }
         let id = Uuid::new_v4();
+        let sealed = self.master_key.seal(id, &crate::secrets::generate())?;
         persistence::environments::insert(
             &mut tx,
             id,
@@ -129,6 +130,7 @@ impl Services {
             &spec_value,
             Phase::Creating.as_str(),
             WAITING_FOR_CELL,
+            &sealed,
         )
         .await
         .map_err(|e| match unique_violation(&e) {

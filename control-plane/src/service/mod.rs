@@ -38,6 +38,8 @@ pub enum ServiceError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error("failed to {action}: {message}")]
     Corrupt {
         action: &'static str,
@@ -89,6 +91,7 @@ pub struct Services {
     /// Bumped whenever any cell's assignments change (Postgres NOTIFY), for long polls.
     pub changes: watch::Receiver<u64>,
     pub(crate) principals: std::sync::Arc<PrincipalCache>,
+    pub(crate) master_key: crate::secrets::MasterKey,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -102,6 +105,7 @@ impl Services {
         cell_ttl: Duration,
         changes: watch::Receiver<u64>,
         token_cache_ttl: Duration,
+        master_key: crate::secrets::MasterKey,
     ) -> Self {
         Self {
             db,
@@ -110,6 +114,7 @@ impl Services {
             cell_ttl,
             changes,
             principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
+            master_key,
         }
     }
 

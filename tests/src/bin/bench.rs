@@ -216,6 +216,7 @@ async fn bench_api(
         },
         listen: ([127, 0, 0, 1], 0).into(),
         admin_token: SecretString::from(admin_token.to_owned()),
+        master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
         airflow_versions: vec!["3.3.2".into()],
         cell_ttl_secs: 3600,
         token_cache_secs: 5,

@@ -249,6 +249,7 @@ fn hangar_serve_without_settings_says_what_to_set() {
         .arg("serve")
         .env_remove("HANGAR_DATABASE_URL")
         .env_remove("HANGAR_ADMIN_TOKEN")
+        .env_remove("HANGAR_MASTER_KEY")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -265,12 +266,36 @@ fn hangar_serve_without_settings_says_what_to_set() {
             "postgres://nobody:x@127.0.0.1:1/none",
         )
         .env("HANGAR_ADMIN_TOKEN", "short")
+        .env(
+            "HANGAR_MASTER_KEY",
+            hangar_control_plane::secrets::MasterKey::generate(),
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("HANGAR_ADMIN_TOKEN must be at least 16 characters"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hangar_serve_refuses_a_malformed_master_key() {
+    let out = Command::new(hangar_bin())
+        .arg("serve")
+        .env(
+            "HANGAR_DATABASE_URL",
+            "postgres://nobody:x@127.0.0.1:1/none",
+        )
+        .env("HANGAR_ADMIN_TOKEN", "0123456789abcdefghij")
+        .env("HANGAR_MASTER_KEY", "too-short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HANGAR_MASTER_KEY must be 32 bytes"),
         "{stderr}"
     );
 }

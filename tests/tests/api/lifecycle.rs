@@ -339,3 +339,62 @@ async fn an_agent_cannot_report_on_an_environment_of_another_cell() {
         Phase::Creating
     );
 }
+
+#[tokio::test]
+async fn an_environments_secrets_reach_only_its_cell_and_are_sealed_at_rest() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let mut agent = app.registered_agent("local", 10).await.unwrap();
+    let created = editor
+        .create_environment("data", &env("etl"), None)
+        .await
+        .unwrap()
+        .environment;
+
+    let first = agent.poll(Duration::from_secs(5)).await.unwrap();
+    let secrets = first.environments[0]
+        .secrets
+        .clone()
+        .expect("secrets for the agent");
+    assert_eq!(secrets.fernet_key.len(), 44, "urlsafe base64 of 32 bytes");
+    assert_ne!(secrets.db_password, secrets.broker_password);
+
+    // Stable across revisions, so an update never rotates a running environment's keys.
+    editor
+        .update_environment("data", "etl", &bump_workers(3), None)
+        .await
+        .unwrap();
+    let second = agent.poll(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(second.environments[0].secrets.as_ref(), Some(&secrets));
+
+    // Never shown to the tenant.
+    let r = editor
+        .request(reqwest::Method::GET, "v1/tenants/data/environments/etl")
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains(&secrets.fernet_key) && !body.contains("secrets"),
+        "{body}"
+    );
+
+    // Sealed in the database: no secret appears in the stored bytes.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secrets FROM environments WHERE id = $1")
+        .bind(created.id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&stored);
+    for s in [
+        &secrets.fernet_key,
+        &secrets.db_password,
+        &secrets.jwt_secret,
+    ] {
+        assert!(!text.contains(s.as_str()));
+    }
+}
