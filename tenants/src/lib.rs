@@ -3,6 +3,7 @@
 //! state drives them, and the JSON types of the API. Nothing here does I/O.
 
 pub mod api;
+pub mod blueprint;
 pub mod error;
 pub mod names;
 pub mod phase;

@@ -304,6 +304,7 @@ const PLATFORM_OWNED_CONFIG: &[&str] = &[
     "simple_auth_manager.*",
     "logging.base_log_folder",
     "logging.worker_log_server_port",
+    "logging.trigger_log_server_port",
     "logging.dag_processor_child_process_log_directory",
     "kubernetes_executor.*",
     "secrets.*",

@@ -1,0 +1,349 @@
+//! The blueprint: from an environment's spec, secrets and the places and ports the runtime gave
+//! it, to the exact processes that make up its Airflow (command lines and environments) and the
+//! files they need. Pure, so the process runtime and the Kubernetes runtime render the same
+//! configuration, and it is tested here without Airflow.
+//!
+//! Precedence: tenant `env_vars`, then tenant `airflow_config_overrides`, then the platform's
+//! own settings, which always win (validation already refuses overriding them).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::api::EnvironmentSecrets;
+use crate::spec::EnvironmentSpec;
+
+/// Where an environment lives on its machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// AIRFLOW_HOME.
+    pub home: PathBuf,
+    /// The Python runtime (a virtualenv) with Airflow installed.
+    pub runtime: PathBuf,
+}
+
+impl Layout {
+    pub fn dags(&self) -> PathBuf {
+        self.home.join("dags")
+    }
+    pub fn plugins(&self) -> PathBuf {
+        self.home.join("plugins")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.home.join("logs")
+    }
+    pub fn passwords_file(&self) -> PathBuf {
+        self.home.join("simple_auth_manager_passwords.json")
+    }
+    pub fn airflow(&self) -> PathBuf {
+        self.runtime.join("bin").join("airflow")
+    }
+}
+
+/// The environment's own ports on its machine's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub api: u16,
+    pub worker_log: u16,
+    pub trigger_log: u16,
+}
+
+/// How the environment reaches its metadata database and broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends {
+    /// SQLAlchemy URL of its own database, as its own role.
+    pub sql_alchemy_conn: String,
+    /// Celery broker URL, as its own broker user.
+    pub broker_url: String,
+    /// The key prefix its broker user is confined to.
+    pub broker_key_prefix: String,
+}
+
+/// The platform's internal Airflow user (simple auth manager), used by the control plane's
+/// proxy; tenants never see its password.
+pub const ADMIN_USER: &str = "hangar-admin";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComponentKind {
+    ApiServer,
+    Scheduler,
+    DagProcessor,
+    Triggerer,
+    Worker,
+}
+
+/// One process of an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Unique within the environment: `api-server`, `scheduler-0`, `worker-2`, …
+    pub name: String,
+    pub kind: ComponentKind,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Everything the runtime must create to run an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blueprint {
+    pub processes: Vec<ProcessSpec>,
+    /// Files to write before starting (path, contents), private to the environment.
+    pub files: Vec<(PathBuf, String)>,
+}
+
+fn env_key(section: &str, key: &str) -> String {
+    format!(
+        "AIRFLOW__{}__{}",
+        section.to_uppercase(),
+        key.to_uppercase()
+    )
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The environment variables every component of the environment shares.
+pub fn airflow_env(
+    spec: &EnvironmentSpec,
+    secrets: &EnvironmentSecrets,
+    layout: &Layout,
+    ports: Ports,
+    backends: &Backends,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = spec.env_vars.clone();
+    for (k, v) in &spec.airflow_config_overrides {
+        if let Some((section, key)) = k.split_once('.') {
+            env.insert(env_key(section, key), v.clone());
+        }
+    }
+    let result_backend = format!(
+        "db+{}",
+        backends
+            .sql_alchemy_conn
+            .replacen("postgresql+psycopg2://", "postgresql://", 1)
+    );
+    let platform: [(&str, &str, String); 20] = [
+        ("core", "executor", "CeleryExecutor".to_owned()),
+        ("core", "dags_folder", path(&layout.dags())),
+        ("core", "plugins_folder", path(&layout.plugins())),
+        ("core", "load_examples", "False".to_owned()),
+        ("core", "fernet_key", secrets.fernet_key.clone()),
+        (
+            "core",
+            "execution_api_server_url",
+            format!("http://127.0.0.1:{}/execution/", ports.api),
+        ),
+        (
+            "core",
+            "simple_auth_manager_users",
+            format!("{ADMIN_USER}:admin"),
+        ),
+        (
+            "core",
+            "simple_auth_manager_passwords_file",
+            path(&layout.passwords_file()),
+        ),
+        (
+            "database",
+            "sql_alchemy_conn",
+            backends.sql_alchemy_conn.clone(),
+        ),
+        ("celery", "broker_url", backends.broker_url.clone()),
+        ("celery", "result_backend", result_backend),
+        (
+            "celery",
+            "worker_concurrency",
+            spec.worker_concurrency().to_string(),
+        ),
+        (
+            "celery_broker_transport_options",
+            "global_keyprefix",
+            backends.broker_key_prefix.clone(),
+        ),
+        ("api", "port", ports.api.to_string()),
+        ("api", "host", "127.0.0.1".to_owned()),
+        // One API worker process: the UI and REST API of one environment need no more, and
+        // each worker costs ~200 MB.
+        ("api", "workers", "1".to_owned()),
+        ("api", "secret_key", secrets.api_secret_key.clone()),
+        ("api_auth", "jwt_secret", secrets.jwt_secret.clone()),
+        (
+            "logging",
+            "worker_log_server_port",
+            ports.worker_log.to_string(),
+        ),
+        (
+            "logging",
+            "trigger_log_server_port",
+            ports.trigger_log.to_string(),
+        ),
+    ];
+    for (section, key, value) in platform {
+        env.insert(env_key(section, key), value);
+    }
+    env.insert(env_key("logging", "base_log_folder"), path(&layout.logs()));
+    env.insert("AIRFLOW_HOME".to_owned(), path(&layout.home));
+    env
+}
+
+/// The environment's processes with `workers` Celery workers, and its files.
+pub fn blueprint(
+    spec: &EnvironmentSpec,
+    secrets: &EnvironmentSecrets,
+    layout: &Layout,
+    ports: Ports,
+    backends: &Backends,
+    workers: u32,
+) -> Blueprint {
+    let env = airflow_env(spec, secrets, layout, ports, backends);
+    let airflow = path(&layout.airflow());
+    let process = |name: String, kind, args: &[&str]| ProcessSpec {
+        name,
+        kind,
+        argv: std::iter::once(airflow.clone())
+            .chain(args.iter().map(|a| (*a).to_owned()))
+            .collect(),
+        env: env.clone(),
+    };
+    let mut processes = vec![process(
+        "api-server".to_owned(),
+        ComponentKind::ApiServer,
+        &[
+            "api-server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &ports.api.to_string(),
+        ],
+    )];
+    for i in 0..spec.schedulers {
+        processes.push(process(
+            format!("scheduler-{i}"),
+            ComponentKind::Scheduler,
+            &["scheduler"],
+        ));
+    }
+    processes.push(process(
+        "dag-processor".to_owned(),
+        ComponentKind::DagProcessor,
+        &["dag-processor"],
+    ));
+    processes.push(process(
+        "triggerer".to_owned(),
+        ComponentKind::Triggerer,
+        &["triggerer"],
+    ));
+    for i in 0..workers {
+        processes.push(worker(&process, spec, i));
+    }
+    let passwords = format!("{{\"{ADMIN_USER}\": \"{}\"}}\n", secrets.admin_password);
+    Blueprint {
+        processes,
+        files: vec![(layout.passwords_file(), passwords)],
+    }
+}
+
+/// Worker `i`. Only worker 0 serves its logs over HTTP: every worker of an environment on one
+/// machine writes into the same log folder, and they would all want the same port.
+fn worker(
+    process: &impl Fn(String, ComponentKind, &[&str]) -> ProcessSpec,
+    spec: &EnvironmentSpec,
+    i: u32,
+) -> ProcessSpec {
+    let concurrency = spec.worker_concurrency().to_string();
+    let hostname = format!("{}-worker-{i}@%h", spec.name);
+    let mut args = vec![
+        "celery",
+        "worker",
+        "--concurrency",
+        &concurrency,
+        "--celery-hostname",
+        &hostname,
+    ];
+    if i > 0 {
+        args.push("--skip-serve-logs");
+    }
+    process(format!("worker-{i}"), ComponentKind::Worker, &args)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::api::CreateEnvironment;
+    use crate::spec::Platform;
+
+    fn fixture() -> (EnvironmentSpec, EnvironmentSecrets, Layout, Ports, Backends) {
+        let spec = EnvironmentSpec::create(
+            serde_json::from_value::<CreateEnvironment>(serde_json::json!({
+                "name": "etl",
+                "schedulers": 2,
+                "environment_class": "medium",
+                "airflow_config_overrides": {"core.parallelism": "64"},
+                "env_vars": {"TEAM": "data"},
+            }))
+            .unwrap(),
+            &Platform::default(),
+        )
+        .unwrap();
+        let secrets = EnvironmentSecrets {
+            fernet_key: "FERNET".into(),
+            jwt_secret: "JWT".into(),
+            api_secret_key: "API".into(),
+            db_password: "DBPW".into(),
+            broker_password: "BRPW".into(),
+            admin_password: "ADMINPW".into(),
+        };
+        let layout = Layout {
+            home: "/var/lib/hangar/envs/e1".into(),
+            runtime: "/var/lib/hangar/runtimes/abc".into(),
+        };
+        let ports = Ports {
+            api: 20001,
+            worker_log: 20002,
+            trigger_log: 20003,
+        };
+        let backends = Backends {
+            sql_alchemy_conn: "postgresql+psycopg2://env_e1:DBPW@127.0.0.1:5432/env_e1".into(),
+            broker_url: "redis://env-e1:BRPW@127.0.0.1:6379/0".into(),
+            broker_key_prefix: "hangar:e1:".into(),
+        };
+        (spec, secrets, layout, ports, backends)
+    }
+
+    #[test]
+    fn renders_the_whole_environment() {
+        let (spec, secrets, layout, ports, backends) = fixture();
+        let env = airflow_env(&spec, &secrets, &layout, ports, &backends);
+        insta::assert_debug_snapshot!(env);
+        let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 2);
+        let argvs: Vec<(String, String)> = bp
+            .processes
+            .iter()
+            .map(|p| (p.name.clone(), p.argv[1..].join(" ")))
+            .collect();
+        insta::assert_debug_snapshot!(argvs);
+        assert_eq!(bp.files[0].1, "{\"hangar-admin\": \"ADMINPW\"}\n");
+    }
+
+    #[test]
+    fn platform_settings_win_over_tenant_ones() {
+        let (mut spec, secrets, layout, ports, backends) = fixture();
+        spec.airflow_config_overrides
+            .insert("core.executor".into(), "LocalExecutor".into());
+        spec.env_vars
+            .insert("AIRFLOW__CORE__FERNET_KEY".into(), "mine".into());
+        let env = airflow_env(&spec, &secrets, &layout, ports, &backends);
+        assert_eq!(env["AIRFLOW__CORE__EXECUTOR"], "CeleryExecutor");
+        assert_eq!(env["AIRFLOW__CORE__FERNET_KEY"], "FERNET");
+        assert_eq!(env["AIRFLOW__CORE__PARALLELISM"], "64");
+        assert_eq!(env["TEAM"], "data");
+    }
+
+    #[test]
+    fn zero_workers_is_a_valid_idle_environment() {
+        let (spec, secrets, layout, ports, backends) = fixture();
+        let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 0);
+        assert!(bp.processes.iter().all(|p| p.kind != ComponentKind::Worker));
+        assert_eq!(bp.processes.len(), 1 + 2 + 1 + 1);
+    }
+}
