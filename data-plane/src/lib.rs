@@ -1,9 +1,11 @@
 //! Hangar's data plane. Built so far: the platform services a single machine runs for itself
 //! ([`embedded`]: private Postgres and Redis), and the per-environment isolation on them
 //! ([`metadata_db`]: a database and role per environment cloned from a migrated template;
-//! [`broker`]: a Redis ACL user per environment confined to its key prefix). The agent that
-//! reconciles environments with a runtime is not built yet.
+//! [`broker`]: a Redis ACL user per environment confined to its key prefix), and the
+//! [`supervisor`] of an environment's processes. The agent that reconciles environments with a
+//! runtime is not built yet.
 
 pub mod broker;
 pub mod embedded;
 pub mod metadata_db;
+pub mod supervisor;

@@ -1,0 +1,560 @@
+//! Supervises the processes of one environment: starts each in its own process group (so an
+//! agent that dies or is restarted does not take the environment down), captures its output in
+//! its own log file, restarts it with exponential backoff when it exits, and re-adopts the
+//! processes a previous agent left running.
+//!
+//! Each running process has a pid file `run/<name>.pid` holding its pid, its start time (from
+//! `/proc/<pid>/stat`, so a recycled pid is never mistaken for it) and the hash of the spec it
+//! was started from, so that applying a new revision restarts only the processes that changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hangar_tenants::blueprint::ProcessSpec;
+use hangar_tenants::ComponentStatus;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A process that stayed up this long is considered healthy again: its backoff resets.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Restarts in a row after which the component is reported unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("failed to prepare {path}")]
+    Files {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to start {name} ({program})")]
+    Spawn {
+        name: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Identity of a process: pid and kernel start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    pid: u32,
+    start_ticks: u64,
+}
+
+/// Start time of `pid` in clock ticks since boot, or `None` if it does not exist or is a zombie.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    // Field 22 overall is the 20th after the command name.
+    fields.get(19)?.parse().ok()
+}
+
+fn alive(id: Identity) -> bool {
+    start_ticks(id.pid) == Some(id.start_ticks)
+}
+
+/// Hash of everything that defines a process: a different hash means it must be restarted.
+pub fn spec_hash(spec: &ProcessSpec) -> String {
+    let mut h = Sha256::new();
+    for a in &spec.argv {
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
+    for (k, v) in &spec.env {
+        h.update(k.as_bytes());
+        h.update([1]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug)]
+struct Managed {
+    spec: ProcessSpec,
+    hash: String,
+    /// Running process, if any.
+    running: Option<Identity>,
+    /// Our child handle, when we started it (adopted processes have none); kept to reap it.
+    child: Option<Child>,
+    started_at: Instant,
+    restarts_in_a_row: u32,
+    restart_at: Option<Instant>,
+    last_exit: Option<String>,
+}
+
+/// The processes of one environment.
+#[derive(Debug)]
+pub struct Supervisor {
+    run_dir: PathBuf,
+    log_dir: PathBuf,
+    procs: BTreeMap<String, Managed>,
+}
+
+impl Supervisor {
+    pub fn new(run_dir: &Path, log_dir: &Path) -> Self {
+        Self {
+            run_dir: run_dir.to_owned(),
+            log_dir: log_dir.to_owned(),
+            procs: BTreeMap::new(),
+        }
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.pid"))
+    }
+
+    /// The log file of a component.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.log_dir.join(format!("{name}.log"))
+    }
+
+    /// A pid file's process if it still runs: (identity, spec hash).
+    fn read_pid_file(&self, name: &str) -> Option<(Identity, String)> {
+        let text = std::fs::read_to_string(self.pid_file(name)).ok()?;
+        let mut parts = text.split_whitespace();
+        let id = Identity {
+            pid: parts.next()?.parse().ok()?,
+            start_ticks: parts.next()?.parse().ok()?,
+        };
+        let hash = parts.next()?.to_owned();
+        alive(id).then_some((id, hash))
+    }
+
+    /// Makes the supervised set equal `desired`: adopts what a previous agent left running
+    /// with the same spec, starts what is missing, restarts what changed (stopping the old
+    /// process first, within `grace`), and stops what is no longer wanted.
+    pub async fn apply(
+        &mut self,
+        desired: &[ProcessSpec],
+        grace: Duration,
+    ) -> Result<(), SupervisorError> {
+        for dir in [&self.run_dir, &self.log_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| SupervisorError::Files {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let wanted: Vec<&str> = desired.iter().map(|p| p.name.as_str()).collect();
+        let extra: Vec<String> = self
+            .procs
+            .keys()
+            .filter(|n| !wanted.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        for name in extra {
+            self.stop(&name, grace).await;
+            self.procs.remove(&name);
+        }
+        // Processes of a previous agent that this one does not know yet.
+        for spec in desired {
+            if self.procs.contains_key(&spec.name) {
+                continue;
+            }
+            if let Some((id, hash)) = self.read_pid_file(&spec.name) {
+                if hash != spec_hash(spec) {
+                    stop_group(id, None, grace).await;
+                } else {
+                    tracing::info!(process = %spec.name, pid = id.pid, "adopted a running process");
+                    self.procs.insert(
+                        spec.name.clone(),
+                        Managed {
+                            hash,
+                            spec: spec.clone(),
+                            running: Some(id),
+                            child: None,
+                            started_at: Instant::now(),
+                            restarts_in_a_row: 0,
+                            restart_at: None,
+                            last_exit: None,
+                        },
+                    );
+                }
+            }
+        }
+        for spec in desired {
+            let hash = spec_hash(spec);
+            let same = self.procs.get(&spec.name).is_some_and(|m| m.hash == hash);
+            if same {
+                continue;
+            }
+            if self.procs.contains_key(&spec.name) {
+                self.stop(&spec.name, grace).await;
+            }
+            self.procs.insert(
+                spec.name.clone(),
+                Managed {
+                    spec: spec.clone(),
+                    hash,
+                    running: None,
+                    child: None,
+                    started_at: Instant::now(),
+                    restarts_in_a_row: 0,
+                    restart_at: None,
+                    last_exit: None,
+                },
+            );
+            self.start(&spec.name)?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, name: &str) -> Result<(), SupervisorError> {
+        let log = self.log_file(name);
+        let pid_file = self.pid_file(name);
+        let Some(m) = self.procs.get_mut(name) else {
+            return Ok(());
+        };
+        let files = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SupervisorError::Files { path, source }
+        };
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(files(&log))?;
+        let err = out.try_clone().map_err(files(&log))?;
+        let program = m.spec.argv.first().cloned().unwrap_or_default();
+        let child = Command::new(&program)
+            .args(m.spec.argv.iter().skip(1))
+            .env_clear()
+            .envs(inherited_env())
+            .envs(&m.spec.env)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|source| SupervisorError::Spawn {
+                name: name.to_owned(),
+                program: program.clone(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or_default();
+        let id = Identity {
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or_default(),
+        };
+        std::fs::write(
+            &pid_file,
+            format!("{} {} {}\n", id.pid, id.start_ticks, m.hash),
+        )
+        .map_err(files(&pid_file))?;
+        tracing::info!(process = %name, pid, "started");
+        m.running = Some(id);
+        m.child = Some(child);
+        m.started_at = Instant::now();
+        m.restart_at = None;
+        Ok(())
+    }
+
+    /// Notices exited processes and restarts them once their backoff has passed; returns the
+    /// status of every component.
+    pub fn tick(&mut self) -> Vec<ComponentStatus> {
+        let now = Instant::now();
+        let mut to_start = Vec::new();
+        for (name, m) in &mut self.procs {
+            if let Some(id) = m.running {
+                let exited = match m.child.as_mut() {
+                    Some(child) => match child.try_wait() {
+                        Ok(Some(status)) => Some(status.to_string()),
+                        Ok(None) => None,
+                        Err(e) => Some(e.to_string()),
+                    },
+                    None => (!alive(id)).then(|| "exited (adopted; status unknown)".to_owned()),
+                };
+                if let Some(how) = exited {
+                    if m.started_at.elapsed() >= STABLE_AFTER {
+                        m.restarts_in_a_row = 0;
+                    }
+                    let backoff =
+                        (MIN_BACKOFF * 2u32.saturating_pow(m.restarts_in_a_row)).min(MAX_BACKOFF);
+                    tracing::warn!(process = %name, pid = id.pid, %how, ?backoff, "process exited; restarting");
+                    m.restarts_in_a_row += 1;
+                    m.last_exit = Some(how);
+                    m.running = None;
+                    m.child = None;
+                    m.restart_at = Some(now + backoff);
+                }
+            } else if m.restart_at.is_some_and(|t| t <= now) {
+                to_start.push(name.clone());
+            }
+            if m.running.is_some() && m.started_at.elapsed() >= STABLE_AFTER {
+                m.restarts_in_a_row = 0;
+            }
+        }
+        for name in to_start {
+            if let Err(e) = self.start(&name) {
+                tracing::warn!(process = %name, error = %e, "failed to restart");
+                if let Some(m) = self.procs.get_mut(&name) {
+                    m.last_exit = Some(e.to_string());
+                    m.restart_at = Some(now + MAX_BACKOFF);
+                }
+            }
+        }
+        self.statuses()
+    }
+
+    pub fn statuses(&self) -> Vec<ComponentStatus> {
+        self.procs
+            .iter()
+            .map(|(name, m)| {
+                let healthy = m.running.is_some() && m.restarts_in_a_row < UNHEALTHY_AFTER;
+                let message = match (&m.running, &m.last_exit) {
+                    (Some(_), _) if healthy => None,
+                    (_, Some(exit)) => Some(format!(
+                        "restarted {} times in a row; last exit: {exit}; log: {}",
+                        m.restarts_in_a_row,
+                        self.log_file(name).display()
+                    )),
+                    _ => Some("not running".to_owned()),
+                };
+                ComponentStatus {
+                    name: name.clone(),
+                    healthy,
+                    message,
+                }
+            })
+            .collect()
+    }
+
+    /// The pid of a running component.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.get(name)?.running.map(|id| id.pid)
+    }
+
+    /// Stops one component: SIGTERM to its process group, SIGKILL after `grace`.
+    pub async fn stop(&mut self, name: &str, grace: Duration) {
+        let pid_file = self.pid_file(name);
+        if let Some(m) = self.procs.get_mut(name) {
+            if let Some(id) = m.running.take() {
+                stop_group(id, m.child.as_mut(), grace).await;
+            }
+            m.child = None;
+            m.restart_at = None;
+        }
+        let _ = std::fs::remove_file(pid_file);
+    }
+
+    /// Stops every component, each within `grace`.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        let names: Vec<String> = self.procs.keys().cloned().collect();
+        for name in names {
+            self.stop(&name, grace).await;
+        }
+        self.procs.clear();
+    }
+
+    /// Forgets the processes without stopping them (they keep running for the next agent).
+    pub fn detach(&mut self) {
+        self.procs.clear();
+    }
+}
+
+async fn stop_group(id: Identity, mut child: Option<&mut Child>, grace: Duration) {
+    let group = Pid::from_raw(i32::try_from(id.pid).unwrap_or(i32::MAX));
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        let gone = match child.as_deref_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => !alive(id),
+        };
+        if gone {
+            // The leader is gone; make sure nothing else of its group stays behind.
+            let _ = killpg(group, Signal::SIGKILL);
+            return;
+        }
+        if Instant::now() >= deadline {
+            let _ = killpg(group, Signal::SIGKILL);
+            if let Some(c) = child.as_deref_mut() {
+                let _ = c.wait().await;
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a component inherits from the agent's environment: only the basics a process needs.
+fn inherited_env() -> Vec<(String, String)> {
+    [
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "HOME",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use hangar_tenants::blueprint::ComponentKind;
+
+    fn sh(name: &str, script: &str) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_owned(),
+            kind: ComponentKind::Scheduler,
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: BTreeMap::from([("MARK".to_owned(), name.to_owned())]),
+        }
+    }
+
+    fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let (r, l) = (t.path().join("run"), t.path().join("logs"));
+        (t, r, l)
+    }
+
+    async fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..100 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn runs_processes_with_their_env_and_captures_their_output() {
+        let (_t, run, logs) = dirs();
+        let mut s = Supervisor::new(&run, &logs);
+        s.apply(
+            &[sh("a", "echo hello $MARK; sleep 30")],
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert!(
+            wait_until(|| std::fs::read_to_string(logs.join("a.log"))
+                .unwrap_or_default()
+                .contains("hello a"))
+            .await
+        );
+        assert!(s.tick().iter().all(|c| c.healthy));
+        s.stop_all(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_process_is_restarted_and_a_crash_loop_turns_unhealthy() {
+        let (_t, run, logs) = dirs();
+        let mut s = Supervisor::new(&run, &logs);
+        s.apply(
+            &[sh("steady", "sleep 30"), sh("crashy", "exit 3")],
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let first = s.pid("steady").unwrap();
+        nix::sys::signal::kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+        assert!(
+            wait_until(|| {
+                s.tick();
+                s.pid("steady").is_some_and(|p| p != first)
+            })
+            .await,
+            "restarted after kill -9"
+        );
+        // crashy exits at once every time: after three restarts in a row it is unhealthy.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let st = s.tick();
+                let c = st.iter().find(|c| c.name == "crashy").unwrap().clone();
+                if !c.healthy
+                    && c.message
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("exit status: 3")
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("crash loop reported");
+        s.stop_all(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn a_new_supervisor_adopts_running_processes_and_restarts_only_changed_ones() {
+        let (_t, run, logs) = dirs();
+        let mut first = Supervisor::new(&run, &logs);
+        let specs = [sh("keep", "sleep 60"), sh("change", "sleep 60")];
+        first.apply(&specs, Duration::from_secs(2)).await.unwrap();
+        let (keep, change) = (first.pid("keep").unwrap(), first.pid("change").unwrap());
+        first.detach(); // the agent goes away; its processes stay
+
+        let mut second = Supervisor::new(&run, &logs);
+        let mut changed = specs.clone();
+        changed[1].env.insert("NEW".into(), "1".into());
+        second
+            .apply(&changed, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(second.pid("keep"), Some(keep), "adopted, not restarted");
+        assert_ne!(
+            second.pid("change"),
+            Some(change),
+            "restarted with its new spec"
+        );
+        assert!(start_ticks(change).is_none(), "the old process was stopped");
+        assert!(second.tick().iter().all(|c| c.healthy));
+
+        // Removing a component stops it.
+        second
+            .apply(&changed[..1], Duration::from_secs(2))
+            .await
+            .unwrap();
+        let gone = second.pid("change");
+        assert!(gone.is_none());
+        second.stop_all(Duration::from_secs(2)).await;
+        assert!(start_ticks(keep).is_none());
+    }
+
+    #[tokio::test]
+    async fn stop_kills_what_ignores_sigterm_after_the_grace() {
+        let (_t, run, logs) = dirs();
+        let mut s = Supervisor::new(&run, &logs);
+        s.apply(
+            &[sh("stubborn", "trap '' TERM; sleep 60 & wait")],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let pid = s.pid("stubborn").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        s.stop("stubborn", Duration::from_millis(500)).await;
+        assert!(t.elapsed() >= Duration::from_millis(450));
+        assert!(start_ticks(pid).is_none());
+    }
+}
