@@ -1,13 +1,20 @@
-//! `hangar dev`: Hangar on one machine with embedded defaults. A private Postgres (started from
-//! the system binaries, kept in the data directory), the control plane on it, and a platform
-//! admin token kept in the data directory, so starting again on the same directory brings
-//! everything back.
+//! `hangar dev`: Hangar on one machine with embedded defaults. A private Postgres and a private
+//! Redis (started from the system binaries, kept in the data directory), the control plane, and
+//! an in-process data-plane agent running environments with the process runtime as the cell
+//! `local`. The admin token, master key and cell token are kept in the data directory, so
+//! starting again on the same directory brings everything back.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use hangar_data_plane::embedded::{PostgresError, PrivatePostgres};
+use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
+use hangar_data_plane::broker::{BrokerAdmin, BrokerError};
+use hangar_data_plane::embedded::{PostgresError, PrivatePostgres, PrivateRedis, RedisError};
+use hangar_data_plane::metadata_db::{MetadataDbAdmin, MetadataDbError};
+use hangar_data_plane::process_runtime::Platform;
+use hangar_data_plane::runtime::python::RuntimeCache;
+use hangar_tenants::api::{CellCapacity, CreateCell, Runtime};
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
@@ -24,6 +31,12 @@ pub struct DevSettings {
     /// Address the API listens on.
     #[arg(long, env = "HANGAR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Environments this machine accepts (each idle one takes about 1 GB of memory).
+    #[arg(long, env = "HANGAR_MAX_ENVIRONMENTS", default_value_t = 8)]
+    pub max_environments: u32,
+    /// The uv program that builds the environments' Python runtimes.
+    #[arg(long, env = "HANGAR_UV", default_value = "uv")]
+    pub uv: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +49,18 @@ pub enum DevError {
     },
     #[error("failed to start the private Postgres")]
     Postgres(#[from] PostgresError),
+    #[error("failed to start the private Redis")]
+    Redis(#[from] RedisError),
+    #[error("uv not found ({0}): install it with `pip install uv` (scripts/bootstrap does)")]
+    NoUv(String),
+    #[error(transparent)]
+    MetadataDb(#[from] MetadataDbError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("failed to set up the local cell")]
+    Cell(#[source] hangar_client::ClientError),
+    #[error("the cell `local` exists but its token file {0} is gone: remove the data directory to start over")]
+    LostCellToken(PathBuf),
     #[error("failed to create the control plane's database")]
     CreateDatabase(#[source] sqlx::Error),
     #[error(transparent)]
@@ -114,20 +139,59 @@ pub async fn run(settings: DevSettings, shutdown: CancellationToken) -> Result<(
     let dir = std::fs::canonicalize(dir).map_err(files(dir))?;
     // The Postgres server may run as the `postgres` user, which must be able to reach its folder.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(files(&dir))?;
+    let uv_ok = tokio::process::Command::new(&settings.uv)
+        .arg("--version")
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success());
+    if !uv_ok {
+        return Err(DevError::NoUv(settings.uv.display().to_string()));
+    }
     let token = admin_token(&dir)?;
     let master_key = master_key(&dir)?;
     let pg = PrivatePostgres::start(&dir.join("postgres")).await?;
-    let served = serve(&settings, &dir, &pg, token, master_key, shutdown).await;
+    let redis = match PrivateRedis::start(&dir.join("redis")).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = pg.stop().await;
+            return Err(e.into());
+        }
+    };
+    let served = serve(&settings, &dir, &pg, &redis, token, master_key, shutdown).await;
+    if let Err(e) = redis.stop().await {
+        tracing::warn!(error = %e, "failed to stop the private Redis");
+    }
     if let Err(e) = pg.stop().await {
         tracing::warn!(error = %e, "failed to stop the private Postgres");
     }
     served
 }
 
+/// The token of the cell `local`, made (with the cell) on first start.
+async fn cell_token(dir: &Path, admin: &hangar_client::Client) -> Result<String, DevError> {
+    let path = dir.join("cell-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_owned());
+    }
+    let created = admin
+        .create_cell(&CreateCell {
+            name: "local".to_owned(),
+            runtime: Runtime::Process,
+        })
+        .await
+        .map_err(|e| match e.status() {
+            Some(409) => DevError::LostCellToken(path.clone()),
+            _ => DevError::Cell(e),
+        })?;
+    write_private(&path, &format!("{}\n", created.token))?;
+    Ok(created.token)
+}
+
 async fn serve(
     settings: &DevSettings,
     dir: &Path,
     pg: &PrivatePostgres,
+    redis: &PrivateRedis,
     token: String,
     master_key: String,
     shutdown: CancellationToken,
@@ -157,6 +221,48 @@ async fn serve(
     println!("  platform admin token: {token}");
     println!("  written to {}", dev_json.display());
     println!("  try: HANGAR_URL={url} HANGAR_TOKEN={token} hangar tenant create demo");
+    let app_stop = CancellationToken::new();
+    let server = tokio::spawn(app.run(app_stop.clone()));
+
+    let admin = hangar_client::Client::new(&url, Some(SecretString::from(token)))
+        .map_err(DevError::Cell)?;
+    let cell = admin.with_token(cell_token(dir, &admin).await?);
+    let platform = Platform {
+        postgres_host: "127.0.0.1".to_owned(),
+        postgres_port: pg.port(),
+        redis_host: "127.0.0.1".to_owned(),
+        redis_port: redis.port(),
+        metadata: MetadataDbAdmin::connect(&pg.url("postgres")).await?,
+        broker: BrokerAdmin::connect(&redis.admin_url()).await?,
+        runtimes: std::sync::Arc::new(RuntimeCache::new(&dir.join("runtimes"), &settings.uv)),
+        envs_dir: dir.join("envs"),
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let agent_settings = AgentSettings {
+        cell: "local".to_owned(),
+        capacity: CellCapacity {
+            max_environments: settings.max_environments,
+            worker_slots: u32::try_from(cores * 2).unwrap_or(4),
+        },
+        poll_wait: std::time::Duration::from_secs(25),
+        tick: std::time::Duration::from_secs(2),
+        on_shutdown: OnShutdown::Stop,
+    };
+    let agent_stop = CancellationToken::new();
+    let agent = tokio::spawn(agent::run(
+        cell,
+        agent_settings,
+        platform,
+        agent_stop.clone(),
+    ));
     println!("Press Ctrl-C to stop.");
-    app.run(shutdown).await.map_err(DevError::Serve)
+    shutdown.cancelled().await;
+    // The agent stops the environments' processes first (their data stays), then the API.
+    agent_stop.cancel();
+    let _ = agent.await;
+    app_stop.cancel();
+    match server.await {
+        Ok(r) => r.map_err(DevError::Serve),
+        Err(e) => Err(DevError::Serve(std::io::Error::other(e))),
+    }
 }

@@ -5,7 +5,10 @@
 //! [`supervisor`] of an environment's processes. The agent that reconciles environments with a
 //! runtime is not built yet.
 
+pub mod agent;
 pub mod broker;
 pub mod embedded;
 pub mod metadata_db;
+pub mod process_runtime;
+pub mod runtime;
 pub mod supervisor;

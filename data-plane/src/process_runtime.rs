@@ -1,0 +1,331 @@
+//! The process runtime: runs an environment as supervised processes on this machine, on the
+//! platform's shared Postgres and Redis, each environment isolated by its own database and
+//! role, broker user, Python runtime, AIRFLOW_HOME and ports.
+//!
+//! `reconcile` is idempotent: every step checks or converges (runtime cached by its inputs,
+//! template made once, database and broker user "ensure"d, ports kept in the environment's
+//! folder, processes applied by spec hash), so running it again after any crash finishes the job.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hangar_tenants::api::{Assignment, EnvironmentSecrets};
+use hangar_tenants::blueprint::{self, Backends, Layout, Ports};
+use hangar_tenants::{ComponentStatus, FailedApply, ObservedState};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::{BrokerAdmin, BrokerError, BrokerUser};
+use crate::embedded::free_port;
+use crate::metadata_db::{self, EnvDatabase, MetadataDbAdmin, MetadataDbError};
+use crate::runtime::python::{RuntimeCache, RuntimeError};
+use crate::supervisor::{Supervisor, SupervisorError};
+
+/// How long a component gets to stop on SIGTERM before SIGKILL (workers finish their tasks).
+pub const STOP_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("the assignment carries no secrets (environment made before secrets existed)")]
+    NoSecrets,
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    MetadataDb(#[from] MetadataDbError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error("failed to prepare {path}")]
+    Files {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ReconcileError {
+    /// Whether retrying the same revision cannot help (the tenant must change something).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ReconcileError::Runtime(RuntimeError::Resolve { .. }) | ReconcileError::NoSecrets
+        )
+    }
+}
+
+/// Where the platform's shared services are, for the environments of this machine.
+#[derive(Clone)]
+pub struct Platform {
+    pub postgres_host: String,
+    pub postgres_port: u16,
+    pub redis_host: String,
+    pub redis_port: u16,
+    pub metadata: MetadataDbAdmin,
+    pub broker: BrokerAdmin,
+    pub runtimes: std::sync::Arc<RuntimeCache>,
+    /// Environments live in `envs_dir/<environment id>`.
+    pub envs_dir: PathBuf,
+}
+
+fn files(path: &Path) -> impl Fn(std::io::Error) -> ReconcileError + '_ {
+    move |source| ReconcileError::Files {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One environment on this machine.
+pub struct ProcessEnvironment {
+    platform: Platform,
+    home: PathBuf,
+    supervisor: Supervisor,
+    /// The revision whose processes run now.
+    running_revision: Option<i64>,
+    api_port: Option<u16>,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct SavedPorts {
+    api: u16,
+    worker_log: u16,
+    trigger_log: u16,
+}
+
+impl ProcessEnvironment {
+    pub fn new(platform: Platform, assignment: &Assignment) -> Self {
+        let home = platform.envs_dir.join(assignment.id.simple().to_string());
+        let supervisor = Supervisor::new(&home.join("run"), &home.join("components"));
+        Self {
+            platform,
+            supervisor,
+            home,
+            running_revision: None,
+            api_port: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The environment's ports, chosen once and kept in its folder.
+    fn ports(&self) -> Result<Ports, ReconcileError> {
+        let path = self.home.join("ports.json");
+        if let Some(saved) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SavedPorts>(&b).ok())
+        {
+            return Ok(Ports {
+                api: saved.api,
+                worker_log: saved.worker_log,
+                trigger_log: saved.trigger_log,
+            });
+        }
+        let pick = || free_port().map_err(files(&path));
+        let saved = SavedPorts {
+            api: pick()?,
+            worker_log: pick()?,
+            trigger_log: pick()?,
+        };
+        let json = serde_json::to_vec(&saved).unwrap_or_default();
+        std::fs::write(&path, json).map_err(files(&path))?;
+        Ok(Ports {
+            api: saved.api,
+            worker_log: saved.worker_log,
+            trigger_log: saved.trigger_log,
+        })
+    }
+
+    /// Brings the environment to its assignment's revision. On failure the previous revision's
+    /// processes keep running untouched.
+    pub async fn apply(&mut self, a: &Assignment) -> Result<(), ReconcileError> {
+        let secrets: &EnvironmentSecrets = a.secrets.as_ref().ok_or(ReconcileError::NoSecrets)?;
+        let version = a.spec.airflow_version.as_str();
+        let runtime = self
+            .platform
+            .runtimes
+            .ensure(version, &a.spec.requirements)
+            .await?;
+        let template = metadata_db::template_name(version);
+        let airflow = runtime.bin("airflow");
+        let scratch = self.platform.envs_dir.join(".template-home");
+        self.platform
+            .metadata
+            .ensure_template(&template, |url| {
+                migrate(airflow.clone(), scratch.clone(), url)
+            })
+            .await?;
+        let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
+        self.platform
+            .metadata
+            .ensure_database(&db, &template)
+            .await?;
+        let broker = BrokerUser::for_environment(a.id, secrets.broker_password.clone().into());
+        self.platform.broker.ensure_user(&broker).await?;
+
+        for dir in [
+            self.home.join("dags"),
+            self.home.join("plugins"),
+            self.home.join("logs"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(files(&dir))?;
+        }
+        let ports = self.ports()?;
+        let layout = Layout {
+            home: self.home.clone(),
+            runtime: runtime.dir.clone(),
+        };
+        let backends = Backends {
+            sql_alchemy_conn: db
+                .sqlalchemy_url(&self.platform.postgres_host, self.platform.postgres_port)
+                .expose_secret()
+                .to_owned(),
+            broker_url: broker
+                .broker_url(&self.platform.redis_host, self.platform.redis_port)
+                .expose_secret()
+                .to_owned(),
+            broker_key_prefix: broker.key_prefix.clone(),
+        };
+        let bp = blueprint::blueprint(
+            &a.spec,
+            secrets,
+            &layout,
+            ports,
+            &backends,
+            a.spec.min_workers,
+        );
+        for (path, contents) in &bp.files {
+            std::fs::write(path, contents).map_err(files(path))?;
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(files(path))?;
+        }
+        self.supervisor.apply(&bp.processes, STOP_GRACE).await?;
+        self.running_revision = Some(a.revision);
+        self.api_port = Some(ports.api);
+        Ok(())
+    }
+
+    /// The environment's state now: its processes, and whether its Airflow answers healthy.
+    pub async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
+        let mut components = self.supervisor.tick();
+        let mut endpoints = std::collections::BTreeMap::new();
+        if let Some(port) = self.api_port {
+            let url = format!("http://127.0.0.1:{port}");
+            components.push(self.airflow_health(&url).await);
+            endpoints.insert("api".to_owned(), url);
+        }
+        ObservedState {
+            revision: self.running_revision,
+            components,
+            failed,
+            deleted: false,
+            endpoints,
+        }
+    }
+
+    /// Airflow's own view (`/api/v2/monitor/health`): the metadata database and the scheduler,
+    /// dag-processor and triggerer heartbeats.
+    async fn airflow_health(&self, base: &str) -> ComponentStatus {
+        let unhealthy = |message: String| ComponentStatus {
+            name: "airflow".into(),
+            healthy: false,
+            message: Some(message),
+        };
+        let resp = match self
+            .http
+            .get(format!("{base}/api/v2/monitor/health"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => return unhealthy("the Airflow API does not answer yet".into()),
+        };
+        let Ok(body) = resp.json::<serde_json::Value>().await else {
+            return unhealthy("the Airflow API answered no health document".into());
+        };
+        let sick: Vec<String> = ["metadatabase", "scheduler", "dag_processor", "triggerer"]
+            .into_iter()
+            .filter(|k| body[*k]["status"].as_str() != Some("healthy"))
+            .map(|k| format!("{k}: {}", body[k]["status"].as_str().unwrap_or("unknown")))
+            .collect();
+        if sick.is_empty() {
+            ComponentStatus {
+                name: "airflow".into(),
+                healthy: true,
+                message: None,
+            }
+        } else {
+            unhealthy(sick.join(", "))
+        }
+    }
+
+    /// Removes everything of the environment: processes, database and role, broker user and
+    /// keys, files. Idempotent.
+    pub async fn delete(&mut self, a: &Assignment) -> Result<(), ReconcileError> {
+        self.supervisor.stop_all(STOP_GRACE).await;
+        let password = a
+            .secrets
+            .as_ref()
+            .map(|s| s.db_password.clone())
+            .unwrap_or_default();
+        self.platform
+            .metadata
+            .drop_database(&EnvDatabase::for_environment(a.id, password.into()))
+            .await?;
+        let broker = BrokerUser::for_environment(a.id, String::new().into());
+        self.platform.broker.remove_user(&broker).await?;
+        if self.home.exists() {
+            std::fs::remove_dir_all(&self.home).map_err(files(&self.home))?;
+        }
+        self.running_revision = None;
+        self.api_port = None;
+        Ok(())
+    }
+
+    /// Stops supervising without stopping the processes (agent shutdown that should leave the
+    /// environment running for the next agent).
+    pub fn detach(&mut self) {
+        self.supervisor.detach();
+    }
+
+    /// Stops the processes, keeping data (a clean stop of the whole machine).
+    pub async fn stop(&mut self) {
+        self.supervisor.stop_all(STOP_GRACE).await;
+    }
+}
+
+/// `airflow db migrate` into a template database.
+async fn migrate(
+    airflow: PathBuf,
+    home: PathBuf,
+    url: secrecy::SecretString,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&home)
+        .map_err(|e| format!("failed to create {}: {e}", home.display()))?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(600),
+        tokio::process::Command::new(&airflow)
+            .args(["db", "migrate"])
+            .env("AIRFLOW_HOME", &home)
+            .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", url.expose_secret())
+            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .output(),
+    )
+    .await
+    .map_err(|_| "airflow db migrate took longer than 10 minutes".to_owned())?
+    .map_err(|e| format!("failed to run {}: {e}", airflow.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}

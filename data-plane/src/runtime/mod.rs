@@ -1,0 +1,3 @@
+//! Runtimes an environment runs on. Today: its Python runtime ([`python`]).
+
+pub mod python;
