@@ -207,6 +207,7 @@ async fn serve(
         master_key: SecretString::from(master_key),
         airflow_versions: vec![hangar_tenants::DEFAULT_AIRFLOW_VERSION.to_owned()],
         cell_ttl_secs: 120,
+        bucket_dir: Some(dir.join("bucket")),
         token_cache_secs: 5,
     })
     .await?;
@@ -236,6 +237,7 @@ async fn serve(
         broker: BrokerAdmin::connect(&redis.admin_url()).await?,
         runtimes: std::sync::Arc::new(RuntimeCache::new(&dir.join("runtimes"), &settings.uv)),
         envs_dir: dir.join("envs"),
+        bucket_dir: Some(dir.join("bucket")),
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let agent_settings = AgentSettings {

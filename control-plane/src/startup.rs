@@ -75,7 +75,7 @@ impl Application {
                 .filter(|v| !v.is_empty())
                 .collect(),
         };
-        let services = Arc::new(Services::new(
+        let mut services = Services::new(
             db,
             platform,
             settings.admin_token.expose_secret(),
@@ -83,7 +83,9 @@ impl Application {
             changes,
             std::time::Duration::from_secs(settings.token_cache_secs),
             settings.master_key()?,
-        ));
+        );
+        services.bucket_dir = settings.bucket_dir.clone();
+        let services = Arc::new(services);
         let state = AppState {
             services: services.clone(),
             metrics: metrics_handle(),

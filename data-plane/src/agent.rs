@@ -185,6 +185,13 @@ async fn environment_task(
                     }
                 }
             }
+            if applied.is_some() {
+                match env.sync_dags(&a) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(env = %name, files = n, "synced DAGs"),
+                    Err(e) => tracing::warn!(env = %name, error = %e, "failed to sync DAGs"),
+                }
+            }
             let observed = env.observe(failed.clone()).await;
             let due = last
                 .as_ref()

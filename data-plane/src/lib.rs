@@ -2,8 +2,10 @@
 //! ([`embedded`]: private Postgres and Redis), and the per-environment isolation on them
 //! ([`metadata_db`]: a database and role per environment cloned from a migrated template;
 //! [`broker`]: a Redis ACL user per environment confined to its key prefix), and the
-//! [`supervisor`] of an environment's processes. The agent that reconciles environments with a
-//! runtime is not built yet.
+//! [`supervisor`] of an environment's processes, the Python [`runtime`] each environment runs on
+//! (a uv-built virtualenv per Airflow version and requirements, cached and shared), the
+//! [`process_runtime`] that runs an environment on this machine, and the [`agent`] that reconciles
+//! the environments assigned to this cell.
 
 pub mod agent;
 pub mod broker;

@@ -66,6 +66,8 @@ pub struct Platform {
     pub runtimes: std::sync::Arc<RuntimeCache>,
     /// Environments live in `envs_dir/<environment id>`.
     pub envs_dir: PathBuf,
+    /// The platform bucket as a local directory, if there is one.
+    pub bucket_dir: Option<PathBuf>,
 }
 
 fn files(path: &Path) -> impl Fn(std::io::Error) -> ReconcileError + '_ {
@@ -204,6 +206,45 @@ impl ProcessEnvironment {
         Ok(())
     }
 
+    /// Mirrors the environment's `dags/` prefix of the bucket into its dags folder: changed
+    /// files are copied (each replaced atomically), removed ones deleted. Returns how many files
+    /// changed.
+    pub fn sync_dags(&self, a: &Assignment) -> std::io::Result<usize> {
+        let Some(bucket) = &self.platform.bucket_dir else {
+            return Ok(0);
+        };
+        let src = hangar_tenants::dag_path::dags_prefix(bucket, &a.tenant, &a.name);
+        let dst = self.home.join("dags");
+        std::fs::create_dir_all(&dst)?;
+        let wanted = list_files(&src);
+        let mut changed = 0;
+        for rel in &wanted {
+            let (from, to) = (src.join(rel), dst.join(rel));
+            let (Ok(f), t) = (std::fs::metadata(&from), std::fs::metadata(&to)) else {
+                continue;
+            };
+            let stale = match t {
+                Ok(t) => t.len() != f.len() || f.modified()? > t.modified()?,
+                Err(_) => true,
+            };
+            if stale {
+                let parent = to.parent().unwrap_or(&dst);
+                std::fs::create_dir_all(parent)?;
+                let tmp = parent.join(format!(".hangar-sync-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::copy(&from, &tmp)?;
+                std::fs::rename(&tmp, &to)?;
+                changed += 1;
+            }
+        }
+        for rel in list_files(&dst) {
+            if !wanted.contains(&rel) {
+                std::fs::remove_file(dst.join(&rel))?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
     /// The environment's state now: its processes, and whether its Airflow answers healthy.
     pub async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
         let mut components = self.supervisor.tick();
@@ -292,6 +333,38 @@ impl ProcessEnvironment {
     pub async fn stop(&mut self) {
         self.supervisor.stop_all(STOP_GRACE).await;
     }
+}
+
+/// Regular files under `root`, relative to it: no symlinks (they could point anywhere), no
+/// uploads in flight, no byte-code caches.
+fn list_files(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(hangar_tenants::dag_path::UPLOAD_PREFIX)
+                || name.starts_with(".hangar-sync-")
+                || name == "__pycache__"
+            {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                if let Ok(rel) = entry.path().strip_prefix(root) {
+                    out.insert(rel.to_owned());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `airflow db migrate` into a template database.

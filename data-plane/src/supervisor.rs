@@ -348,7 +348,7 @@ impl Supervisor {
         let pid_file = self.pid_file(name);
         if let Some(m) = self.procs.get_mut(name) {
             if let Some(id) = m.running.take() {
-                stop_group(id, m.child.as_mut(), grace).await;
+                stop_group(id, m.child.take(), grace).await;
             }
             m.child = None;
             m.restart_at = None;
@@ -356,12 +356,17 @@ impl Supervisor {
         let _ = std::fs::remove_file(pid_file);
     }
 
-    /// Stops every component, each within `grace`.
+    /// Stops every component at once (SIGTERM to all, then SIGKILL to what is left after
+    /// `grace`), so stopping takes as long as the slowest component, not the sum.
     pub async fn stop_all(&mut self, grace: Duration) {
-        let names: Vec<String> = self.procs.keys().cloned().collect();
-        for name in names {
-            self.stop(&name, grace).await;
+        let mut stopping = Vec::new();
+        for (name, m) in &mut self.procs {
+            if let Some(id) = m.running.take() {
+                stopping.push(stop_group(id, m.child.take(), grace));
+            }
+            let _ = std::fs::remove_file(self.run_dir.join(format!("{name}.pid")));
         }
+        futures::future::join_all(stopping).await;
         self.procs.clear();
     }
 
@@ -371,12 +376,12 @@ impl Supervisor {
     }
 }
 
-async fn stop_group(id: Identity, mut child: Option<&mut Child>, grace: Duration) {
+async fn stop_group(id: Identity, mut child: Option<Child>, grace: Duration) {
     let group = Pid::from_raw(i32::try_from(id.pid).unwrap_or(i32::MAX));
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {
-        let gone = match child.as_deref_mut() {
+        let gone = match child.as_mut() {
             Some(c) => !matches!(c.try_wait(), Ok(None)),
             None => !alive(id),
         };
@@ -387,7 +392,7 @@ async fn stop_group(id: Identity, mut child: Option<&mut Child>, grace: Duration
         }
         if Instant::now() >= deadline {
             let _ = killpg(group, Signal::SIGKILL);
-            if let Some(c) = child.as_deref_mut() {
+            if let Some(c) = child.as_mut() {
                 let _ = c.wait().await;
             }
             return;

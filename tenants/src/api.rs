@@ -163,6 +163,9 @@ pub struct Environment {
     pub cell: Option<String>,
     /// The newest state reported by the cell's agent.
     pub observed: Option<ObservedState>,
+    /// The environment's Airflow REST API through Hangar (path on this API), called with a
+    /// Hangar token: viewers may read, editors may also write.
+    pub webserver_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -299,4 +302,19 @@ impl std::fmt::Debug for EnvironmentSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EnvironmentSecrets { .. }")
     }
+}
+
+/// A file in an environment's `dags/` prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DagFile {
+    pub path: String,
+    pub size: u64,
+    /// Given when the file was just written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DagFileList {
+    pub files: Vec<DagFile>,
 }

@@ -110,6 +110,12 @@ pub fn airflow_env(
     backends: &Backends,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = spec.env_vars.clone();
+    // Defaults a tenant may override: new DAG files are discovered within 10 s (Airflow's
+    // default is 5 minutes).
+    env.insert(
+        env_key("dag_processor", "refresh_interval"),
+        "10".to_owned(),
+    );
     for (k, v) in &spec.airflow_config_overrides {
         if let Some((section, key)) = k.split_once('.') {
             env.insert(env_key(section, key), v.clone());
@@ -121,7 +127,7 @@ pub fn airflow_env(
             .sql_alchemy_conn
             .replacen("postgresql+psycopg2://", "postgresql://", 1)
     );
-    let platform: [(&str, &str, String); 20] = [
+    let platform: [(&str, &str, String); 21] = [
         ("core", "executor", "CeleryExecutor".to_owned()),
         ("core", "dags_folder", path(&layout.dags())),
         ("core", "plugins_folder", path(&layout.plugins())),
@@ -154,6 +160,9 @@ pub fn airflow_env(
             "worker_concurrency",
             spec.worker_concurrency().to_string(),
         ),
+        // Remote control needs PSUBSCRIBE on a pidbox channel, which Redis ACLs match literally
+        // (not by the user's channel prefix); Hangar drains workers with SIGTERM instead.
+        ("celery", "worker_enable_remote_control", "False".to_owned()),
         (
             "celery_broker_transport_options",
             "global_keyprefix",
@@ -258,6 +267,10 @@ fn worker(
         &concurrency,
         "--celery-hostname",
         &hostname,
+        // Gossip and mingle subscribe to other workers' broadcasts (PSUBSCRIBE, which Redis
+        // ACLs match literally, not by prefix); an environment's workers need neither.
+        "--without-gossip",
+        "--without-mingle",
     ];
     if i > 0 {
         args.push("--skip-serve-logs");

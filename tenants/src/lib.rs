@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod blueprint;
+pub mod dag_path;
 pub mod error;
 pub mod names;
 pub mod phase;

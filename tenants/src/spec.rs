@@ -293,6 +293,7 @@ const PLATFORM_OWNED_CONFIG: &[&str] = &[
     "database.sql_alchemy_conn*",
     "celery.broker_url",
     "celery.result_backend",
+    "celery.worker_enable_remote_control",
     "celery_broker_transport_options.*",
     "api.secret_key",
     "api.host",

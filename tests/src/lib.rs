@@ -94,6 +94,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
         airflow_versions: vec!["3.3.2".to_owned()],
         cell_ttl_secs: 120,
+        bucket_dir: None,
         token_cache_secs: 5,
     };
     configure(&mut settings);

@@ -89,6 +89,12 @@ impl ApiError {
                         .map(|f| vec![FieldError::new(f, message.clone())])
                         .unwrap_or_default(),
                 ),
+                ServiceError::Unavailable(m) => problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    m.clone(),
+                    vec![],
+                ),
                 ServiceError::StaleRevision { .. } => problem(
                     StatusCode::PRECONDITION_FAILED,
                     "stale-revision",

@@ -1,7 +1,9 @@
 //! Hangar's `/v1` REST API: thin handlers (extract → call the service → map the answer), the
 //! router with its middleware, and the OpenAPI document generated from the handlers.
 
+pub mod airflow;
 pub mod cells;
+pub mod dags;
 pub mod environments;
 pub mod error;
 pub mod extract;
@@ -104,6 +106,21 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
+        .route(
+            "/v1/tenants/{tenant}/environments/{env}/airflow/{*path}",
+            axum::routing::any(airflow::proxy),
+        )
+        .route(
+            "/v1/tenants/{tenant}/environments/{env}/dags/{*path}",
+            axum::routing::put(dags::put_dag)
+                .get(dags::get_dag)
+                .delete(dags::delete_dag)
+                .layer(DefaultBodyLimit::max(crate::service::dags::MAX_DAG_FILE)),
+        )
+        .route(
+            "/v1/tenants/{tenant}/environments/{env}/dags",
+            axum::routing::get(dags::list_dags),
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http())

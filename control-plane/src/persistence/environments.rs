@@ -323,3 +323,11 @@ pub async fn save_idempotency_key(
     .await?;
     Ok(())
 }
+
+/// The sealed secrets of an environment.
+pub async fn sealed_secrets(pool: &PgPool, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let row = sqlx::query!("SELECT secrets FROM environments WHERE id = $1", id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.and_then(|r| r.secrets))
+}

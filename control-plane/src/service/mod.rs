@@ -1,7 +1,9 @@
 //! The control plane's service layer: everything the API and the portal do, without HTTP.
 //! Authorisation and auditing happen here, so every surface gets the same rules.
 
+pub mod airflow;
 pub mod cells;
+pub mod dags;
 pub mod environments;
 pub mod tenants;
 
@@ -25,6 +27,9 @@ pub enum ServiceError {
     Forbidden(String),
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
+    /// The environment cannot serve this now (not running yet, not answering).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -92,6 +97,10 @@ pub struct Services {
     pub changes: watch::Receiver<u64>,
     pub(crate) principals: std::sync::Arc<PrincipalCache>,
     pub(crate) master_key: crate::secrets::MasterKey,
+    pub(crate) airflow_tokens: std::sync::Arc<airflow::AirflowTokens>,
+    pub(crate) http: reqwest::Client,
+    /// The platform bucket, a local directory, if configured.
+    pub bucket_dir: Option<std::path::PathBuf>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -115,6 +124,9 @@ impl Services {
             changes,
             principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
             master_key,
+            airflow_tokens: std::sync::Arc::default(),
+            http: reqwest::Client::new(),
+            bucket_dir: None,
         }
     }
 

@@ -1,0 +1,144 @@
+//! Reaching an environment's own Airflow REST API through the control plane (MWAA's
+//! InvokeRestApi): Hangar's tokens and roles decide who may call it, and the control plane logs
+//! in with the environment's internal admin user, whose password never leaves the platform.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hangar_tenants::api::Role;
+use hangar_tenants::blueprint::ADMIN_USER;
+use hangar_tenants::Phase;
+use uuid::Uuid;
+
+use super::environments::environment_out;
+use super::{ServiceError, Services, StoreContext};
+use crate::auth::Actor;
+use crate::persistence;
+
+/// How long a token from an environment's Airflow is reused (Airflow issues them for a day).
+const TOKEN_REUSE: Duration = Duration::from_secs(600);
+
+/// Tokens of environments' Airflow APIs, by environment.
+#[derive(Debug, Default)]
+pub struct AirflowTokens(Mutex<HashMap<Uuid, (String, Instant)>>);
+
+impl AirflowTokens {
+    fn get(&self, env: Uuid) -> Option<String> {
+        let map = self.0.lock().ok()?;
+        let (t, at) = map.get(&env)?;
+        (at.elapsed() < TOKEN_REUSE).then(|| t.clone())
+    }
+
+    fn put(&self, env: Uuid, token: String) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(env, (token, Instant::now()));
+        }
+    }
+
+    /// Forgets a token Airflow refused (expired, or the environment was re-created).
+    pub fn forget(&self, env: Uuid) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&env);
+        }
+    }
+}
+
+/// Where to send a proxied call, and the bearer token to send it with.
+#[derive(Debug, Clone)]
+pub struct AirflowTarget {
+    pub env_id: Uuid,
+    pub base_url: String,
+    pub token: String,
+}
+
+impl Services {
+    /// The HTTP client the control plane calls environments with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Forgets the cached login of an environment's Airflow.
+    pub fn forget_airflow_token(&self, env: Uuid) {
+        self.airflow_tokens.forget(env);
+    }
+
+    /// The environment's Airflow API for this caller: viewers may read (GET, HEAD), editors
+    /// and admins may also write.
+    pub async fn airflow_target(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        env: &str,
+        write: bool,
+    ) -> Result<AirflowTarget, ServiceError> {
+        let need = if write { Role::Editor } else { Role::Viewer };
+        let t = self.authorize_tenant(actor, tenant, need).await?;
+        let row = persistence::environments::by_name(&self.db.pool, t.id, env)
+            .await
+            .store("read an environment")?
+            .filter(|r| r.phase != Phase::Deleted.as_str())
+            .ok_or_else(|| ServiceError::not_found("environment", env))?;
+        let id = row.id;
+        let e = environment_out(row)?;
+        let base_url = e
+            .observed
+            .as_ref()
+            .and_then(|o| o.endpoints.get("api").cloned())
+            .filter(|_| {
+                matches!(
+                    e.phase,
+                    Phase::Available | Phase::Updating | Phase::UpdateFailed
+                )
+            })
+            .ok_or_else(|| {
+                ServiceError::Unavailable(format!(
+                    "environment {env:?} has no running Airflow API (phase {})",
+                    e.phase
+                ))
+            })?;
+        if let Some(token) = self.airflow_tokens.get(id) {
+            return Ok(AirflowTarget {
+                env_id: id,
+                base_url,
+                token,
+            });
+        }
+        let sealed = persistence::environments::sealed_secrets(&self.db.pool, id)
+            .await
+            .store("read an environment's secrets")?
+            .ok_or_else(|| {
+                ServiceError::Unavailable(format!("environment {env:?} has no secrets"))
+            })?;
+        let secrets = self.master_key.open(id, &sealed)?;
+        let resp = self
+            .http
+            .post(format!("{base_url}/auth/token"))
+            .json(
+                &serde_json::json!({ "username": ADMIN_USER, "password": secrets.admin_password }),
+            )
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| {
+                ServiceError::Unavailable(format!("environment {env:?} does not answer: {e}"))
+            })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let token = body["access_token"]
+            .as_str()
+            .filter(|_| status.is_success())
+            .ok_or_else(|| {
+                ServiceError::Unavailable(format!(
+                    "environment {env:?} refused the platform's login ({status})"
+                ))
+            })?
+            .to_owned();
+        self.airflow_tokens.put(id, token.clone());
+        Ok(AirflowTarget {
+            env_id: id,
+            base_url,
+            token,
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! `DagPath`: a file's path inside an environment's `dags/` prefix, validated so that it can
+//! never name anything outside it (no `..`, no absolute paths, no empty or `.` segments, no
+//! backslashes or NUL).
+
+use std::fmt;
+
+const MAX_LEN: usize = 1024;
+const MAX_SEGMENT: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DagPathError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_LEN} bytes")]
+    TooLong,
+    #[error("must be relative (no leading '/')")]
+    Absolute,
+    #[error("must not contain '..', '.' or empty segments")]
+    BadSegment,
+    #[error("must not contain backslashes, NUL or control characters")]
+    BadChar,
+    #[error("each segment must be at most {MAX_SEGMENT} bytes")]
+    SegmentTooLong,
+}
+
+/// A relative path under `dags/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DagPath(String);
+
+impl DagPath {
+    pub fn parse(s: &str) -> Result<Self, DagPathError> {
+        if s.is_empty() {
+            return Err(DagPathError::Empty);
+        }
+        if s.len() > MAX_LEN {
+            return Err(DagPathError::TooLong);
+        }
+        if s.starts_with('/') {
+            return Err(DagPathError::Absolute);
+        }
+        if s.chars().any(|c| c == '\\' || c.is_control()) {
+            return Err(DagPathError::BadChar);
+        }
+        for seg in s.split('/') {
+            if seg.is_empty() || seg == "." || seg == ".." {
+                return Err(DagPathError::BadSegment);
+            }
+            if seg.len() > MAX_SEGMENT {
+                return Err(DagPathError::SegmentTooLong);
+            }
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DagPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an environment's DAGs live in a bucket laid out as a directory (both planes use this).
+pub fn dags_prefix(bucket: &std::path::Path, tenant: &str, env: &str) -> std::path::PathBuf {
+    bucket
+        .join("tenants")
+        .join(tenant)
+        .join("environments")
+        .join(env)
+        .join("dags")
+}
+
+/// Files being uploaded carry this prefix until they are renamed into place.
+pub const UPLOAD_PREFIX: &str = ".hangar-upload-";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("etl.py")]
+    #[case("team/etl.py")]
+    #[case(".airflowignore")]
+    #[case("a/b/c/d.sql")]
+    fn accepts_relative_paths(#[case] s: &str) {
+        assert_eq!(DagPath::parse(s).map(|p| p.to_string()), Ok(s.to_owned()));
+    }
+
+    #[rstest]
+    #[case("", DagPathError::Empty)]
+    #[case("/etc/passwd", DagPathError::Absolute)]
+    #[case("../x.py", DagPathError::BadSegment)]
+    #[case("a/../../x.py", DagPathError::BadSegment)]
+    #[case("a//b.py", DagPathError::BadSegment)]
+    #[case("./a.py", DagPathError::BadSegment)]
+    #[case("a/", DagPathError::BadSegment)]
+    #[case("a\\..\\b.py", DagPathError::BadChar)]
+    #[case("a\0b", DagPathError::BadChar)]
+    fn refuses_anything_that_could_escape(#[case] s: &str, #[case] e: DagPathError) {
+        assert_eq!(DagPath::parse(s), Err(e));
+    }
+}
