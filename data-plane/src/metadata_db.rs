@@ -183,12 +183,38 @@ impl MetadataDbAdmin {
 
     /// Makes the template if it is not ready: an empty database, then `migrate` is called with
     /// a URL (as [`TEMPLATE_OWNER`]) to fill it, then it is sealed against connections. A
-    /// template left half-migrated by a crash is dropped and made again.
+    /// template left half-migrated by a crash is dropped and made again. Every caller, in any
+    /// process, takes the same advisory lock first, so one makes it while the others wait.
     pub async fn ensure_template<F, Fut>(
         &self,
         template: &str,
         migrate: F,
     ) -> Result<(), MetadataDbError>
+    where
+        F: FnOnce(SecretString) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        if self.template_ready(template).await? {
+            return Ok(());
+        }
+        // Held on a connection of its own for as long as the template is being made.
+        let mut lock = self.connect_to("postgres").await?;
+        let key = format!("hangar-template:{template}");
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut lock)
+            .await
+            .map_err(|source| MetadataDbError::Sql {
+                action: "lock the template",
+                database: template.to_owned(),
+                source,
+            })?;
+        let made = self.make_template(template, migrate).await;
+        let _ = lock.close().await;
+        made
+    }
+
+    async fn make_template<F, Fut>(&self, template: &str, migrate: F) -> Result<(), MetadataDbError>
     where
         F: FnOnce(SecretString) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
@@ -424,6 +450,42 @@ mod tests {
             db.name
         ))
         .await
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_make_the_template_once() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-metadb-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let pg = PrivatePostgres::start(&tmp.path().join("pg"))
+            .await
+            .unwrap();
+        let admin = MetadataDbAdmin::connect(&pg.url("postgres")).await.unwrap();
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow = |runs: std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+            move |url| async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                fake_migrate(url).await
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            admin.ensure_template("tpl", slow(runs.clone())),
+            admin.ensure_template("tpl", slow(runs.clone())),
+            admin.ensure_template("tpl", slow(runs.clone())),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(admin.template_ready("tpl").await.unwrap());
+        pg.stop().await.unwrap();
     }
 
     #[tokio::test]

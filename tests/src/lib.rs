@@ -22,7 +22,7 @@ pub const ADMIN_TOKEN: &str = "test-platform-admin-token-0123456789";
 
 /// The server every test of this process creates its databases on: a superuser URL of its
 /// `postgres` database.
-async fn server_url() -> anyhow::Result<String> {
+pub async fn server_url() -> anyhow::Result<String> {
     static SERVER: OnceCell<String> = OnceCell::const_new();
     SERVER
         .get_or_try_init(|| async {
@@ -237,4 +237,115 @@ pub fn healthy(revision: i64) -> ObservedState {
             .collect(),
         ..Default::default()
     }
+}
+
+/// The whole platform on this machine, as `hangar dev` runs it: the control plane (with a
+/// bucket directory), a private Redis and an in-process agent with the process runtime as the
+/// cell `local`. Environments' processes are killed when the test process exits, whatever
+/// happened.
+pub struct Stack {
+    pub app: TestApp,
+    pub dir: PathBuf,
+    /// A client holding the cell's token (what the agent uses).
+    pub cell: Client,
+    pub redis_admin: SecretString,
+    pub redis_port: u16,
+    pub postgres_admin: String,
+    agent_stop: CancellationToken,
+    agent: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Stops the agent, which stops every environment's processes.
+    pub async fn shutdown(mut self) {
+        self.agent_stop.cancel();
+        if let Some(a) = self.agent.take() {
+            let _ = a.await;
+        }
+    }
+
+    /// The folder of an environment on this machine.
+    pub fn env_home(&self, id: uuid::Uuid) -> PathBuf {
+        self.dir.join("envs").join(id.simple().to_string())
+    }
+}
+
+pub async fn spawn_stack() -> anyhow::Result<Stack> {
+    use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
+    use hangar_data_plane::broker::BrokerAdmin;
+    use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
+    use hangar_data_plane::metadata_db::MetadataDbAdmin;
+    use hangar_data_plane::process_runtime::Platform;
+    use hangar_data_plane::runtime::python::RuntimeCache;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = PathBuf::from(format!(
+        "/tmp/hangar-e2e-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    run_after_exit(
+        std::process::id(),
+        &format!(
+            "for f in {d}/envs/*/run/*.pid; do [ -f \"$f\" ] && kill -9 -$(cut -d' ' -f1 \"$f\") 2>/dev/null; done; \
+             kill $(cat {d}/redis/redis.pid 2>/dev/null) 2>/dev/null; sleep 0.5; rm -rf {d}",
+            d = dir.display()
+        ),
+    )?;
+    let redis = PrivateRedis::start(&dir.join("redis")).await?;
+    let bucket = dir.join("bucket");
+    let app = spawn_app_with(|s| s.bucket_dir = Some(bucket.clone())).await;
+    let created = app
+        .admin
+        .create_cell(&hangar_tenants::api::CreateCell {
+            name: "local".to_owned(),
+            runtime: Runtime::Process,
+        })
+        .await?;
+    let cell = app.admin.with_token(created.token);
+    let postgres_admin = server_url().await?;
+    let pg_port = url::Url::parse(&postgres_admin)?.port().unwrap_or(5432);
+    let runtimes = std::env::var("HANGAR_TEST_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("hangar-runtime-test-cache"));
+    let platform = Platform {
+        postgres_host: "127.0.0.1".to_owned(),
+        postgres_port: pg_port,
+        redis_host: "127.0.0.1".to_owned(),
+        redis_port: redis.port(),
+        metadata: MetadataDbAdmin::connect(&SecretString::from(postgres_admin.clone())).await?,
+        broker: BrokerAdmin::connect(&redis.admin_url()).await?,
+        runtimes: std::sync::Arc::new(RuntimeCache::new(&runtimes, std::path::Path::new("uv"))),
+        envs_dir: dir.join("envs"),
+        bucket_dir: Some(bucket),
+    };
+    let settings = AgentSettings {
+        cell: "local".to_owned(),
+        capacity: CellCapacity {
+            max_environments: 10,
+            worker_slots: 8,
+        },
+        poll_wait: Duration::from_secs(10),
+        tick: Duration::from_secs(1),
+        on_shutdown: OnShutdown::Stop,
+    };
+    let agent_stop = CancellationToken::new();
+    let agent = tokio::spawn(agent::run(
+        cell.clone(),
+        settings,
+        platform,
+        agent_stop.clone(),
+    ));
+    Ok(Stack {
+        app,
+        dir,
+        cell,
+        redis_admin: redis.admin_url(),
+        redis_port: redis.port(),
+        postgres_admin,
+        agent_stop,
+        agent: Some(agent),
+    })
 }

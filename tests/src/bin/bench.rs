@@ -36,6 +36,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Environment create, idle memory and delete with the process runtime and real Airflow.
+    Env {
+        /// Measured creates and deletes (after one warm-up that fills the runtime cache and
+        /// the template).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds an environment idles before its memory is read.
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+    },
     /// Environment get/list latency and throughput of the control plane API.
     Api {
         #[arg(long, default_value_t = 100)]
@@ -282,6 +292,168 @@ async fn bench_api(
     }))
 }
 
+async fn wait_phase(
+    c: &hangar_client::Client,
+    env: &str,
+    want: hangar_tenants::Phase,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    loop {
+        let e = c.get_environment("bench", env).await?;
+        if e.phase == want {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            !matches!(
+                e.phase,
+                hangar_tenants::Phase::CreateFailed | hangar_tenants::Phase::UpdateFailed
+            ),
+            "{env} failed: {:?}",
+            e.status_message
+        );
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "{env} not {want} after 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resident and proportional memory (kB) of every process in the process groups of an
+/// environment's components.
+fn env_memory_kb(home: &std::path::Path) -> (u64, u64, usize) {
+    let groups: Vec<String> = std::fs::read_dir(home.join("run"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|f| {
+                    std::fs::read_to_string(f.path())
+                        .ok()?
+                        .split_whitespace()
+                        .next()
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut rss, mut pss, mut n) = (0, 0, 0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let pgrp = rest.split(' ').nth(2).unwrap_or_default();
+        if !groups.iter().any(|g| g == pgrp) {
+            continue;
+        }
+        let field = |file: &str, key: &str| -> u64 {
+            std::fs::read_to_string(entry.path().join(file))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with(key))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        rss += field("status", "VmRSS:");
+        pss += field("smaps_rollup", "Pss:");
+        n += 1;
+    }
+    (rss, pss, n)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    let x = if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    };
+    (x * 100.0).round() / 100.0
+}
+
+async fn bench_env(runs: usize, settle: u64) -> anyhow::Result<Vec<serde_json::Value>> {
+    let stack = hangar_tests::spawn_stack().await?;
+    let editor = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    let create = |name: String| {
+        let editor = editor.clone();
+        async move {
+            editor
+                .create_environment(
+                    "bench",
+                    &CreateEnvironment {
+                        name,
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await
+        }
+    };
+    eprintln!("warm-up: filling the runtime cache and the template");
+    let warm = Instant::now();
+    create("warm-up".into()).await?;
+    wait_phase(&editor, "warm-up", hangar_tenants::Phase::Available).await?;
+    let warm_s = warm.elapsed().as_secs_f64();
+    editor.delete_environment("bench", "warm-up").await?;
+    wait_phase(&editor, "warm-up", hangar_tenants::Phase::Deleted).await?;
+
+    let (mut creates, mut deletes) = (Vec::new(), Vec::new());
+    let mut memory = None;
+    for i in 0..runs {
+        let name = format!("env-{i}");
+        let start = Instant::now();
+        let id = create(name.clone()).await?.environment.id;
+        wait_phase(&editor, &name, hangar_tenants::Phase::Available).await?;
+        creates.push(start.elapsed().as_secs_f64());
+        eprintln!("{name}: AVAILABLE in {:.1} s", creates[i]);
+        if i == 0 {
+            tokio::time::sleep(Duration::from_secs(settle)).await;
+            memory = Some(env_memory_kb(&stack.env_home(id)));
+        }
+        let start = Instant::now();
+        editor.delete_environment("bench", &name).await?;
+        wait_phase(&editor, &name, hangar_tenants::Phase::Deleted).await?;
+        deletes.push(start.elapsed().as_secs_f64());
+    }
+    stack.shutdown().await;
+    let (rss, pss, procs) = memory.unwrap_or_default();
+    Ok(vec![
+        json!({"figure": "env_create_s", "value": median(creates.clone()), "runs": creates, "first_ever_s": (warm_s * 10.0).round() / 10.0, "min_workers": 0}),
+        json!({"figure": "idle_rss_mb", "value": rss / 1024, "pss_mb": pss / 1024, "processes": procs, "settle_s": settle, "workers": 0}),
+        json!({"figure": "env_delete_s", "value": median(deletes.clone()), "runs": deletes}),
+    ])
+}
+
+fn env_markdown(r: &[serde_json::Value], runs: usize, settle: u64) -> String {
+    let get = |i: usize, k: &str| r.get(i).map(|v| v[k].to_string()).unwrap_or_default();
+    format!(
+        "## Environments on the process runtime (`env_create_s`, `idle_rss_mb`, `env_delete_s`)\n\n\
+Command: `scripts/bench env` (release build; the whole platform on this machine: control plane, private \
+Postgres 15 and Redis 7, in-process agent, real Apache Airflow 3.3.2 with the Celery executor and \
+`min_workers = 0`; one unmeasured warm-up environment fills the runtime cache and the migrated template, \
+then {runs} environments are created, measured and deleted one after another). Measured {date}.\n\n\
+| figure | value | aim |\n|---|---|---|\n\
+| `env_create_s`: API create → `AVAILABLE`, median of {runs} | {c} s (runs: {cr}) | ≤ 20 s (MWAA 20–30 min, Composer ~25 min) |\n\
+| first environment ever (cold runtime and template) | {w} s | |\n\
+| `idle_rss_mb`: summed RSS after {settle} s idle, 0 workers | {rss} MB over {procs} processes (PSS {pss} MB) | ≤ 700 MB |\n\
+| `env_delete_s`: API delete → `DELETED`, median | {d} s | |\n\n\
+Summed RSS counts pages shared between an environment's forked processes once per process; PSS \
+divides them among the processes that share them.\n\n",
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+        c = get(0, "value"),
+        cr = get(0, "runs"),
+        w = get(0, "first_ever_s"),
+        rss = get(1, "value"),
+        pss = get(1, "pss_mb"),
+        procs = get(1, "processes"),
+        d = get(2, "value"),
+    )
+}
+
 /// Replaces (or appends) the section between `<!-- bench:NAME -->` markers.
 fn write_section(path: &PathBuf, name: &str, body: &str) -> anyhow::Result<()> {
     let start = format!("<!-- bench:{name} -->");
@@ -335,6 +507,16 @@ generator on the same {cores} cores). Measured {date}.\n\n\
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
+        Bench::Env { runs, settle } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let results = bench_env(runs, settle).await?;
+            for r in &results {
+                println!("{r}");
+            }
+            if !cli.no_docs {
+                write_section(&cli.docs, "env", &env_markdown(&results, runs, settle))?;
+            }
+        }
         Bench::Api {
             tenants,
             envs_per_tenant,
