@@ -9,11 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
-use hangar_data_plane::broker::{BrokerAdmin, BrokerError};
 use hangar_data_plane::embedded::{PostgresError, PrivatePostgres, PrivateRedis, RedisError};
-use hangar_data_plane::metadata_db::{MetadataDbAdmin, MetadataDbError};
-use hangar_data_plane::process_runtime::Platform;
-use hangar_data_plane::runtime::python::RuntimeCache;
+use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_tenants::api::{CellCapacity, CreateCell, Runtime};
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
@@ -54,9 +51,7 @@ pub enum DevError {
     #[error("uv not found ({0}): install it with `pip install uv` (scripts/bootstrap does)")]
     NoUv(String),
     #[error(transparent)]
-    MetadataDb(#[from] MetadataDbError),
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Platform(#[from] PlatformError),
     #[error("failed to set up the local cell")]
     Cell(#[source] hangar_client::ClientError),
     #[error("the cell `local` exists but its token file {0} is gone: remove the data directory to start over")]
@@ -228,17 +223,14 @@ async fn serve(
     let admin = hangar_client::Client::new(&url, Some(SecretString::from(token)))
         .map_err(DevError::Cell)?;
     let cell = admin.with_token(cell_token(dir, &admin).await?);
-    let platform = Platform {
-        postgres_host: "127.0.0.1".to_owned(),
-        postgres_port: pg.port(),
-        redis_host: "127.0.0.1".to_owned(),
-        redis_port: redis.port(),
-        metadata: MetadataDbAdmin::connect(&pg.url("postgres")).await?,
-        broker: BrokerAdmin::connect(&redis.admin_url()).await?,
-        runtimes: std::sync::Arc::new(RuntimeCache::new(&dir.join("runtimes"), &settings.uv)),
-        envs_dir: dir.join("envs"),
-        bucket_dir: Some(dir.join("bucket")),
-    };
+    let platform = Platform::connect(
+        &pg.url("postgres"),
+        &redis.admin_url(),
+        dir,
+        &settings.uv,
+        Some(dir.join("bucket")),
+    )
+    .await?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let agent_settings = AgentSettings {
         cell: "local".to_owned(),

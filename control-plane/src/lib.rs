@@ -1,6 +1,7 @@
 //! Hangar's control plane: the source of truth for tenants, environments and cells, served as
 //! a REST API, plus the `hangar` command line client.
 
+pub mod agent_cmd;
 pub mod api;
 pub mod auth;
 pub mod changes;

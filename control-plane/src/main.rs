@@ -22,6 +22,8 @@ enum Command {
     Serve(ServeSettings),
     /// Run Hangar on this machine with embedded defaults (private Postgres, control plane).
     Dev(hangar_control_plane::dev::DevSettings),
+    /// Run a data-plane agent for one cell (process runtime).
+    Agent(hangar_control_plane::agent_cmd::AgentArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseSettings),
     /// Print the API's OpenAPI document.
@@ -114,6 +116,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
             hangar_control_plane::dev::run(settings, token).await?;
+        }
+        Command::Agent(args) => {
+            init_tracing();
+            let token = CancellationToken::new();
+            tokio::spawn(shutdown_signal(token.clone()));
+            hangar_control_plane::agent_cmd::run(args, token).await?;
         }
         Command::Migrate(db) => {
             init_tracing();

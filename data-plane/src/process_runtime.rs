@@ -70,6 +70,50 @@ pub struct Platform {
     pub bucket_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("the {what} URL is not valid: it needs a host and a port")]
+    Url { what: &'static str },
+    #[error(transparent)]
+    MetadataDb(#[from] MetadataDbError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Platform {
+    /// Connects to the platform's Postgres (as a superuser) and Redis (as its admin), with the
+    /// machine's folders under `data_dir` (`runtimes/`, `envs/`).
+    pub async fn connect(
+        postgres_admin_url: &secrecy::SecretString,
+        redis_admin_url: &secrecy::SecretString,
+        data_dir: &Path,
+        uv: &Path,
+        bucket_dir: Option<PathBuf>,
+    ) -> Result<Self, PlatformError> {
+        let host_port = |what, url: &secrecy::SecretString| {
+            let u = reqwest::Url::parse(url.expose_secret())
+                .map_err(|_| PlatformError::Url { what })?;
+            Ok::<_, PlatformError>((
+                u.host_str().ok_or(PlatformError::Url { what })?.to_owned(),
+                u.port().ok_or(PlatformError::Url { what })?,
+            ))
+        };
+        let (postgres_host, postgres_port) = host_port("Postgres", postgres_admin_url)?;
+        let (redis_host, redis_port) = host_port("Redis", redis_admin_url)?;
+        Ok(Self {
+            postgres_host,
+            postgres_port,
+            redis_host,
+            redis_port,
+            metadata: MetadataDbAdmin::connect(postgres_admin_url).await?,
+            broker: BrokerAdmin::connect(redis_admin_url).await?,
+            runtimes: std::sync::Arc::new(RuntimeCache::new(&data_dir.join("runtimes"), uv)),
+            envs_dir: data_dir.join("envs"),
+            bucket_dir,
+        })
+    }
+}
+
 fn files(path: &Path) -> impl Fn(std::io::Error) -> ReconcileError + '_ {
     move |source| ReconcileError::Files {
         path: path.to_owned(),

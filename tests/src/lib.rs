@@ -240,14 +240,16 @@ pub fn healthy(revision: i64) -> ObservedState {
 }
 
 /// The whole platform on this machine, as `hangar dev` runs it: the control plane (with a
-/// bucket directory), a private Redis and an in-process agent with the process runtime as the
-/// cell `local`. Environments' processes are killed when the test process exits, whatever
-/// happened.
+/// bucket directory), a private Redis and (unless asked not to) an in-process agent with the
+/// process runtime as the cell `local`. Environments' processes are killed when the test
+/// process exits, whatever happened.
 pub struct Stack {
     pub app: TestApp,
     pub dir: PathBuf,
+    pub bucket: PathBuf,
     /// A client holding the cell's token (what the agent uses).
     pub cell: Client,
+    pub cell_token: String,
     pub redis_admin: SecretString,
     pub redis_port: u16,
     pub postgres_admin: String,
@@ -256,7 +258,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Stops the agent, which stops every environment's processes.
+    /// Stops the in-process agent, which stops every environment's processes.
     pub async fn shutdown(mut self) {
         self.agent_stop.cancel();
         if let Some(a) = self.agent.take() {
@@ -270,11 +272,21 @@ impl Stack {
     }
 }
 
+/// Where the tests keep Python runtimes between runs, so Airflow is installed once per machine.
+pub fn test_runtime_dir() -> PathBuf {
+    std::env::var("HANGAR_TEST_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("hangar-runtime-test-cache"))
+}
+
 pub async fn spawn_stack() -> anyhow::Result<Stack> {
+    spawn_stack_with(true).await
+}
+
+/// The stack; `with_agent: false` leaves running the agent to the test (`hangar agent`).
+pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
-    use hangar_data_plane::broker::BrokerAdmin;
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
-    use hangar_data_plane::metadata_db::MetadataDbAdmin;
     use hangar_data_plane::process_runtime::Platform;
     use hangar_data_plane::runtime::python::RuntimeCache;
     use std::os::unix::fs::PermissionsExt;
@@ -304,23 +316,20 @@ pub async fn spawn_stack() -> anyhow::Result<Stack> {
             runtime: Runtime::Process,
         })
         .await?;
-    let cell = app.admin.with_token(created.token);
+    let cell = app.admin.with_token(created.token.clone());
     let postgres_admin = server_url().await?;
-    let pg_port = url::Url::parse(&postgres_admin)?.port().unwrap_or(5432);
-    let runtimes = std::env::var("HANGAR_TEST_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir().join("hangar-runtime-test-cache"));
-    let platform = Platform {
-        postgres_host: "127.0.0.1".to_owned(),
-        postgres_port: pg_port,
-        redis_host: "127.0.0.1".to_owned(),
-        redis_port: redis.port(),
-        metadata: MetadataDbAdmin::connect(&SecretString::from(postgres_admin.clone())).await?,
-        broker: BrokerAdmin::connect(&redis.admin_url()).await?,
-        runtimes: std::sync::Arc::new(RuntimeCache::new(&runtimes, std::path::Path::new("uv"))),
-        envs_dir: dir.join("envs"),
-        bucket_dir: Some(bucket),
-    };
+    let mut platform = Platform::connect(
+        &SecretString::from(postgres_admin.clone()),
+        &redis.admin_url(),
+        &dir,
+        std::path::Path::new("uv"),
+        Some(bucket.clone()),
+    )
+    .await?;
+    platform.runtimes = std::sync::Arc::new(RuntimeCache::new(
+        &test_runtime_dir(),
+        std::path::Path::new("uv"),
+    ));
     let settings = AgentSettings {
         cell: "local".to_owned(),
         capacity: CellCapacity {
@@ -332,20 +341,24 @@ pub async fn spawn_stack() -> anyhow::Result<Stack> {
         on_shutdown: OnShutdown::Stop,
     };
     let agent_stop = CancellationToken::new();
-    let agent = tokio::spawn(agent::run(
-        cell.clone(),
-        settings,
-        platform,
-        agent_stop.clone(),
-    ));
+    let agent = with_agent.then(|| {
+        tokio::spawn(agent::run(
+            cell.clone(),
+            settings,
+            platform,
+            agent_stop.clone(),
+        ))
+    });
     Ok(Stack {
         app,
         dir,
+        bucket,
         cell,
+        cell_token: created.token,
         redis_admin: redis.admin_url(),
         redis_port: redis.port(),
         postgres_admin,
         agent_stop,
-        agent: Some(agent),
+        agent,
     })
 }

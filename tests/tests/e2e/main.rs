@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hangar_client::Client;
 use hangar_tenants::api::{CreateEnvironment, EnvironmentSecrets, Role, UpdateEnvironment};
 use hangar_tenants::Phase;
-use hangar_tests::{spawn_stack, Stack};
+use hangar_tests::{spawn_stack, spawn_stack_with, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -157,8 +157,13 @@ async fn secrets_by_env(stack: &Stack) -> HashMap<Uuid, EnvironmentSecrets> {
         .collect()
 }
 
+/// Running (a zombie is not: once an agent is gone, its orphaned children are reaped by
+/// whatever PID 1 is, and some sandboxes' PID 1 never reaps).
 fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
 }
 
 fn pids(stack: &Stack, env: Uuid) -> Vec<u32> {
@@ -462,4 +467,107 @@ fn nix_kill(pid: i32) {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
+}
+
+/// target/<profile>/hangar, next to this test's own executable in target/<profile>/deps.
+fn hangar_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("hangar")
+}
+
+fn start_agent(stack: &Stack) -> std::process::Child {
+    std::process::Command::new(hangar_bin())
+        .arg("agent")
+        .env("HANGAR_URL", &stack.app.address)
+        .env("HANGAR_CELL", "local")
+        .env("HANGAR_CELL_TOKEN", &stack.cell_token)
+        .env("HANGAR_AGENT_DIR", &stack.dir)
+        .env("HANGAR_PLATFORM_POSTGRES_URL", &stack.postgres_admin)
+        .env(
+            "HANGAR_PLATFORM_REDIS_URL",
+            secrecy::ExposeSecret::expose_secret(&stack.redis_admin),
+        )
+        .env("HANGAR_BUCKET_DIR", &stack.bucket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stack.dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_survive_a_killed_agent_and_the_next_agent_adopts_them() {
+    let stack = spawn_stack_with(false).await.unwrap();
+    let editor = stack
+        .app
+        .tenant_with_role("gamma", Role::Editor)
+        .await
+        .unwrap();
+    let mut first = start_agent(&stack);
+    let env = CreateEnvironment {
+        name: "etl".into(),
+        ..Default::default()
+    };
+    let id = editor
+        .create_environment("gamma", &env, None)
+        .await
+        .unwrap()
+        .environment
+        .id;
+    wait_for(
+        &editor,
+        "gamma",
+        "etl",
+        Phase::Available,
+        Duration::from_secs(300),
+    )
+    .await;
+    let before = pids(&stack, id);
+    assert_eq!(
+        before.len(),
+        4,
+        "api-server, scheduler, dag-processor, triggerer: {before:?}"
+    );
+
+    // kill -9 the agent: the environment keeps running.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        before.iter().all(|p| alive(*p)),
+        "components died with the agent"
+    );
+    let (status, _) = airflow(&editor, "gamma", Method::GET, "dags", None).await;
+    assert_eq!(status, 200, "Airflow answers without an agent");
+
+    // The next agent adopts the same processes instead of starting new ones.
+    let mut second = start_agent(&stack);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let e = wait_for(
+        &editor,
+        "gamma",
+        "etl",
+        Phase::Available,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(e.observed.unwrap().components.iter().all(|c| c.healthy));
+    let mut after = pids(&stack, id);
+    let mut expected = before.clone();
+    after.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(after, expected, "adopted, not restarted");
+
+    // And it still manages them: delete removes everything.
+    editor.delete_environment("gamma", "etl").await.unwrap();
+    wait_for(
+        &editor,
+        "gamma",
+        "etl",
+        Phase::Deleted,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(before.iter().all(|p| !alive(*p)));
+    second.kill().unwrap();
+    second.wait().unwrap();
 }

@@ -1,0 +1,81 @@
+//! `hangar agent`: a data-plane agent in its own process, serving one cell with the process
+//! runtime. On SIGTERM or Ctrl-C it stops without stopping its environments; the next agent on
+//! the same data directory adopts their processes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
+use hangar_data_plane::process_runtime::{Platform, PlatformError};
+use hangar_tenants::api::CellCapacity;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+fn secret(s: &str) -> Result<SecretString, String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(SecretString::from(s.to_owned()))
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// The control plane.
+    #[arg(long, env = "HANGAR_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The cell this agent serves.
+    #[arg(long, env = "HANGAR_CELL")]
+    pub cell: String,
+    /// The cell's token (from `hangar cell create`).
+    #[arg(long, env = "HANGAR_CELL_TOKEN", value_name = "HANGAR_CELL_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub cell_token: SecretString,
+    /// Where runtimes and environments live on this machine.
+    #[arg(long, env = "HANGAR_AGENT_DIR")]
+    pub data_dir: PathBuf,
+    /// Superuser URL of the platform Postgres the environments' databases live on.
+    #[arg(long, env = "HANGAR_PLATFORM_POSTGRES_URL", value_name = "HANGAR_PLATFORM_POSTGRES_URL", hide_env_values = true, value_parser = secret)]
+    pub postgres_url: SecretString,
+    /// Admin URL of the platform Redis the environments' brokers live on.
+    #[arg(long, env = "HANGAR_PLATFORM_REDIS_URL", value_name = "HANGAR_PLATFORM_REDIS_URL", hide_env_values = true, value_parser = secret)]
+    pub redis_url: SecretString,
+    /// The platform bucket as a local directory (DAGs).
+    #[arg(long, env = "HANGAR_BUCKET_DIR")]
+    pub bucket_dir: Option<PathBuf>,
+    #[arg(long, env = "HANGAR_MAX_ENVIRONMENTS", default_value_t = 8)]
+    pub max_environments: u32,
+    #[arg(long, env = "HANGAR_UV", default_value = "uv")]
+    pub uv: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentCmdError {
+    #[error(transparent)]
+    Client(#[from] hangar_client::ClientError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+}
+
+pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
+    let client = hangar_client::Client::new(&args.url, Some(args.cell_token.clone()))?;
+    let platform = Platform::connect(
+        &args.postgres_url,
+        &args.redis_url,
+        &args.data_dir,
+        &args.uv,
+        args.bucket_dir.clone(),
+    )
+    .await?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let settings = AgentSettings {
+        cell: args.cell,
+        capacity: CellCapacity {
+            max_environments: args.max_environments,
+            worker_slots: u32::try_from(cores * 2).unwrap_or(4),
+        },
+        poll_wait: Duration::from_secs(25),
+        tick: Duration::from_secs(2),
+        on_shutdown: OnShutdown::Detach,
+    };
+    agent::run(client, settings, platform, shutdown).await;
+    Ok(())
+}
