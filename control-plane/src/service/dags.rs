@@ -52,6 +52,33 @@ impl Services {
         Ok((t, prefix))
     }
 
+    /// Records a change to an environment's DAG files in the audit log.
+    async fn audit_dag(
+        &self,
+        actor: &Actor,
+        t: &TenantRef,
+        env: &str,
+        path: &DagPath,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        persistence::audit::insert(
+            &mut tx,
+            NewAudit {
+                tenant_id: Some(t.id),
+                actor: &actor.principal.actor(),
+                action,
+                target: &format!("{}/environments/{env}/dags/{path}", t.name),
+                request_id: actor.request_id.as_deref(),
+                details,
+            },
+        )
+        .await
+        .store("audit a DAG change")?;
+        tx.commit().await.store("commit a DAG change audit")
+    }
+
     fn dag_path(path: &str) -> Result<DagPath, ServiceError> {
         DagPath::parse(path).map_err(|e| FieldError::new("path", e.to_string()).into())
     }
@@ -76,21 +103,15 @@ impl Services {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let mut tx = self.db.begin().await.store("begin a transaction")?;
-        persistence::audit::insert(
-            &mut tx,
-            NewAudit {
-                tenant_id: Some(t.id),
-                actor: &actor.principal.actor(),
-                action: "dag.put",
-                target: &format!("{}/environments/{env}/dags/{path}", t.name),
-                request_id: actor.request_id.as_deref(),
-                details: json!({ "size": bytes.len(), "sha256": sha256 }),
-            },
+        self.audit_dag(
+            actor,
+            &t,
+            env,
+            &path,
+            "dag.put",
+            json!({ "size": bytes.len(), "sha256": sha256 }),
         )
-        .await
-        .store("audit a DAG upload")?;
-        tx.commit().await.store("commit a DAG upload")?;
+        .await?;
         Ok(DagFile {
             path: path.to_string(),
             size: bytes.len() as u64,
@@ -122,21 +143,8 @@ impl Services {
         let (t, prefix) = self.dag_prefix(actor, tenant, env, Role::Editor).await?;
         std::fs::remove_file(prefix.join(path.as_str()))
             .map_err(|_| ServiceError::not_found("DAG file", path.as_str()))?;
-        let mut tx = self.db.begin().await.store("begin a transaction")?;
-        persistence::audit::insert(
-            &mut tx,
-            NewAudit {
-                tenant_id: Some(t.id),
-                actor: &actor.principal.actor(),
-                action: "dag.delete",
-                target: &format!("{}/environments/{env}/dags/{path}", t.name),
-                request_id: actor.request_id.as_deref(),
-                details: json!({}),
-            },
-        )
-        .await
-        .store("audit a DAG deletion")?;
-        tx.commit().await.store("commit a DAG deletion")
+        self.audit_dag(actor, &t, env, &path, "dag.delete", json!({}))
+            .await
     }
 
     pub async fn list_dags(

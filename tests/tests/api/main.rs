@@ -3,6 +3,7 @@
 
 mod cli;
 mod concurrency;
+mod dags;
 mod isolation;
 mod lifecycle;
 mod ops;

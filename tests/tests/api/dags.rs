@@ -1,0 +1,113 @@
+use hangar_tenants::api::{CreateEnvironment, Problem, Role};
+use hangar_tests::spawn_app_with;
+use reqwest::Method;
+
+#[tokio::test]
+async fn dag_files_round_trip_through_the_bucket_and_are_audited() {
+    let bucket =
+        std::env::temp_dir().join(format!("hangar-bucket-{}", uuid::Uuid::new_v4().simple()));
+    let dir = bucket.clone();
+    let app = spawn_app_with(move |s| s.bucket_dir = Some(dir)).await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    editor
+        .create_environment(
+            "data",
+            &CreateEnvironment {
+                name: "etl".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let dags = "v1/tenants/data/environments/etl/dags";
+    let put = editor
+        .request(Method::PUT, &format!("{dags}/team/etl.py"))
+        .body("print('hi')\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let stored = bucket.join("tenants/data/environments/etl/dags/team/etl.py");
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), "print('hi')\n");
+    let got = editor
+        .request(Method::GET, &format!("{dags}/team/etl.py"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), "print('hi')\n");
+    let list: serde_json::Value = editor
+        .request(Method::GET, dags)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["files"][0]["path"], "team/etl.py");
+
+    // A path that would escape the prefix is refused by name and writes nothing.
+    let escape = editor
+        .request(Method::PUT, &format!("{dags}/%2Fetc%2Fcron.d%2Fx"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(escape.status(), 422);
+    let p: Problem = escape.json().await.unwrap();
+    assert_eq!(p.errors[0].field, "path");
+
+    // A viewer reads but cannot write; another tenant sees nothing.
+    let viewer = app.tenant_with_role("data", Role::Viewer).await.unwrap();
+    assert_eq!(
+        viewer
+            .request(Method::GET, dags)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        viewer
+            .request(Method::PUT, &format!("{dags}/v.py"))
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let other = app.tenant_with_role("other", Role::Admin).await.unwrap();
+    assert_eq!(
+        other
+            .request(Method::GET, &format!("{dags}/team/etl.py"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let del = editor
+        .request(Method::DELETE, &format!("{dags}/team/etl.py"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    assert!(!stored.exists());
+    let actions: Vec<String> = app
+        .admin
+        .audit("data")
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"dag.put".to_owned()) && actions.contains(&"dag.delete".to_owned()),
+        "{actions:?}"
+    );
+    let _ = std::fs::remove_dir_all(&bucket);
+}
