@@ -6,15 +6,24 @@
 //! Each running process has a pid file `run/<name>.pid` holding its pid, its start time (from
 //! `/proc/<pid>/stat`, so a recycled pid is never mistaken for it) and the hash of the spec it
 //! was started from, so that applying a new revision restarts only the processes that changed.
+//!
+//! Stopping sends SIGTERM to the process itself, not its group: a Celery worker then makes a
+//! warm shutdown (it takes no new task and waits for the running ones, whose own processes must
+//! not be signalled), and every Airflow component stops its own children. Whatever of the group
+//! is left once the process is gone, or when the grace runs out, gets SIGKILL.
+//!
+//! A worker that is replaced or no longer wanted is *retired*, not stopped: its successor starts
+//! at once while it drains in the background (`run/draining-<name>-<pid>.pid`, adopted by a
+//! restarted agent like any other process), for as long as its tasks run, up to the drain limit.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hangar_tenants::blueprint::ProcessSpec;
+use hangar_tenants::blueprint::{ComponentKind, ProcessSpec};
 use hangar_tenants::ComponentStatus;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
@@ -101,13 +110,30 @@ struct Managed {
     last_exit: Option<String>,
 }
 
+/// A retired worker finishing its running tasks.
+#[derive(Debug)]
+struct Draining {
+    name: String,
+    id: Identity,
+    child: Option<Child>,
+    /// When it gets SIGKILL if it is still running (wall clock, so it survives an agent restart).
+    deadline: std::time::SystemTime,
+    file: PathBuf,
+}
+
 /// The processes of one environment.
 #[derive(Debug)]
 pub struct Supervisor {
     run_dir: PathBuf,
     log_dir: PathBuf,
     procs: BTreeMap<String, Managed>,
+    draining: Vec<Draining>,
+    /// How long a retired worker may take to finish its tasks.
+    drain_limit: Duration,
 }
+
+/// How long a retired worker may take to finish its running tasks unless told otherwise.
+pub const DEFAULT_DRAIN_LIMIT: Duration = Duration::from_secs(6 * 3600);
 
 impl Supervisor {
     pub fn new(run_dir: &Path, log_dir: &Path) -> Self {
@@ -115,7 +141,15 @@ impl Supervisor {
             run_dir: run_dir.to_owned(),
             log_dir: log_dir.to_owned(),
             procs: BTreeMap::new(),
+            draining: Vec::new(),
+            drain_limit: DEFAULT_DRAIN_LIMIT,
         }
+    }
+
+    /// Sets how long a retired worker may take to finish its running tasks.
+    pub fn with_drain_limit(mut self, limit: Duration) -> Self {
+        self.drain_limit = limit;
+        self
     }
 
     fn pid_file(&self, name: &str) -> PathBuf {
@@ -161,9 +195,10 @@ impl Supervisor {
             .cloned()
             .collect();
         for name in extra {
-            self.stop(&name, grace).await;
+            self.stop_or_retire(&name, grace).await;
             self.procs.remove(&name);
         }
+        self.adopt_draining();
         // Processes of a previous agent that this one does not know yet.
         for spec in desired {
             if self.procs.contains_key(&spec.name) {
@@ -171,7 +206,11 @@ impl Supervisor {
             }
             if let Some((id, hash)) = self.read_pid_file(&spec.name) {
                 if hash != spec_hash(spec) {
-                    stop_group(id, None, grace).await;
+                    if spec.kind == ComponentKind::Worker {
+                        self.retire(&spec.name, id, None);
+                    } else {
+                        stop_group(id, None, grace).await;
+                    }
                 } else {
                     tracing::info!(process = %spec.name, pid = id.pid, "adopted a running process");
                     self.procs.insert(
@@ -197,7 +236,7 @@ impl Supervisor {
                 continue;
             }
             if self.procs.contains_key(&spec.name) {
-                self.stop(&spec.name, grace).await;
+                self.stop_or_retire(&spec.name, grace).await;
             }
             self.procs.insert(
                 spec.name.clone(),
@@ -303,6 +342,7 @@ impl Supervisor {
                 m.restarts_in_a_row = 0;
             }
         }
+        self.poll_draining();
         for name in to_start {
             if let Err(e) = self.start(&name) {
                 tracing::warn!(process = %name, error = %e, "failed to restart");
@@ -316,6 +356,13 @@ impl Supervisor {
     }
 
     pub fn statuses(&self) -> Vec<ComponentStatus> {
+        let draining = self.draining.iter().map(|d| ComponentStatus {
+            name: format!("{} (retired, pid {})", d.name, d.id.pid),
+            healthy: true,
+            message: Some(
+                "finishing its running tasks (warm shutdown); it takes no new ones".to_owned(),
+            ),
+        });
         self.procs
             .iter()
             .map(|(name, m)| {
@@ -335,7 +382,125 @@ impl Supervisor {
                     message,
                 }
             })
+            .chain(draining)
             .collect()
+    }
+
+    /// The pids of the retired workers still finishing their tasks.
+    pub fn draining_pids(&self) -> Vec<u32> {
+        self.draining.iter().map(|d| d.id.pid).collect()
+    }
+
+    /// Stops a component, or retires it if it is a worker.
+    async fn stop_or_retire(&mut self, name: &str, grace: Duration) {
+        let is_worker = self
+            .procs
+            .get(name)
+            .is_some_and(|m| m.spec.kind == ComponentKind::Worker);
+        if !is_worker {
+            return self.stop(name, grace).await;
+        }
+        let _ = std::fs::remove_file(self.pid_file(name));
+        if let Some(m) = self.procs.get_mut(name) {
+            m.restart_at = None;
+            if let Some(id) = m.running.take() {
+                let child = m.child.take();
+                self.retire(name, id, child);
+            }
+        }
+    }
+
+    /// Sends a worker its warm-shutdown signal and leaves it draining in the background.
+    fn retire(&mut self, name: &str, id: Identity, child: Option<Child>) {
+        let deadline = std::time::SystemTime::now() + self.drain_limit;
+        let file = self.run_dir.join(format!("draining-{name}-{}.pid", id.pid));
+        let secs = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(e) = std::fs::write(&file, format!("{} {} {secs}\n", id.pid, id.start_ticks)) {
+            tracing::warn!(process = %name, error = %e, "failed to record a retired worker");
+        }
+        let _ = std::fs::remove_file(self.pid_file(name));
+        let _ = kill(pid_of(id), Signal::SIGTERM);
+        tracing::info!(process = %name, pid = id.pid, "retired; finishing its running tasks");
+        self.draining.push(Draining {
+            name: name.to_owned(),
+            id,
+            child,
+            deadline,
+            file,
+        });
+    }
+
+    /// Takes over the retired workers a previous agent left draining.
+    fn adopt_draining(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.path();
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = fname
+                .strip_prefix("draining-")
+                .and_then(|r| r.strip_suffix(".pid"))
+            else {
+                continue;
+            };
+            if self.draining.iter().any(|d| d.file == file) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let nums: Vec<u64> = text
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            let (Some(&pid), Some(&start_ticks), Some(&deadline)) =
+                (nums.first(), nums.get(1), nums.get(2))
+            else {
+                let _ = std::fs::remove_file(&file);
+                continue;
+            };
+            let id = Identity {
+                pid: u32::try_from(pid).unwrap_or(0),
+                start_ticks,
+            };
+            if !alive(id) {
+                let _ = std::fs::remove_file(&file);
+                continue;
+            }
+            let name = rest.rsplit_once('-').map_or(rest, |(n, _)| n).to_owned();
+            self.draining.push(Draining {
+                name,
+                id,
+                child: None,
+                deadline: std::time::UNIX_EPOCH + Duration::from_secs(deadline),
+                file,
+            });
+        }
+    }
+
+    /// Forgets retired workers that finished, and kills those past the drain limit.
+    fn poll_draining(&mut self) {
+        let now = std::time::SystemTime::now();
+        self.draining.retain_mut(|d| {
+            let gone = match d.child.as_mut() {
+                Some(c) => !matches!(c.try_wait(), Ok(None)),
+                None => !alive(d.id),
+            };
+            if gone {
+                tracing::info!(process = %d.name, pid = d.id.pid, "retired worker finished");
+            } else if now >= d.deadline {
+                tracing::warn!(process = %d.name, pid = d.id.pid, "retired worker passed the drain limit; killed");
+            } else {
+                return true;
+            }
+            let _ = killpg(pid_of(d.id), Signal::SIGKILL);
+            if let Some(c) = d.child.as_mut() {
+                let _ = c.try_wait();
+            }
+            let _ = std::fs::remove_file(&d.file);
+            false
+        });
     }
 
     /// The pid of a running component.
@@ -343,7 +508,8 @@ impl Supervisor {
         self.procs.get(name)?.running.map(|id| id.pid)
     }
 
-    /// Stops one component: SIGTERM to its process group, SIGKILL after `grace`.
+    /// Stops one component: SIGTERM to it, SIGKILL to its process group once it is gone or
+    /// after `grace`.
     pub async fn stop(&mut self, name: &str, grace: Duration) {
         let pid_file = self.pid_file(name);
         if let Some(m) = self.procs.get_mut(name) {
@@ -359,12 +525,17 @@ impl Supervisor {
     /// Stops every component at once (SIGTERM to all, then SIGKILL to what is left after
     /// `grace`), so stopping takes as long as the slowest component, not the sum.
     pub async fn stop_all(&mut self, grace: Duration) {
+        self.adopt_draining();
         let mut stopping = Vec::new();
         for (name, m) in &mut self.procs {
             if let Some(id) = m.running.take() {
                 stopping.push(stop_group(id, m.child.take(), grace));
             }
             let _ = std::fs::remove_file(self.run_dir.join(format!("{name}.pid")));
+        }
+        for d in self.draining.drain(..) {
+            let _ = std::fs::remove_file(&d.file);
+            stopping.push(stop_group(d.id, d.child, grace));
         }
         futures::future::join_all(stopping).await;
         self.procs.clear();
@@ -373,12 +544,17 @@ impl Supervisor {
     /// Forgets the processes without stopping them (they keep running for the next agent).
     pub fn detach(&mut self) {
         self.procs.clear();
+        self.draining.clear();
     }
 }
 
+fn pid_of(id: Identity) -> Pid {
+    Pid::from_raw(i32::try_from(id.pid).unwrap_or(i32::MAX))
+}
+
 async fn stop_group(id: Identity, mut child: Option<Child>, grace: Duration) {
-    let group = Pid::from_raw(i32::try_from(id.pid).unwrap_or(i32::MAX));
-    let _ = killpg(group, Signal::SIGTERM);
+    let group = pid_of(id);
+    let _ = kill(group, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {
         let gone = match child.as_mut() {
@@ -429,6 +605,13 @@ mod tests {
             kind: ComponentKind::Scheduler,
             argv: vec!["sh".into(), "-c".into(), script.into()],
             env: BTreeMap::from([("MARK".to_owned(), name.to_owned())]),
+        }
+    }
+
+    fn worker(name: &str, script: &str) -> ProcessSpec {
+        ProcessSpec {
+            kind: ComponentKind::Worker,
+            ..sh(name, script)
         }
     }
 
@@ -561,5 +744,97 @@ mod tests {
         s.stop("stubborn", Duration::from_millis(500)).await;
         assert!(t.elapsed() >= Duration::from_millis(450));
         assert!(start_ticks(pid).is_none());
+    }
+
+    /// A worker with a running "task" in its own child process: on SIGTERM it waits for the task.
+    const WARM_WORKER: &str = "trap 'echo warm-shutdown; wait $task; echo drained; exit 0' TERM; \
+        (sleep 2; echo task-finished $MARK) & task=$!; echo started; \
+        while true; do sleep 0.1; done";
+
+    #[tokio::test]
+    async fn a_replaced_worker_finishes_its_task_while_its_successor_already_runs() {
+        let (_t, run, logs) = dirs();
+        let mut s = Supervisor::new(&run, &logs).with_drain_limit(Duration::from_secs(30));
+        let v1 = worker("worker-0", WARM_WORKER);
+        s.apply(std::slice::from_ref(&v1), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let old = s.pid("worker-0").unwrap();
+        let log = logs.join("worker-0.log");
+        assert!(
+            wait_until(|| std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("started"))
+            .await
+        );
+
+        let mut v2 = v1.clone();
+        v2.env.insert("NEW".into(), "1".into());
+        let t = Instant::now();
+        s.apply(std::slice::from_ref(&v2), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "the update did not wait for the old worker"
+        );
+        let new = s.pid("worker-0").unwrap();
+        assert_ne!(new, old);
+        assert_eq!(s.draining_pids(), vec![old]);
+        assert!(s
+            .tick()
+            .iter()
+            .any(|c| c.name == format!("worker-0 (retired, pid {old})") && c.healthy));
+
+        // The old worker's task is not signalled: it finishes, then the worker exits by itself.
+        assert!(
+            wait_until(|| {
+                s.tick();
+                s.draining_pids().is_empty()
+            })
+            .await,
+            "the retired worker drained"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("warm-shutdown"), "{text}");
+        assert!(text.contains("task-finished worker-0"), "{text}");
+        assert!(text.contains("drained"), "{text}");
+        assert!(start_ticks(old).is_none());
+        assert_eq!(s.pid("worker-0"), Some(new));
+        assert!(std::fs::read_dir(&run)
+            .unwrap()
+            .flatten()
+            .all(|f| !f.file_name().to_string_lossy().starts_with("draining-")));
+        s.stop_all(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test]
+    async fn a_retired_worker_is_adopted_by_the_next_agent_and_killed_at_the_drain_limit() {
+        let (_t, run, logs) = dirs();
+        let stubborn = worker("worker-0", "trap '' TERM; sleep 60 & wait");
+        let mut first = Supervisor::new(&run, &logs).with_drain_limit(Duration::from_secs(1));
+        first
+            .apply(std::slice::from_ref(&stubborn), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let old = first.pid("worker-0").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first.apply(&[], Duration::from_secs(2)).await.unwrap();
+        assert_eq!(first.draining_pids(), vec![old]);
+        first.detach();
+
+        let mut second = Supervisor::new(&run, &logs);
+        second.apply(&[], Duration::from_secs(2)).await.unwrap();
+        assert_eq!(second.draining_pids(), vec![old], "adopted while draining");
+        assert!(start_ticks(old).is_some(), "it ignores SIGTERM");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !second.draining_pids().is_empty() {
+                second.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("killed at the drain limit");
+        assert!(wait_until(|| start_ticks(old).is_none()).await);
     }
 }
