@@ -7,7 +7,7 @@ use std::time::Duration;
 use hangar_tenants::api::{
     Assignments, AuditLog, Cell, CellCreated, CellList, CreateCell, CreateEnvironment,
     CreateTenant, CreateToken, Environment, EnvironmentList, Problem, RegisterCell, Tenant,
-    TenantList, TokenCreated, TokenList, UpdateEnvironment,
+    TenantList, TokenCreated, TokenList, UpdateEnvironment, WebLoginToken,
 };
 use hangar_tenants::ObservedState;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -292,6 +292,20 @@ impl Client {
         self.json(self.request(
             Method::DELETE,
             &format!("v1/tenants/{tenant}/environments/{env}"),
+        ))
+        .await
+    }
+
+    /// A web login token for the environment's Airflow UI: open `login_url` (on this client's
+    /// base URL) in a browser within a minute.
+    pub async fn web_login_token(
+        &self,
+        tenant: &str,
+        env: &str,
+    ) -> Result<WebLoginToken, ClientError> {
+        self.json(self.request(
+            Method::POST,
+            &format!("v1/tenants/{tenant}/environments/{env}/web-login-token"),
         ))
         .await
     }

@@ -68,11 +68,42 @@ impl Principal {
     }
 }
 
+/// What a token is, by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Tenant,
+    Cell,
+    /// No known prefix: the platform admin's token, or nothing.
+    Other,
+}
+
+impl TokenKind {
+    pub fn of(token: &str) -> Self {
+        if token.starts_with(TENANT_TOKEN_PREFIX) {
+            Self::Tenant
+        } else if token.starts_with(CELL_TOKEN_PREFIX) {
+            Self::Cell
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The token a caller authenticated with, as far as the control plane keeps it: enough to
+/// resolve the same principal again later (a web session refers to it), never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub kind: TokenKind,
+    pub hash: Vec<u8>,
+}
+
 /// The caller and the request's id, as the service layer needs them (for authorisation and audit).
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub principal: Principal,
     pub request_id: Option<String>,
+    pub credential: Credential,
 }
 
 #[cfg(test)]

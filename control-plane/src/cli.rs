@@ -147,6 +147,12 @@ pub enum EnvCmd {
         #[arg(long, env = "HANGAR_TENANT")]
         tenant: String,
     },
+    /// Prints a one-minute URL that opens the environment's Airflow UI in a browser.
+    WebLogin {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
 }
 
 fn pairs(flag: &str, items: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>>> {
@@ -456,6 +462,15 @@ pub async fn env(opts: &ClientOpts, cmd: EnvCmd) -> anyhow::Result<()> {
         }
         EnvCmd::Delete { name, tenant } => {
             print_env(opts, &c.delete_environment(&tenant, &name).await?)
+        }
+        EnvCmd::WebLogin { name, tenant } => {
+            let t = c.web_login_token(&tenant, &name).await?;
+            if opts.json {
+                return print_json(&t);
+            }
+            let url = c.base_url().join(t.login_url.trim_start_matches('/'))?;
+            println!("{url}");
+            Ok(())
         }
     }
 }

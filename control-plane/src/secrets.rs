@@ -63,41 +63,43 @@ impl MasterKey {
 
     pub fn seal(&self, env: Uuid, secrets: &EnvironmentSecrets) -> Result<Vec<u8>, SecretsError> {
         let plain = serde_json::to_vec(secrets).map_err(|_| SecretsError::Seal(env))?;
+        self.seal_bytes(env.as_bytes(), &plain)
+            .ok_or(SecretsError::Seal(env))
+    }
+
+    pub fn open(&self, env: Uuid, blob: &[u8]) -> Result<EnvironmentSecrets, SecretsError> {
+        let plain = self
+            .open_bytes(env.as_bytes(), blob)
+            .ok_or(SecretsError::Open(env))?;
+        serde_json::from_slice(&plain).map_err(|_| SecretsError::Open(env))
+    }
+
+    /// Encrypts and authenticates `plain`, bound to `aad` (what it is for: an environment's id,
+    /// a purpose string), so it opens only with the same key and the same `aad`.
+    pub fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
             .cipher()
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: env.as_bytes(),
-                },
-            )
-            .map_err(|_| SecretsError::Seal(env))?;
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .ok()?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        Ok(out)
+        Some(out)
     }
 
-    pub fn open(&self, env: Uuid, blob: &[u8]) -> Result<EnvironmentSecrets, SecretsError> {
+    /// Opens what `seal_bytes` made with the same `aad`; `None` if it was made otherwise or
+    /// tampered with.
+    pub fn open_bytes(&self, aad: &[u8], blob: &[u8]) -> Option<Vec<u8>> {
         if blob.len() < 1 + NONCE_LEN || blob[0] != VERSION {
-            return Err(SecretsError::Open(env));
+            return None;
         }
         let (nonce, sealed) = blob[1..].split_at(NONCE_LEN);
-        let plain = self
-            .cipher()
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: env.as_bytes(),
-                },
-            )
-            .map_err(|_| SecretsError::Open(env))?;
-        serde_json::from_slice(&plain).map_err(|_| SecretsError::Open(env))
+        self.cipher()
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .ok()
     }
 }
 

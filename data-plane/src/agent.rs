@@ -207,7 +207,12 @@ async fn environment_task(
             () = cancel.cancelled() => {
                 match settings.on_shutdown {
                     OnShutdown::Detach => env.detach(),
-                    OnShutdown::Stop => env.stop().await,
+                    OnShutdown::Stop => {
+                        let stopped = env.stop().await;
+                        if let Err(e) = client.report_observed(&settings.cell, id, &stopped).await {
+                            tracing::warn!(env = %name, error = %e, "failed to report the stop");
+                        }
+                    }
                 }
                 return;
             }

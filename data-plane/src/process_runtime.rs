@@ -128,7 +128,8 @@ pub struct ProcessEnvironment {
     supervisor: Supervisor,
     /// The revision whose processes run now.
     running_revision: Option<i64>,
-    api_port: Option<u16>,
+    /// Where its api-server answers: `http://127.0.0.1:<port><webserver path>` (no final `/`).
+    api_url: Option<String>,
     http: reqwest::Client,
 }
 
@@ -148,7 +149,7 @@ impl ProcessEnvironment {
             supervisor,
             home,
             running_revision: None,
-            api_port: None,
+            api_url: None,
             http: reqwest::Client::new(),
         }
     }
@@ -219,6 +220,7 @@ impl ProcessEnvironment {
         let layout = Layout {
             home: self.home.clone(),
             runtime: runtime.dir.clone(),
+            url_path: hangar_tenants::api::webserver_path(&a.tenant, &a.name),
         };
         let backends = Backends {
             sql_alchemy_conn: db
@@ -246,7 +248,11 @@ impl ProcessEnvironment {
         }
         self.supervisor.apply(&bp.processes, STOP_GRACE).await?;
         self.running_revision = Some(a.revision);
-        self.api_port = Some(ports.api);
+        self.api_url = Some(format!(
+            "http://127.0.0.1:{}{}",
+            ports.api,
+            layout.url_path.trim_end_matches('/')
+        ));
         Ok(())
     }
 
@@ -293,8 +299,7 @@ impl ProcessEnvironment {
     pub async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
         let mut components = self.supervisor.tick();
         let mut endpoints = std::collections::BTreeMap::new();
-        if let Some(port) = self.api_port {
-            let url = format!("http://127.0.0.1:{port}");
+        if let Some(url) = self.api_url.clone() {
             components.push(self.airflow_health(&url).await);
             endpoints.insert("api".to_owned(), url);
         }
@@ -363,7 +368,7 @@ impl ProcessEnvironment {
             std::fs::remove_dir_all(&self.home).map_err(files(&self.home))?;
         }
         self.running_revision = None;
-        self.api_port = None;
+        self.api_url = None;
         Ok(())
     }
 
@@ -373,9 +378,31 @@ impl ProcessEnvironment {
         self.supervisor.detach();
     }
 
-    /// Stops the processes, keeping data (a clean stop of the whole machine).
-    pub async fn stop(&mut self) {
+    /// Stops the processes, keeping data (a clean stop of the whole machine), and returns the
+    /// state to report: every component stopped, so the environment does not look available
+    /// while nothing runs.
+    pub async fn stop(&mut self) -> ObservedState {
+        let components = self
+            .supervisor
+            .statuses()
+            .into_iter()
+            .filter(|c| self.supervisor.pid(&c.name).is_some() || !c.healthy)
+            .map(|c| ComponentStatus {
+                name: c.name,
+                healthy: false,
+                message: Some(
+                    "stopped with its machine's agent; it starts again with the agent".to_owned(),
+                ),
+            })
+            .collect();
         self.supervisor.stop_all(STOP_GRACE).await;
+        ObservedState {
+            revision: self.running_revision,
+            components,
+            failed: None,
+            deleted: false,
+            endpoints: Default::default(),
+        }
     }
 }
 

@@ -163,8 +163,9 @@ pub struct Environment {
     pub cell: Option<String>,
     /// The newest state reported by the cell's agent.
     pub observed: Option<ObservedState>,
-    /// The environment's Airflow REST API through Hangar (path on this API), called with a
-    /// Hangar token: viewers may read, editors may also write.
+    /// The environment's Airflow UI and REST API through Hangar (path on this API): the REST
+    /// API with a Hangar token (viewers may read, editors may also write), the UI in a browser
+    /// after `POST …/web-login-token`.
     pub webserver_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -302,6 +303,24 @@ impl std::fmt::Debug for EnvironmentSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EnvironmentSecrets { .. }")
     }
+}
+
+/// The path under which Hangar serves an environment's Airflow (UI and REST API); also the
+/// environment's own `[api] base_url`, so the UI's links stay inside it.
+pub fn webserver_path(tenant: &str, env: &str) -> String {
+    format!("/v1/tenants/{tenant}/environments/{env}/airflow/")
+}
+
+/// A short-lived, single-purpose token that opens a browser session on an environment's
+/// Airflow UI (MWAA's CreateWebLoginToken). Open `login_url` in the browser within
+/// `expires_at`; the session it starts acts with the rights of the token that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebLoginToken {
+    pub web_token: String,
+    /// Path on this API that exchanges the token for a session cookie and redirects to the UI.
+    pub login_url: String,
+    pub webserver_url: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A file in an environment's `dags/` prefix.

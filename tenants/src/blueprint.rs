@@ -19,6 +19,10 @@ pub struct Layout {
     pub home: PathBuf,
     /// The Python runtime (a virtualenv) with Airflow installed.
     pub runtime: PathBuf,
+    /// The path Hangar serves the environment's Airflow under (`crate::api::webserver_path`):
+    /// the api-server serves under it too (`[api] base_url`), so the UI's links work through
+    /// the proxy.
+    pub url_path: String,
 }
 
 impl Layout {
@@ -136,7 +140,10 @@ pub fn airflow_env(
         (
             "core",
             "execution_api_server_url",
-            format!("http://127.0.0.1:{}/execution/", ports.api),
+            format!(
+                "http://127.0.0.1:{}{}execution/",
+                ports.api, layout.url_path
+            ),
         ),
         (
             "core",
@@ -155,11 +162,6 @@ pub fn airflow_env(
         ),
         ("celery", "broker_url", backends.broker_url.clone()),
         ("celery", "result_backend", result_backend),
-        (
-            "celery",
-            "worker_concurrency",
-            spec.worker_concurrency().to_string(),
-        ),
         // Remote control needs PSUBSCRIBE on a pidbox channel, which Redis ACLs match literally
         // (not by the user's channel prefix); Hangar drains workers with SIGTERM instead.
         ("celery", "worker_enable_remote_control", "False".to_owned()),
@@ -169,6 +171,7 @@ pub fn airflow_env(
             backends.broker_key_prefix.clone(),
         ),
         ("api", "port", ports.api.to_string()),
+        ("api", "base_url", layout.url_path.clone()),
         ("api", "host", "127.0.0.1".to_owned()),
         // One API worker process: the UI and REST API of one environment need no more, and
         // each worker costs ~200 MB.
@@ -251,8 +254,8 @@ pub fn blueprint(
     }
 }
 
-/// Worker `i`. Only worker 0 serves its logs over HTTP: every worker of an environment on one
-/// machine writes into the same log folder, and they would all want the same port.
+/// Worker `i`, with its concurrency from the environment class given only to workers, so that
+/// a class change restarts (retires) only them.
 fn worker(
     process: &impl Fn(String, ComponentKind, &[&str]) -> ProcessSpec,
     spec: &EnvironmentSpec,
@@ -260,7 +263,7 @@ fn worker(
 ) -> ProcessSpec {
     let concurrency = spec.worker_concurrency().to_string();
     let hostname = format!("{}-worker-{i}@%h", spec.name);
-    let mut args = vec![
+    let args = [
         "celery",
         "worker",
         "--concurrency",
@@ -271,10 +274,10 @@ fn worker(
         // ACLs match literally, not by prefix); an environment's workers need neither.
         "--without-gossip",
         "--without-mingle",
+        // The api-server reads task logs from the environment's own logs folder, so no worker
+        // serves them: a retired worker still draining keeps no port its successor needs.
+        "--skip-serve-logs",
     ];
-    if i > 0 {
-        args.push("--skip-serve-logs");
-    }
     process(format!("worker-{i}"), ComponentKind::Worker, &args)
 }
 
@@ -309,6 +312,7 @@ mod tests {
         let layout = Layout {
             home: "/var/lib/hangar/envs/e1".into(),
             runtime: "/var/lib/hangar/runtimes/abc".into(),
+            url_path: crate::api::webserver_path("acme", "etl"),
         };
         let ports = Ports {
             api: 20001,
@@ -358,5 +362,22 @@ mod tests {
         let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 0);
         assert!(bp.processes.iter().all(|p| p.kind != ComponentKind::Worker));
         assert_eq!(bp.processes.len(), 1 + 2 + 1 + 1);
+    }
+
+    #[test]
+    fn a_class_change_changes_only_the_workers() {
+        let (spec, secrets, layout, ports, backends) = fixture();
+        let mut bigger = spec.clone();
+        bigger.environment_class = crate::spec::EnvironmentClass::Large;
+        let a = blueprint(&spec, &secrets, &layout, ports, &backends, 1);
+        let b = blueprint(&bigger, &secrets, &layout, ports, &backends, 1);
+        let changed: Vec<&str> = a
+            .processes
+            .iter()
+            .zip(&b.processes)
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.name.as_str())
+            .collect();
+        assert_eq!(changed, ["worker-0"]);
     }
 }

@@ -1,6 +1,8 @@
-//! `…/environments/{env}/airflow/{path}`: the environment's own Airflow REST API, called with
-//! Hangar's token (MWAA's InvokeRestApi). The caller's token never reaches Airflow; the
-//! platform's login for the environment is used instead.
+//! `…/environments/{env}/airflow/{path}`: the environment's own Airflow, its REST API called
+//! with Hangar's token (MWAA's InvokeRestApi) and its UI in a browser with a web session cookie
+//! (see `web_login`). Neither reaches Airflow: the platform's login for the environment is used
+//! instead. The environment's Airflow serves under this same path (`[api] base_url`; its
+//! reported `api` endpoint includes it), so the UI's own links stay inside the proxy.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -10,22 +12,135 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::Actor;
+use crate::service::web_login::WEB_SESSION_COOKIE;
 use crate::service::ServiceError;
 
-/// Headers passed on in each direction; everything else (hop-by-hop headers, cookies, the
-/// caller's Authorization) stays behind.
-const FORWARDED: [header::HeaderName; 3] = [header::CONTENT_TYPE, header::ACCEPT, header::IF_MATCH];
+/// Request headers passed on; everything else (hop-by-hop headers, cookies, the caller's
+/// Authorization) stays behind.
+const FORWARDED: [header::HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+];
+/// Response headers passed back (no Set-Cookie: Airflow's own session stays in the platform).
+const RETURNED: [header::HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::LOCATION,
+    header::CONTENT_DISPOSITION,
+];
+
+/// The caller: a bearer token if one was sent, else the environment's web session cookie.
+async fn caller(
+    s: &AppState,
+    bearer: Result<Actor, ApiError>,
+    headers: &HeaderMap,
+    tenant: &str,
+    env: &str,
+) -> Result<Actor, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer;
+    }
+    let Some(session) = cookie(headers, WEB_SESSION_COOKIE) else {
+        return bearer;
+    };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(s.services
+        .web_session_actor(tenant, env, session, request_id)
+        .await?)
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
 
 #[allow(clippy::too_many_arguments)]
+/// `…/airflow/`: the UI's start page.
+pub async fn proxy_root(
+    State(s): State<AppState>,
+    bearer: Result<Actor, ApiError>,
+    Path((tenant, env)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req = Forward {
+        tenant,
+        env,
+        path: String::new(),
+        query,
+        method,
+        headers,
+        body,
+    };
+    forward(&s, bearer, req).await
+}
+
+/// `…/airflow/{path}`.
 pub async fn proxy(
     State(s): State<AppState>,
-    actor: Actor,
+    bearer: Result<Actor, ApiError>,
     Path((tenant, env, path)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let req = Forward {
+        tenant,
+        env,
+        path,
+        query,
+        method,
+        headers,
+        body,
+    };
+    forward(&s, bearer, req).await
+}
+
+/// A request to pass on to an environment's Airflow.
+struct Forward {
+    tenant: String,
+    env: String,
+    path: String,
+    query: Option<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn forward(
+    s: &AppState,
+    bearer: Result<Actor, ApiError>,
+    req: Forward,
+) -> Result<Response, ApiError> {
+    let Forward {
+        tenant,
+        env,
+        path,
+        query,
+        method,
+        headers,
+        body,
+    } = req;
+    let actor = caller(s, bearer, &headers, &tenant, &env).await?;
     let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let path = path.trim_start_matches('/');
     let mut url_tail = path.to_owned();
@@ -59,15 +174,18 @@ pub async fn proxy(
             continue;
         }
         let status = resp.status();
-        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let returned: Vec<_> = RETURNED
+            .iter()
+            .filter_map(|h| Some((h.clone(), resp.headers().get(h)?.clone())))
+            .collect();
         let bytes = resp.bytes().await.map_err(|e| {
             ApiError::Service(ServiceError::Unavailable(format!(
                 "environment {env:?} broke off its answer: {e}"
             )))
         })?;
         let mut out = (status, bytes).into_response();
-        if let Some(ct) = content_type {
-            out.headers_mut().insert(header::CONTENT_TYPE, ct);
+        for (name, value) in returned {
+            out.headers_mut().insert(name, value);
         }
         out.headers_mut().insert(
             header::HeaderName::from_static("x-hangar-environment"),

@@ -75,6 +75,12 @@ impl ApiError {
                     "send a valid token as `Authorization: Bearer <token>`".to_owned(),
                     vec![],
                 ),
+                ServiceError::BadCredential { field, message } => problem(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    message.clone(),
+                    vec![FieldError::new(*field, message.clone())],
+                ),
                 ServiceError::Forbidden(m) => {
                     problem(StatusCode::FORBIDDEN, "forbidden", m.clone(), vec![])
                 }

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::Actor;
+use crate::auth::{Actor, Credential, TokenKind};
+use crate::service::ServiceError;
 use hangar_tenants::{FieldError, FieldErrors};
 
 /// A JSON body, refused with 400 when malformed, 413 when too large, 415 when not JSON and 422
@@ -128,17 +129,30 @@ impl FromRequestParts<AppState> for Actor {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let principal = state.services.authenticate(bearer).await?;
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let token = bearer.ok_or(ServiceError::Unauthenticated)?;
+        let credential = Credential {
+            kind: TokenKind::of(token),
+            hash: crate::auth::hash(token),
+        };
+        let principal = state
+            .services
+            .principal_of(credential.kind, &credential.hash)
+            .await?;
         Ok(Actor {
             principal,
-            request_id,
+            request_id: request_id(parts),
+            credential,
         })
     }
+}
+
+/// The request's id (`x-request-id`, set by the middleware when the caller sent none).
+pub fn request_id(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// `If-Match: "<revision>"` (also bare or weak `W/"<revision>"`), if sent.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod tenants;
+pub mod web_login;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,6 +83,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             environments::update_environment,
             environments::delete_environment
         ))
+        .routes(routes!(web_login::create_web_login_token))
+        .routes(routes!(web_login::web_login))
         .routes(routes!(cells::create_cell, cells::list_cells))
         .routes(routes!(cells::register_cell))
         .routes(routes!(cells::assignments))
@@ -106,6 +109,10 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
+        .route(
+            "/v1/tenants/{tenant}/environments/{env}/airflow/",
+            axum::routing::any(airflow::proxy_root),
+        )
         .route(
             "/v1/tenants/{tenant}/environments/{env}/airflow/{*path}",
             axum::routing::any(airflow::proxy),

@@ -48,12 +48,8 @@ pub(crate) fn environment_out(row: EnvRow) -> Result<Environment, ServiceError> 
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| corrupt("read an environment's observed state", e.to_string()))?;
-    let webserver_url = (phase != Phase::Deleted).then(|| {
-        format!(
-            "/v1/tenants/{}/environments/{}/airflow/",
-            row.tenant, row.name
-        )
-    });
+    let webserver_url = (phase != Phase::Deleted)
+        .then(|| hangar_tenants::api::webserver_path(&row.tenant, &row.name));
     Ok(Environment {
         webserver_url,
         id: row.id,

@@ -6,6 +6,7 @@ pub mod cells;
 pub mod dags;
 pub mod environments;
 pub mod tenants;
+pub mod web_login;
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use hangar_tenants::{FieldErrors, Platform, TenantName};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::auth::{self, Actor, Principal, PrincipalCache};
+use crate::auth::{self, Actor, Principal, PrincipalCache, TokenKind};
 use crate::persistence::{self, Db};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,13 @@ pub enum ServiceError {
     Invalid(#[from] FieldErrors),
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    /// A credential other than the bearer token (a web login token, a session cookie) was
+    /// refused; `field` names where it was sent.
+    #[error("{message}")]
+    BadCredential {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("{kind} {name:?} not found")]
@@ -130,60 +138,65 @@ impl Services {
         }
     }
 
-    /// Resolves a bearer token to its principal.
-    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ServiceError> {
-        let token = bearer.ok_or(ServiceError::Unauthenticated)?;
-        let hash = auth::hash(token);
-        if let Some(p) = self.principals.get(&hash) {
+    /// The principal of a token known by its kind and hash (a bearer token, or the token a web
+    /// session was opened with).
+    pub async fn principal_of(
+        &self,
+        kind: TokenKind,
+        hash: &[u8],
+    ) -> Result<Principal, ServiceError> {
+        if let Some(p) = self.principals.get(hash) {
             return Ok(p);
         }
-        let principal = self.resolve(token, &hash).await?;
+        let principal = self.resolve(kind, hash).await?;
         if !matches!(principal, Principal::PlatformAdmin) {
-            self.principals.put(hash, principal.clone());
+            self.principals.put(hash.to_vec(), principal.clone());
         }
         Ok(principal)
     }
 
-    /// Resolves a token against the database (or the admin token's hash).
-    async fn resolve(&self, token: &str, hash: &[u8]) -> Result<Principal, ServiceError> {
-        if token.starts_with(auth::TENANT_TOKEN_PREFIX) {
-            let holder = persistence::tokens::holder(&self.db.pool, hash)
-                .await
-                .store("look up a token")?
-                .ok_or(ServiceError::Unauthenticated)?;
-            let stale = holder
-                .last_used_at
-                .is_none_or(|t| chrono::Utc::now() - t > TOKEN_TOUCH_INTERVAL);
-            if stale {
-                persistence::tokens::touch(&self.db.pool, holder.token_id)
+    /// Resolves a token's hash against the database (or the admin token's hash).
+    async fn resolve(&self, kind: TokenKind, hash: &[u8]) -> Result<Principal, ServiceError> {
+        match kind {
+            TokenKind::Tenant => {
+                let holder = persistence::tokens::holder(&self.db.pool, hash)
                     .await
-                    .store("record a token's use")?;
+                    .store("look up a token")?
+                    .ok_or(ServiceError::Unauthenticated)?;
+                let stale = holder
+                    .last_used_at
+                    .is_none_or(|t| chrono::Utc::now() - t > TOKEN_TOUCH_INTERVAL);
+                if stale {
+                    persistence::tokens::touch(&self.db.pool, holder.token_id)
+                        .await
+                        .store("record a token's use")?;
+                }
+                let role = Role::parse(&holder.role).ok_or_else(|| ServiceError::Corrupt {
+                    action: "read a token's role",
+                    message: holder.role.clone(),
+                })?;
+                Ok(Principal::Tenant {
+                    token_id: holder.token_id,
+                    tenant_id: holder.tenant_id,
+                    tenant: holder.tenant_name,
+                    role,
+                })
             }
-            let role = Role::parse(&holder.role).ok_or_else(|| ServiceError::Corrupt {
-                action: "read a token's role",
-                message: holder.role.clone(),
-            })?;
-            return Ok(Principal::Tenant {
-                token_id: holder.token_id,
-                tenant_id: holder.tenant_id,
-                tenant: holder.tenant_name,
-                role,
-            });
+            TokenKind::Cell => {
+                let cell = persistence::cells::by_token(&self.db.pool, hash)
+                    .await
+                    .store("look up a cell token")?
+                    .ok_or(ServiceError::Unauthenticated)?;
+                Ok(Principal::Cell {
+                    id: cell.id,
+                    name: cell.name,
+                })
+            }
+            TokenKind::Other if auth::same_hash(hash, &self.admin_token_hash) => {
+                Ok(Principal::PlatformAdmin)
+            }
+            TokenKind::Other => Err(ServiceError::Unauthenticated),
         }
-        if token.starts_with(auth::CELL_TOKEN_PREFIX) {
-            let cell = persistence::cells::by_token(&self.db.pool, hash)
-                .await
-                .store("look up a cell token")?
-                .ok_or(ServiceError::Unauthenticated)?;
-            return Ok(Principal::Cell {
-                id: cell.id,
-                name: cell.name,
-            });
-        }
-        if auth::same_hash(hash, &self.admin_token_hash) {
-            return Ok(Principal::PlatformAdmin);
-        }
-        Err(ServiceError::Unauthenticated)
     }
 
     /// The tenant named in a request, if the caller may act on it with at least role `need`.

@@ -9,3 +9,4 @@ mod lifecycle;
 mod ops;
 mod tenants;
 mod validation;
+mod web_login;

@@ -32,6 +32,27 @@ def where_am_i():
 where_am_i()
 "#;
 
+/// A task long enough to be running while its worker is replaced.
+const SLEEPY: &str = r#"
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def sleepy():
+    @task
+    def nap():
+        import time
+        time.sleep(25)
+        return "rested"
+
+    nap()
+
+
+sleepy()
+"#;
+
 async fn wait_for(
     client: &Client,
     tenant: &str,
@@ -286,6 +307,63 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         404
     );
 
+    // The Airflow UI in a browser: a web login token opens a session cookie, with which the
+    // UI's page, its assets and the API it calls all come through Hangar's proxy.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = alpha.web_login_token("alpha", "etl").await.unwrap();
+    let r = browser
+        .get(format!("{}{}", stack.app.address, login.login_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ui = |path: &str| {
+        browser
+            .get(format!(
+                "{}{}{path}",
+                stack.app.address, login.webserver_url
+            ))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let page = ui("").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<base href="/v1/tenants/alpha/environments/etl/airflow/""#),
+        "the UI's links stay inside the proxy: {html}"
+    );
+    let script = html
+        .split(r#"src="./"#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page loads a script");
+    let js = ui(script).await.unwrap();
+    assert_eq!(js.status(), 200, "{script}");
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+    assert_eq!(ui("ui/config").await.unwrap().status(), 200);
+    let dags: Value = ui("api/v2/dags").await.unwrap().json().await.unwrap();
+    assert_eq!(dags["dags"][0]["dag_id"], "where_am_i", "{dags}");
+    let anonymous = browser
+        .get(format!("{}{}", stack.app.address, login.webserver_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "no session, no UI");
+
     // Isolation with the credentials each environment was given.
     let secrets = secrets_by_env(&stack).await;
     let (sa, sb) = (&secrets[&a.id], &secrets[&b.id]);
@@ -391,6 +469,137 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         run_dag(&beta, "beta").await,
         stack.env_home(b.id).display().to_string()
     );
+
+    // A class change restarts only the worker, and gracefully: the old worker finishes the task
+    // it is running (first try, not a retry) while its successor already takes new work.
+    let r = beta
+        .request(
+            Method::PUT,
+            "v1/tenants/beta/environments/etl/dags/sleepy.py",
+        )
+        .body(SLEEPY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let start = Instant::now();
+    while airflow(&beta, "beta", Method::GET, "dags/sleepy", None)
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "sleepy not listed"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    airflow(
+        &beta,
+        "beta",
+        Method::PATCH,
+        "dags/sleepy",
+        Some(json!({"is_paused": false})),
+    )
+    .await;
+    let (_, run) = airflow(
+        &beta,
+        "beta",
+        Method::POST,
+        "dags/sleepy/dagRuns",
+        Some(json!({"logical_date": null})),
+    )
+    .await;
+    let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+    let ti = format!("dags/sleepy/dagRuns/{run_id}/taskInstances/nap");
+    let start = Instant::now();
+    loop {
+        let (_, t) = airflow(&beta, "beta", Method::GET, &ti, None).await;
+        if t["state"] == "running" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "nap not running: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let home_b = stack.env_home(b.id);
+    let pid_of = |name: &str| -> u32 {
+        std::fs::read_to_string(home_b.join(format!("run/{name}.pid")))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (api_before, worker_before) = (pid_of("api-server"), pid_of("worker-0"));
+    let bigger = UpdateEnvironment {
+        requirements: Some(String::new()),
+        environment_class: Some(hangar_tenants::EnvironmentClass::Medium),
+        ..Default::default()
+    };
+    beta.update_environment("beta", "etl", &bigger, None)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if pid_of("worker-0") != worker_before {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "worker not replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        alive(worker_before),
+        "the old worker drains, it is not killed"
+    );
+    let e = wait_for(
+        &beta,
+        "beta",
+        "etl",
+        Phase::Available,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(e.observed.unwrap().revision, Some(3));
+    let start = Instant::now();
+    let done = loop {
+        let (_, t) = airflow(&beta, "beta", Method::GET, &ti, None).await;
+        if !matches!(
+            t["state"].as_str(),
+            Some("running" | "queued" | "scheduled")
+        ) {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "nap never ended: {t}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(
+        done["try_number"], 1,
+        "finished by the old worker, not retried: {done}"
+    );
+    assert_eq!(
+        pid_of("api-server"),
+        api_before,
+        "only the worker was restarted"
+    );
+    let start = Instant::now();
+    while alive(worker_before) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the old worker did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Delete leaves no database, role, broker user, key, process or file behind.
     let running: Vec<u32> = pids(&stack, a.id)
@@ -570,4 +779,151 @@ async fn environments_survive_a_killed_agent_and_the_next_agent_adopts_them() {
     assert!(before.iter().all(|p| !alive(*p)));
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+/// Processes whose command line mentions `dir`: everything `hangar dev` started there (its
+/// Postgres and Redis, every Airflow component of its environments), zombies aside.
+fn processes_under(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// Starts `hangar dev` on `dir` and waits for its dev.json; returns it with an admin client.
+async fn start_dev(dir: &std::path::Path) -> (std::process::Child, Client) {
+    let _ = std::fs::remove_file(dir.join("dev.json"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .unwrap();
+    let child = std::process::Command::new(hangar_bin())
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let dev: Value = loop {
+        if let Some(v) = std::fs::read(dir.join("dev.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "hangar dev did not start; see {}",
+            dir.with_extension("log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let admin = Client::new(
+        dev["url"].as_str().unwrap(),
+        Some(secrecy::SecretString::from(
+            dev["admin_token"].as_str().unwrap().to_owned(),
+        )),
+    )
+    .unwrap();
+    (child, admin)
+}
+
+/// Ctrl-C, as a user would; returns once `hangar dev` has exited.
+fn interrupt(mut child: std::process::Child) -> std::process::ExitStatus {
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
+    let dir = std::env::temp_dir().join(format!("hangar-dev-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (child, admin) = start_dev(&dir).await;
+    admin
+        .create_tenant(&hangar_tenants::api::CreateTenant {
+            name: "demo".into(),
+            display_name: None,
+        })
+        .await
+        .unwrap();
+    let env = CreateEnvironment {
+        name: "etl".into(),
+        ..Default::default()
+    };
+    let id = admin
+        .create_environment("demo", &env, None)
+        .await
+        .unwrap()
+        .environment
+        .id;
+    wait_for(
+        &admin,
+        "demo",
+        "etl",
+        Phase::Available,
+        Duration::from_secs(300),
+    )
+    .await;
+    let home = dir.join("envs").join(id.simple().to_string());
+    assert!(home.join("run/scheduler-0.pid").exists());
+
+    // Ctrl-C stops everything it started: environments, Redis, Postgres.
+    let status = interrupt(child);
+    assert!(status.success(), "hangar dev exited with {status}");
+    let start = Instant::now();
+    loop {
+        let left = processes_under(&dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left running after Ctrl-C: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Started again on the same folder: same environment, first reported stopped (not the
+    // stale AVAILABLE of before), then running again.
+    let (child, admin) = start_dev(&dir).await;
+    let e = admin.get_environment("demo", "etl").await.unwrap();
+    assert_eq!(e.id, id);
+    assert_ne!(
+        e.phase,
+        Phase::Available,
+        "a stopped environment must not look available: {:?}",
+        e.status_message
+    );
+    let e = wait_for(
+        &admin,
+        "demo",
+        "etl",
+        Phase::Available,
+        Duration::from_secs(180),
+    )
+    .await;
+    assert!(e.observed.unwrap().components.iter().all(|c| c.healthy));
+    let (status, _) = airflow(&admin, "demo", Method::GET, "dags", None).await;
+    assert_eq!(status, 200);
+    assert!(interrupt(child).success());
+    let start = Instant::now();
+    while !processes_under(&dir).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "left running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
 }
