@@ -7,14 +7,14 @@
 //! `/proc/<pid>/stat`, so a recycled pid is never mistaken for it) and the hash of the spec it
 //! was started from, so that applying a new revision restarts only the processes that changed.
 //!
-//! Stopping sends SIGTERM to the process itself, not its group: a Celery worker then makes a
-//! warm shutdown (it takes no new task and waits for the running ones, whose own processes must
-//! not be signalled), and every Airflow component stops its own children. Whatever of the group
-//! is left once the process is gone, or when the grace runs out, gets SIGKILL.
+//! Stopping sends SIGTERM to the process group and SIGKILL to what is left after the grace.
 //!
-//! A worker that is replaced or no longer wanted is *retired*, not stopped: its successor starts
-//! at once while it drains in the background (`run/draining-<name>-<pid>.pid`, adopted by a
-//! restarted agent like any other process), for as long as its tasks run, up to the drain limit.
+//! A worker that is replaced or no longer wanted is *retired* instead: SIGTERM to the worker
+//! process alone, so it makes a Celery warm shutdown (it takes no new task and waits for the
+//! running ones, whose own processes are not signalled), while its successor starts at once. It
+//! drains in the background (`run/draining-<name>-<pid>.pid`, adopted by a restarted agent like
+//! any other process) for as long as its tasks run, up to the drain limit, then its group is
+//! killed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -508,8 +508,7 @@ impl Supervisor {
         self.procs.get(name)?.running.map(|id| id.pid)
     }
 
-    /// Stops one component: SIGTERM to it, SIGKILL to its process group once it is gone or
-    /// after `grace`.
+    /// Stops one component: SIGTERM to its process group, SIGKILL after `grace`.
     pub async fn stop(&mut self, name: &str, grace: Duration) {
         let pid_file = self.pid_file(name);
         if let Some(m) = self.procs.get_mut(name) {
@@ -554,7 +553,7 @@ fn pid_of(id: Identity) -> Pid {
 
 async fn stop_group(id: Identity, mut child: Option<Child>, grace: Duration) {
     let group = pid_of(id);
-    let _ = kill(group, Signal::SIGTERM);
+    let _ = killpg(group, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {
         let gone = match child.as_mut() {
