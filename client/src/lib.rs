@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hangar_tenants::api::{
     Assignments, AuditLog, Cell, CellCreated, CellList, CreateCell, CreateEnvironment,
-    CreateTenant, CreateToken, Environment, EnvironmentList, Problem, RegisterCell, Tenant,
-    TenantList, TokenCreated, TokenList, UpdateEnvironment, WebLoginToken,
+    CreateTenant, CreateToken, Environment, EnvironmentList, ImportErrorList, Problem,
+    RegisterCell, Tenant, TenantList, TokenCreated, TokenList, UpdateEnvironment, WebLoginToken,
 };
 use hangar_tenants::ObservedState;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -292,6 +292,19 @@ impl Client {
         self.json(self.request(
             Method::DELETE,
             &format!("v1/tenants/{tenant}/environments/{env}"),
+        ))
+        .await
+    }
+
+    /// The environment's DAG import errors.
+    pub async fn import_errors(
+        &self,
+        tenant: &str,
+        env: &str,
+    ) -> Result<ImportErrorList, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &format!("v1/tenants/{tenant}/environments/{env}/import-errors"),
         ))
         .await
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
+use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_tenants::api::CellCapacity;
 use secrecy::SecretString;
@@ -38,9 +39,9 @@ pub struct AgentArgs {
     /// Admin URL of the platform Redis the environments' brokers live on.
     #[arg(long, env = "HANGAR_PLATFORM_REDIS_URL", value_name = "HANGAR_PLATFORM_REDIS_URL", hide_env_values = true, value_parser = secret)]
     pub redis_url: SecretString,
-    /// The platform bucket as a local directory (DAGs).
-    #[arg(long, env = "HANGAR_BUCKET_DIR")]
-    pub bucket_dir: Option<PathBuf>,
+    /// The platform bucket by URL (as `hangar serve`'s `HANGAR_BUCKET_URL`).
+    #[arg(long = "bucket-url", env = "HANGAR_BUCKET_URL")]
+    pub bucket: Option<String>,
     #[arg(long, env = "HANGAR_MAX_ENVIRONMENTS", default_value_t = 8)]
     pub max_environments: u32,
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
@@ -53,6 +54,8 @@ pub enum AgentCmdError {
     Client(#[from] hangar_client::ClientError),
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error("HANGAR_BUCKET_URL: {0}")]
+    Bucket(#[from] hangar_data_plane::bucket::BucketError),
 }
 
 pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
@@ -62,7 +65,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
         &args.redis_url,
         &args.data_dir,
         &args.uv,
-        args.bucket_dir.clone(),
+        args.bucket.as_deref().map(Bucket::from_url).transpose()?,
     )
     .await?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -147,6 +147,12 @@ pub enum EnvCmd {
         #[arg(long, env = "HANGAR_TENANT")]
         tenant: String,
     },
+    /// Lists the DAG files the environment's Airflow could not import, with the reason.
+    ImportErrors {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
     /// Prints a one-minute URL that opens the environment's Airflow UI in a browser.
     WebLogin {
         name: String,
@@ -462,6 +468,20 @@ pub async fn env(opts: &ClientOpts, cmd: EnvCmd) -> anyhow::Result<()> {
         }
         EnvCmd::Delete { name, tenant } => {
             print_env(opts, &c.delete_environment(&tenant, &name).await?)
+        }
+        EnvCmd::ImportErrors { name, tenant } => {
+            let list = c.import_errors(&tenant, &name).await?;
+            if opts.json {
+                return print_json(&list);
+            }
+            if list.import_errors.is_empty() {
+                println!("no import errors");
+            }
+            for e in &list.import_errors {
+                let last = e.message.trim_end().lines().last().unwrap_or_default();
+                println!("{}: {last}", e.file);
+            }
+            Ok(())
         }
         EnvCmd::WebLogin { name, tenant } => {
             let t = c.web_login_token(&tenant, &name).await?;

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
+use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::embedded::{PostgresError, PrivatePostgres, PrivateRedis, RedisError};
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_tenants::api::{CellCapacity, CreateCell, Runtime};
@@ -52,6 +53,8 @@ pub enum DevError {
     NoUv(String),
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error("failed to set up the local bucket")]
+    Bucket(#[from] hangar_data_plane::bucket::BucketError),
     #[error("failed to set up the local cell")]
     Cell(#[source] hangar_client::ClientError),
     #[error("the cell `local` exists but its token file {0} is gone: remove the data directory to start over")]
@@ -202,7 +205,7 @@ async fn serve(
         master_key: SecretString::from(master_key),
         airflow_versions: vec![hangar_tenants::DEFAULT_AIRFLOW_VERSION.to_owned()],
         cell_ttl_secs: 120,
-        bucket_dir: Some(dir.join("bucket")),
+        bucket: Some(format!("file://{}", dir.join("bucket").display())),
         token_cache_secs: 5,
     })
     .await?;
@@ -228,7 +231,7 @@ async fn serve(
         &redis.admin_url(),
         dir,
         &settings.uv,
-        Some(dir.join("bucket")),
+        Some(Bucket::local(dir.join("bucket"))?),
     )
     .await?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

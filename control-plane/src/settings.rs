@@ -50,10 +50,11 @@ pub struct ServeSettings {
     /// revoked through another replica stops working there within this time.
     #[arg(long, env = "HANGAR_TOKEN_CACHE_SECS", default_value_t = 5)]
     pub token_cache_secs: u64,
-    /// The platform bucket as a local directory (environments' DAGs live under
-    /// `tenants/{tenant}/environments/{env}/dags/`).
-    #[arg(long, env = "HANGAR_BUCKET_DIR")]
-    pub bucket_dir: Option<std::path::PathBuf>,
+    /// The platform bucket by URL: `file:///dir`, `s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// options as query parameters (see docs/operations.md). Environments' files live under
+    /// `tenants/{tenant}/environments/{env}/`.
+    #[arg(long = "bucket-url", env = "HANGAR_BUCKET_URL")]
+    pub bucket: Option<String>,
     /// Seconds after its last poll that a cell stops getting new environments.
     #[arg(long, env = "HANGAR_CELL_TTL_SECS", default_value_t = 120)]
     pub cell_ttl_secs: u64,

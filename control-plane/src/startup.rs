@@ -19,6 +19,8 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("HANGAR_BUCKET_URL: {0}")]
+    Bucket(#[from] hangar_data_plane::bucket::BucketError),
     #[error("failed to listen for cell changes")]
     Listen(#[source] sqlx::Error),
     #[error("failed to bind {addr}")]
@@ -84,7 +86,11 @@ impl Application {
             std::time::Duration::from_secs(settings.token_cache_secs),
             settings.master_key()?,
         );
-        services.bucket_dir = settings.bucket_dir.clone();
+        services.bucket = settings
+            .bucket
+            .as_deref()
+            .map(hangar_data_plane::bucket::Bucket::from_url)
+            .transpose()?;
         let services = Arc::new(services);
         let state = AppState {
             services: services.clone(),

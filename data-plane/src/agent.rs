@@ -186,10 +186,27 @@ async fn environment_task(
                 }
             }
             if applied.is_some() {
-                match env.sync_dags(&a) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(env = %name, files = n, "synced DAGs"),
-                    Err(e) => tracing::warn!(env = %name, error = %e, "failed to sync DAGs"),
+                match env.sync_bucket(&a).await {
+                    Ok(out) => {
+                        if out.dags.switched {
+                            tracing::info!(
+                                env = %name,
+                                downloaded = out.dags.downloaded.len(),
+                                removed = out.dags.removed.len(),
+                                bytes = out.dags.bytes,
+                                "synced DAGs"
+                            );
+                        }
+                        if out.plugins_changed && failed.is_none() {
+                            tracing::info!(env = %name, "plugins changed; restarting what loads them");
+                            if let Err(e) = env.apply(&a).await {
+                                tracing::warn!(env = %name, error = %e, "failed to restart for new plugins");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(env = %name, error = %e, "failed to sync from the bucket")
+                    }
                 }
             }
             let observed = env.observe(failed.clone()).await;
@@ -226,7 +243,7 @@ async fn environment_task(
     }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = String::new();
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -9,6 +9,8 @@
 
 pub mod agent;
 pub mod broker;
+pub mod bucket;
+pub mod dag_sync;
 pub mod embedded;
 pub mod metadata_db;
 pub mod process_runtime;

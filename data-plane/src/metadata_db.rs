@@ -57,6 +57,17 @@ impl EnvDatabase {
     }
 
     /// The SQLAlchemy URL Airflow connects with.
+    /// The database as its own role reaches it (generated passwords are alphanumeric, so they
+    /// need no escaping in a URL).
+    pub fn url(&self, host: &str, port: u16) -> SecretString {
+        SecretString::from(format!(
+            "postgres://{}:{}@{host}:{port}/{}",
+            self.role,
+            self.password.expose_secret(),
+            self.name
+        ))
+    }
+
     pub fn sqlalchemy_url(&self, host: &str, port: u16) -> SecretString {
         SecretString::from(format!(
             "postgresql+psycopg2://{}:{}@{host}:{port}/{}",

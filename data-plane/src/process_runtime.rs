@@ -16,6 +16,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::{BrokerAdmin, BrokerError, BrokerUser};
+use crate::bucket::Bucket;
+use crate::dag_sync::{DagSync, SyncError, SyncOutcome};
 use crate::embedded::free_port;
 use crate::metadata_db::{self, EnvDatabase, MetadataDbAdmin, MetadataDbError};
 use crate::runtime::python::{RuntimeCache, RuntimeError};
@@ -66,8 +68,8 @@ pub struct Platform {
     pub runtimes: std::sync::Arc<RuntimeCache>,
     /// Environments live in `envs_dir/<environment id>`.
     pub envs_dir: PathBuf,
-    /// The platform bucket as a local directory, if there is one.
-    pub bucket_dir: Option<PathBuf>,
+    /// The platform bucket, if there is one (the environments' DAGs come from it).
+    pub bucket: Option<Bucket>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +90,7 @@ impl Platform {
         redis_admin_url: &secrecy::SecretString,
         data_dir: &Path,
         uv: &Path,
-        bucket_dir: Option<PathBuf>,
+        bucket: Option<Bucket>,
     ) -> Result<Self, PlatformError> {
         let host_port = |what, url: &secrecy::SecretString| {
             let u = reqwest::Url::parse(url.expose_secret())
@@ -109,7 +111,7 @@ impl Platform {
             broker: BrokerAdmin::connect(redis_admin_url).await?,
             runtimes: std::sync::Arc::new(RuntimeCache::new(&data_dir.join("runtimes"), uv)),
             envs_dir: data_dir.join("envs"),
-            bucket_dir,
+            bucket,
         })
     }
 }
@@ -131,6 +133,20 @@ pub struct ProcessEnvironment {
     /// Where its api-server answers: `http://127.0.0.1:<port><webserver path>` (no final `/`).
     api_url: Option<String>,
     http: reqwest::Client,
+    dag_sync: Option<DagSync>,
+    plugin_sync: Option<DagSync>,
+    /// The DAG sync's state, as reported.
+    sync_status: Option<hangar_tenants::DagSyncStatus>,
+    /// `requirements.txt` of the environment's bucket prefix: its ETag and text, as last read.
+    bucket_requirements: Option<(Option<String>, String)>,
+}
+
+/// What one round of syncing from the bucket changed.
+#[derive(Debug, Default)]
+pub struct BucketSync {
+    pub dags: SyncOutcome,
+    /// The plugins changed: the components that load them must restart (`apply` again).
+    pub plugins_changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -151,6 +167,10 @@ impl ProcessEnvironment {
             running_revision: None,
             api_url: None,
             http: reqwest::Client::new(),
+            dag_sync: None,
+            plugin_sync: None,
+            sync_status: None,
+            bucket_requirements: None,
         }
     }
 
@@ -209,12 +229,19 @@ impl ProcessEnvironment {
         let broker = BrokerUser::for_environment(a.id, secrets.broker_password.clone().into());
         self.platform.broker.ensure_user(&broker).await?;
 
-        for dir in [
-            self.home.join("dags"),
-            self.home.join("plugins"),
-            self.home.join("logs"),
-        ] {
-            std::fs::create_dir_all(&dir).map_err(files(&dir))?;
+        let logs = self.home.join("logs");
+        std::fs::create_dir_all(&logs).map_err(files(&logs))?;
+        // DAGs and plugins are there before Airflow starts; each folder is its sync's symlink,
+        // or a plain folder without a bucket (or until the first sync succeeds).
+        if self.platform.bucket.is_some() {
+            if let Err(e) = self.sync_bucket(a).await {
+                tracing::warn!(error = %e, "bucket sync before start failed; starting without");
+            }
+        }
+        for dir in [self.home.join("dags"), self.home.join("plugins")] {
+            if std::fs::metadata(&dir).is_err() {
+                std::fs::create_dir_all(&dir).map_err(files(&dir))?;
+            }
         }
         let ports = self.ports()?;
         let layout = Layout {
@@ -233,7 +260,7 @@ impl ProcessEnvironment {
                 .to_owned(),
             broker_key_prefix: broker.key_prefix.clone(),
         };
-        let bp = blueprint::blueprint(
+        let mut bp = blueprint::blueprint(
             &a.spec,
             secrets,
             &layout,
@@ -241,6 +268,13 @@ impl ProcessEnvironment {
             &backends,
             a.spec.min_workers,
         );
+        // Every component loads plugins: a new plugins generation restarts them (workers by
+        // retiring, so running tasks finish).
+        let plugins = self.plugin_sync.as_ref().map_or(0, DagSync::generation);
+        for p in &mut bp.processes {
+            p.env
+                .insert("HANGAR_PLUGINS_GENERATION".to_owned(), plugins.to_string());
+        }
         for (path, contents) in &bp.files {
             std::fs::write(path, contents).map_err(files(path))?;
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -256,43 +290,121 @@ impl ProcessEnvironment {
         Ok(())
     }
 
-    /// Mirrors the environment's `dags/` prefix of the bucket into its dags folder: changed
-    /// files are copied (each replaced atomically), removed ones deleted. Returns how many files
-    /// changed.
-    pub fn sync_dags(&self, a: &Assignment) -> std::io::Result<usize> {
-        let Some(bucket) = &self.platform.bucket_dir else {
-            return Ok(0);
+    /// One round of syncing from the environment's bucket prefix: DAGs, plugins and
+    /// `requirements.txt` (reported; the control plane turns a change into an update).
+    pub async fn sync_bucket(&mut self, a: &Assignment) -> Result<BucketSync, SyncError> {
+        let Some(bucket) = self.platform.bucket.clone() else {
+            return Ok(BucketSync::default());
         };
-        let src = hangar_tenants::dag_path::dags_prefix(bucket, &a.tenant, &a.name);
-        let dst = self.home.join("dags");
-        std::fs::create_dir_all(&dst)?;
-        let wanted = list_files(&src);
-        let mut changed = 0;
-        for rel in &wanted {
-            let (from, to) = (src.join(rel), dst.join(rel));
-            let (Ok(f), t) = (std::fs::metadata(&from), std::fs::metadata(&to)) else {
-                continue;
-            };
-            let stale = match t {
-                Ok(t) => t.len() != f.len() || f.modified()? > t.modified()?,
-                Err(_) => true,
-            };
-            if stale {
-                let parent = to.parent().unwrap_or(&dst);
-                std::fs::create_dir_all(parent)?;
-                let tmp = parent.join(format!(".hangar-sync-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::copy(&from, &tmp)?;
-                std::fs::rename(&tmp, &to)?;
-                changed += 1;
+        let dags = self.sync_dags(a).await?;
+        let plugins = self.plugin_sync.get_or_insert_with(|| {
+            let prefix = bucket.env_prefix(&a.tenant, &a.name).join("plugins");
+            DagSync::folder(bucket.clone(), prefix, &self.home, "plugins", false)
+        });
+        let before = plugins.generation();
+        plugins.sync().await?;
+        let plugins_changed = plugins.generation() != before;
+        self.read_requirements(&bucket, a).await;
+        Ok(BucketSync {
+            dags,
+            plugins_changed,
+        })
+    }
+
+    /// Reads `requirements.txt` of the environment's prefix when its ETag changed.
+    async fn read_requirements(&mut self, bucket: &Bucket, a: &Assignment) {
+        use object_store::ObjectStoreExt;
+        let path = bucket
+            .env_prefix(&a.tenant, &a.name)
+            .join("requirements.txt");
+        match bucket.store().head(&path).await {
+            Ok(meta) => {
+                let known = self.bucket_requirements.as_ref().map(|(tag, _)| tag);
+                if known != Some(&meta.e_tag) || meta.e_tag.is_none() {
+                    match bucket.get(&path).await {
+                        Ok(b) => {
+                            let text = String::from_utf8_lossy(&b).into_owned();
+                            self.bucket_requirements = Some((meta.e_tag, text));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "failed to read requirements.txt"),
+                    }
+                }
             }
+            Err(object_store::Error::NotFound { .. }) => self.bucket_requirements = None,
+            Err(e) => tracing::warn!(error = %e, "failed to look up requirements.txt"),
         }
-        for rel in list_files(&dst) {
-            if !wanted.contains(&rel) {
-                std::fs::remove_file(dst.join(&rel))?;
-                changed += 1;
+    }
+
+    /// One round of the DAG sync from the environment's `dags/` prefix of the bucket (see
+    /// [`DagSync`]); new and changed DAG files are then parsed at once rather than at Airflow's
+    /// next scan. Without a bucket there is nothing to do.
+    pub async fn sync_dags(&mut self, a: &Assignment) -> Result<SyncOutcome, SyncError> {
+        let Some(bucket) = &self.platform.bucket else {
+            return Ok(SyncOutcome::default());
+        };
+        let regexp = a
+            .spec
+            .airflow_config_overrides
+            .get("core.dag_ignore_file_syntax")
+            .is_some_and(|v| v.eq_ignore_ascii_case("regexp"));
+        let sync = self.dag_sync.get_or_insert_with(|| {
+            DagSync::new(bucket.clone(), &a.tenant, &a.name, &self.home, !regexp)
+        });
+        let result = sync.sync().await;
+        let status = self.sync_status.get_or_insert_with(Default::default);
+        match &result {
+            Ok(out) => {
+                status.error = None;
+                status.files = sync_file_count(&self.home.join("dags"));
+                status.refused = out
+                    .refused
+                    .iter()
+                    .map(|(key, reason)| hangar_tenants::RefusedObject {
+                        key: key.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                if out.switched && self.api_url.is_some() {
+                    self.request_parse(a, &out.downloaded).await;
+                }
             }
+            Err(e) => status.error = Some(format!("{e}{}", crate::agent::source_chain(e))),
         }
-        Ok(changed)
+        result
+    }
+
+    /// Asks the environment's dag-processor to parse these files next (Airflow's priority
+    /// parsing requests, as its `parseDagFile` API makes them), so a new or changed DAG shows up
+    /// in seconds, not at the next periodic scan.
+    async fn request_parse(&self, a: &Assignment, files: &[String]) {
+        let dags: Vec<&String> = files
+            .iter()
+            .filter(|f| f.ends_with(".py") || f.ends_with(".zip"))
+            .collect();
+        let Some(secrets) = a.secrets.as_ref().filter(|_| !dags.is_empty()) else {
+            return;
+        };
+        let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
+        let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
+        let result = async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url.expose_secret()).await?;
+            for f in dags {
+                sqlx::query(
+                    "INSERT INTO dag_priority_parsing_request (id, bundle_name, relative_fileloc)
+                     VALUES (md5('dags-folder:' || $1), 'dags-folder', $1)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(f)
+                .execute(&mut conn)
+                .await?;
+            }
+            conn.close().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "failed to ask Airflow to parse the synced DAGs");
+        }
     }
 
     /// The environment's state now: its processes, and whether its Airflow answers healthy.
@@ -309,6 +421,8 @@ impl ProcessEnvironment {
             failed,
             deleted: false,
             endpoints,
+            dag_sync: self.sync_status.clone(),
+            bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
         }
     }
 
@@ -402,40 +516,31 @@ impl ProcessEnvironment {
             failed: None,
             deleted: false,
             endpoints: Default::default(),
+            dag_sync: None,
+            bucket_requirements: None,
         }
     }
 }
 
-/// Regular files under `root`, relative to it: no symlinks (they could point anywhere), no
-/// uploads in flight, no byte-code caches.
-fn list_files(root: &Path) -> std::collections::BTreeSet<PathBuf> {
-    let mut out = std::collections::BTreeSet::new();
+/// Regular files under `root` (following the dags symlink), byte-code caches aside.
+fn sync_file_count(root: &Path) -> usize {
+    let mut n = 0;
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(hangar_tenants::dag_path::UPLOAD_PREFIX)
-                || name.starts_with(".hangar-sync-")
-                || name == "__pycache__"
-            {
-                continue;
-            }
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                if let Ok(rel) = entry.path().strip_prefix(root) {
-                    out.insert(rel.to_owned());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && entry.file_name() != "__pycache__" => {
+                    stack.push(entry.path())
                 }
+                Ok(t) if t.is_file() => n += 1,
+                _ => {}
             }
         }
     }
-    out
+    n
 }
 
 /// `airflow db migrate` into a template database.

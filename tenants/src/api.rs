@@ -167,6 +167,10 @@ pub struct Environment {
     /// API with a Hangar token (viewers may read, editors may also write), the UI in a browser
     /// after `POST …/web-login-token`.
     pub webserver_url: Option<String>,
+    /// Where the environment's files are in the platform bucket, for the cloud's own tools
+    /// (`aws s3 cp`, `gcloud storage cp`, `az storage blob upload`); `None` without a bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<EnvironmentBucket>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -303,6 +307,32 @@ impl std::fmt::Debug for EnvironmentSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EnvironmentSecrets { .. }")
     }
+}
+
+/// A DAG file the environment's Airflow could not import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportError {
+    /// The file, relative to the DAG folder (as in the bucket's `dags/` prefix).
+    pub file: String,
+    /// Airflow's message (the traceback's end says why).
+    pub message: String,
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportErrorList {
+    pub import_errors: Vec<ImportError>,
+}
+
+/// The bucket URLs of an environment's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentBucket {
+    /// The `dags/` prefix: what is written there is synced into the environment in seconds.
+    pub dags: String,
+    /// The `plugins/` prefix.
+    pub plugins: String,
+    /// The `requirements.txt` object.
+    pub requirements: String,
 }
 
 /// The path under which Hangar serves an environment's Airflow (UI and REST API); also the

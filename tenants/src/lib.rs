@@ -12,7 +12,10 @@ pub mod spec;
 
 pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};
-pub use phase::{derive_phase, ComponentStatus, FailedApply, ObservedState, Phase, PhaseChange};
+pub use phase::{
+    derive_phase, ComponentStatus, DagSyncStatus, FailedApply, ObservedState, Phase, PhaseChange,
+    RefusedObject,
+};
 pub use spec::{
     AirflowVersion, EnvironmentClass, EnvironmentSpec, Executor, Platform, DEFAULT_AIRFLOW_VERSION,
 };

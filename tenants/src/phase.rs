@@ -123,6 +123,35 @@ pub struct ObservedState {
     pub deleted: bool,
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+    /// The DAG sync from the platform bucket, when the cell has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dag_sync: Option<DagSyncStatus>,
+    /// The text of `requirements.txt` in the environment's bucket prefix, when there is one: a
+    /// change of it becomes an update of the environment's `requirements`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_requirements: Option<String>,
+}
+
+/// How the environment's DAG folder follows its bucket prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DagSyncStatus {
+    /// Files in the DAG folder now.
+    pub files: usize,
+    /// Objects not synced because their key is not a safe relative path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedObject>,
+    /// Why the last sync failed, if it did (the folder keeps its last good state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An object the DAG sync refused to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedObject {
+    pub key: String,
+    pub reason: String,
 }
 
 /// The phase that follows from a report, and the human message that goes with it.

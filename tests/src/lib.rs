@@ -2,6 +2,8 @@
 //! `HANGAR_TEST_DATABASE_URL`), a fresh database per test, and `spawn_app()` running the real
 //! control plane on a free port. Also a fake data-plane agent that speaks the real cell API.
 
+pub mod emulators;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,7 +96,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
         airflow_versions: vec!["3.3.2".to_owned()],
         cell_ttl_secs: 120,
-        bucket_dir: None,
+        bucket: None,
         token_cache_secs: 5,
     };
     configure(&mut settings);
@@ -308,7 +310,8 @@ pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
     )?;
     let redis = PrivateRedis::start(&dir.join("redis")).await?;
     let bucket = dir.join("bucket");
-    let app = spawn_app_with(|s| s.bucket_dir = Some(bucket.clone())).await;
+    let url = format!("file://{}", bucket.display());
+    let app = spawn_app_with(|s| s.bucket = Some(url)).await;
     let created = app
         .admin
         .create_cell(&hangar_tenants::api::CreateCell {
@@ -323,7 +326,7 @@ pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
         &redis.admin_url(),
         &dir,
         std::path::Path::new("uv"),
-        Some(bucket.clone()),
+        Some(hangar_data_plane::bucket::Bucket::local(bucket.clone())?),
     )
     .await?;
     platform.runtimes = std::sync::Arc::new(RuntimeCache::new(

@@ -1,30 +1,34 @@
 //! Handlers for an environment's DAG files (`…/dags/{path}`): the body is the file itself.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use hangar_tenants::api::{DagFile, DagFileList};
+use hangar_tenants::api::{DagFile, DagFileList, ImportErrorList, Problem};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::Actor;
+use crate::service::dags::UploadError;
 
 pub async fn put_dag(
     State(s): State<AppState>,
     actor: Actor,
     Path((tenant, env, path)): Path<(String, String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<DagFile>), ApiError> {
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            s.services
-                .put_dag(&actor, &tenant, &env, &path, &body)
-                .await?,
-        ),
-    ))
+    let stream = body.into_data_stream();
+    match s
+        .services
+        .put_dag(&actor, &tenant, &env, &path, stream)
+        .await
+    {
+        Ok(f) => Ok((StatusCode::CREATED, Json(f))),
+        Err(UploadError::Service(e)) => Err(e.into()),
+        Err(UploadError::TooLarge { limit }) => Err(ApiError::TooLarge { limit }),
+        Err(UploadError::Body(m)) => Err(ApiError::malformed(m, None)),
+    }
 }
 
 pub async fn get_dag(
@@ -52,5 +56,23 @@ pub async fn list_dags(
 ) -> Result<Json<DagFileList>, ApiError> {
     Ok(Json(DagFileList {
         files: s.services.list_dags(&actor, &tenant, &env).await?,
+    }))
+}
+
+/// The environment's DAG import errors (file and message), from its own Airflow.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}/import-errors",
+    tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    responses(
+        (status = 200, body = ImportErrorList),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn import_errors(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((tenant, env)): Path<(String, String)>,
+) -> Result<Json<ImportErrorList>, ApiError> {
+    Ok(Json(ImportErrorList {
+        import_errors: s.services.import_errors(&actor, &tenant, &env).await?,
     }))
 }

@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hangar_tenants::api::Role;
+use hangar_tenants::api::{ImportError, Role};
 use hangar_tenants::blueprint::ADMIN_USER;
 use hangar_tenants::Phase;
 use uuid::Uuid;
 
-use super::environments::environment_out;
 use super::{ServiceError, Services, StoreContext};
 use crate::auth::Actor;
 use crate::persistence;
@@ -80,7 +79,7 @@ impl Services {
             .filter(|r| r.phase != Phase::Deleted.as_str())
             .ok_or_else(|| ServiceError::not_found("environment", env))?;
         let id = row.id;
-        let e = environment_out(row)?;
+        let e = self.environment_out(row)?;
         let base_url = e
             .observed
             .as_ref()
@@ -140,5 +139,53 @@ impl Services {
             base_url,
             token,
         })
+    }
+
+    /// The environment's DAG import errors, as its Airflow reports them: file and message.
+    pub async fn import_errors(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        env: &str,
+    ) -> Result<Vec<ImportError>, ServiceError> {
+        for attempt in 0..2 {
+            let target = self.airflow_target(actor, tenant, env, false).await?;
+            let resp = self
+                .http
+                .get(format!("{}/api/v2/importErrors", target.base_url))
+                .query(&[("limit", "1000"), ("order_by", "filename")])
+                .bearer_auth(&target.token)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| {
+                    ServiceError::Unavailable(format!("environment {env:?} does not answer: {e}"))
+                })?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.forget_airflow_token(target.env_id);
+                continue;
+            }
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let list = body["import_errors"]
+                .as_array()
+                .filter(|_| status.is_success());
+            let list = list.ok_or_else(|| {
+                ServiceError::Unavailable(format!(
+                    "environment {env:?} answered {status} for its import errors"
+                ))
+            })?;
+            return Ok(list
+                .iter()
+                .map(|e| ImportError {
+                    file: e["filename"].as_str().unwrap_or_default().to_owned(),
+                    message: e["stack_trace"].as_str().unwrap_or_default().to_owned(),
+                    at: e["timestamp"].as_str().and_then(|t| t.parse().ok()),
+                })
+                .collect());
+        }
+        Err(ServiceError::Unavailable(format!(
+            "environment {env:?} refused the platform's login"
+        )))
     }
 }

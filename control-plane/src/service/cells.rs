@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use hangar_tenants::api::{
     Assignment, Cell, CellCapacity, CellCreated, CreateCell, Environment, RegisterCell, Runtime,
+    UpdateEnvironment,
 };
 use hangar_tenants::{derive_phase, CellName, FieldErrors, ObservedState, Phase};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::environments::environment_out;
-use super::{ServiceError, Services, StoreContext};
+use super::{ServiceError, Services, StoreContext, TenantRef};
 use crate::auth::{self, Actor, Principal};
 use crate::persistence::{self, audit::NewAudit, unique_violation};
 
@@ -206,12 +206,15 @@ impl Services {
 
     /// Places environments that wait for a cell, oldest first, while live cells have room.
     async fn place_pending(&self, conn: &mut PgConnection) -> Result<(), ServiceError> {
-        let mut rooms = persistence::cells::lock_live_with_room(conn, self.cell_ttl.as_secs_f64())
-            .await
-            .store("find a cell with room")?;
         let waiting = persistence::environments::unplaced(conn, 1000)
             .await
             .store("find environments waiting for a cell")?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut rooms = persistence::cells::lock_live_with_room(conn, self.cell_ttl.as_secs_f64())
+            .await
+            .store("find a cell with room")?;
         let mut notified = Vec::new();
         for env in waiting {
             let Some(i) = pick(&rooms) else { break };
@@ -244,6 +247,11 @@ impl Services {
         persistence::cells::touch(&self.db.pool, id)
             .await
             .store("record a cell's heartbeat")?;
+        // An environment created while this cell was registering saw no live cell, and the
+        // registration did not see the environment yet: every poll places what still waits.
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        self.place_pending(&mut tx).await?;
+        tx.commit().await.store("commit placements")?;
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         let mut changes = self.changes.clone();
         loop {
@@ -314,6 +322,12 @@ impl Services {
                         message: e.to_string(),
                     },
                 )?;
+        let previous_requirements = persistence::environments::by_id(&mut tx, env)
+            .await
+            .store("read an environment")?
+            .and_then(|r| r.observed)
+            .and_then(|o| o.get("bucket_requirements").cloned())
+            .and_then(|v| v.as_str().map(str::to_owned));
         let change = derive_phase(current, locked.revision, locked.delete_requested, &observed);
         let observed_value =
             serde_json::to_value(&observed).map_err(|e| ServiceError::Corrupt {
@@ -355,7 +369,31 @@ impl Services {
             .store("audit a phase change")?;
         }
         tx.commit().await.store("commit observed state")?;
-        environment_out(row)
+        // A new requirements.txt in the bucket is an update of the environment, as if the tenant
+        // had sent it: a resolution failure is UPDATE_FAILED and the old runtime keeps running.
+        let bucket_requirements = observed
+            .bucket_requirements
+            .filter(|text| previous_requirements.as_ref() != Some(text));
+        let spec_requirements = row.spec.get("requirements").and_then(|v| v.as_str());
+        if let Some(text) = bucket_requirements.filter(|t| Some(t.as_str()) != spec_requirements) {
+            let t = TenantRef {
+                id: locked.tenant_id,
+                name: row.tenant.clone(),
+            };
+            let req = UpdateEnvironment {
+                requirements: Some(text),
+                ..Default::default()
+            };
+            match self.update_in_tenant(actor, &t, &row.name, req, None).await {
+                Ok(updated) => return Ok(updated),
+                Err(e) => tracing::warn!(
+                    env = %env,
+                    error = %e,
+                    "the bucket's requirements.txt could not become an update"
+                ),
+            }
+        }
+        self.environment_out(row)
     }
 }
 

@@ -1,13 +1,16 @@
 //! An environment's DAG files in the platform bucket, under
-//! `tenants/{tenant}/environments/{env}/dags/`: written atomically (a temporary file renamed
-//! into place), so an agent syncing the prefix never copies half a file. The bucket is a local
-//! directory for now; other object stores come with the object_store work.
+//! `tenants/{tenant}/environments/{env}/dags/`. Uploads stream into the store (never more than
+//! the size limit is read) and become visible whole: stores publish an object when its upload
+//! completes, so an agent syncing the prefix never copies half a file.
 
-use std::path::{Path, PathBuf};
-
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use hangar_data_plane::bucket::{Bucket, BucketError};
 use hangar_tenants::api::{DagFile, Role};
-use hangar_tenants::dag_path::{dags_prefix, DagPath, UPLOAD_PREFIX};
+use hangar_tenants::dag_path::DagPath;
 use hangar_tenants::{FieldError, Phase};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -18,18 +21,30 @@ use crate::persistence::{self, audit::NewAudit};
 /// Largest DAG file accepted.
 pub const MAX_DAG_FILE: usize = 10 * 1024 * 1024;
 
-fn io(action: &'static str) -> impl Fn(std::io::Error) -> ServiceError {
-    move |e| ServiceError::Corrupt {
-        action,
-        message: e.to_string(),
-    }
+fn store(action: &'static str) -> impl Fn(BucketError) -> ServiceError {
+    move |e| ServiceError::Unavailable(format!("the platform bucket failed to {action}: {e}"))
+}
+
+fn store_os(action: &'static str) -> impl Fn(object_store::Error) -> ServiceError {
+    move |e| ServiceError::Unavailable(format!("the platform bucket failed to {action}: {e}"))
+}
+
+/// An upload that went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("the file is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the upload broke off: {0}")]
+    Body(String),
 }
 
 impl Services {
-    fn bucket(&self) -> Result<&Path, ServiceError> {
-        self.bucket_dir.as_deref().ok_or_else(|| {
+    fn bucket(&self) -> Result<&Bucket, ServiceError> {
+        self.bucket.as_ref().ok_or_else(|| {
             ServiceError::Unavailable(
-                "this platform has no bucket configured (HANGAR_BUCKET_DIR)".to_owned(),
+                "this platform has no bucket configured (HANGAR_BUCKET_URL)".to_owned(),
             )
         })
     }
@@ -41,14 +56,14 @@ impl Services {
         tenant: &str,
         env: &str,
         need: Role,
-    ) -> Result<(TenantRef, PathBuf), ServiceError> {
+    ) -> Result<(TenantRef, ObjectPath), ServiceError> {
         let t = self.authorize_tenant(actor, tenant, need).await?;
         persistence::environments::by_name(&self.db.pool, t.id, env)
             .await
             .store("read an environment")?
             .filter(|r| r.phase != Phase::Deleted.as_str())
             .ok_or_else(|| ServiceError::not_found("environment", env))?;
-        let prefix = dags_prefix(self.bucket()?, &t.name, env);
+        let prefix = self.bucket()?.dags_prefix(&t.name, env);
         Ok((t, prefix))
     }
 
@@ -83,23 +98,56 @@ impl Services {
         DagPath::parse(path).map_err(|e| FieldError::new("path", e.to_string()).into())
     }
 
-    pub async fn put_dag(
+    /// Streams a DAG file into the bucket, refusing it once it passes [`MAX_DAG_FILE`] (the
+    /// partial upload is aborted, the previous file stays).
+    pub async fn put_dag<S, E>(
         &self,
         actor: &Actor,
         tenant: &str,
         env: &str,
         path: &str,
-        bytes: &[u8],
-    ) -> Result<DagFile, ServiceError> {
+        mut body: S,
+    ) -> Result<DagFile, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let path = Self::dag_path(path)?;
         let (t, prefix) = self.dag_prefix(actor, tenant, env, Role::Editor).await?;
-        let target = prefix.join(path.as_str());
-        let parent = target.parent().unwrap_or(&prefix).to_owned();
-        std::fs::create_dir_all(&parent).map_err(io("create a DAG folder"))?;
-        let tmp = parent.join(format!("{UPLOAD_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&tmp, bytes).map_err(io("write a DAG file"))?;
-        std::fs::rename(&tmp, &target).map_err(io("move a DAG file into place"))?;
-        let sha256: String = Sha256::digest(bytes)
+        let bucket = self.bucket()?;
+        let target = Bucket::child(&prefix, path.as_str());
+        let upload = bucket
+            .store()
+            .put_multipart(&target)
+            .await
+            .map_err(store_os("start an upload"))?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut hasher = Sha256::new();
+        let mut size = 0usize;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(UploadError::Body(e.to_string()));
+                }
+            };
+            size += chunk.len();
+            if size > MAX_DAG_FILE {
+                let _ = writer.abort().await;
+                return Err(UploadError::TooLarge {
+                    limit: MAX_DAG_FILE,
+                });
+            }
+            hasher.update(&chunk);
+            writer.put(chunk);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(store_os("store a DAG file"))?;
+        let sha256: String = hasher
+            .finalize()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -109,12 +157,12 @@ impl Services {
             env,
             &path,
             "dag.put",
-            json!({ "size": bytes.len(), "sha256": sha256 }),
+            json!({ "size": size, "sha256": sha256 }),
         )
         .await?;
         Ok(DagFile {
             path: path.to_string(),
-            size: bytes.len() as u64,
+            size: size as u64,
             sha256: Some(sha256),
         })
     }
@@ -125,11 +173,18 @@ impl Services {
         tenant: &str,
         env: &str,
         path: &str,
-    ) -> Result<Vec<u8>, ServiceError> {
+    ) -> Result<Bytes, ServiceError> {
         let path = Self::dag_path(path)?;
         let (_, prefix) = self.dag_prefix(actor, tenant, env, Role::Viewer).await?;
-        std::fs::read(prefix.join(path.as_str()))
-            .map_err(|_| ServiceError::not_found("DAG file", path.as_str()))
+        match self
+            .bucket()?
+            .get(&Bucket::child(&prefix, path.as_str()))
+            .await
+        {
+            Ok(b) => Ok(b),
+            Err(e) if e.is_not_found() => Err(ServiceError::not_found("DAG file", path.as_str())),
+            Err(e) => Err(store("read a DAG file")(e)),
+        }
     }
 
     pub async fn delete_dag(
@@ -141,8 +196,20 @@ impl Services {
     ) -> Result<(), ServiceError> {
         let path = Self::dag_path(path)?;
         let (t, prefix) = self.dag_prefix(actor, tenant, env, Role::Editor).await?;
-        std::fs::remove_file(prefix.join(path.as_str()))
-            .map_err(|_| ServiceError::not_found("DAG file", path.as_str()))?;
+        let bucket = self.bucket()?;
+        let target = Bucket::child(&prefix, path.as_str());
+        // Stores answer a delete of a missing object with success; the API says 404.
+        match bucket.store().head(&target).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ServiceError::not_found("DAG file", path.as_str()))
+            }
+            Err(e) => return Err(store_os("look up a DAG file")(e)),
+        }
+        bucket
+            .delete(&target)
+            .await
+            .map_err(store("delete a DAG file"))?;
         self.audit_dag(actor, &t, env, &path, "dag.delete", json!({}))
             .await
     }
@@ -154,33 +221,21 @@ impl Services {
         env: &str,
     ) -> Result<Vec<DagFile>, ServiceError> {
         let (_, prefix) = self.dag_prefix(actor, tenant, env, Role::Viewer).await?;
-        let mut out = Vec::new();
-        let mut stack = vec![prefix.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let p = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(p);
-                } else if meta.is_file()
-                    && !entry
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with(UPLOAD_PREFIX)
-                {
-                    if let Ok(rel) = p.strip_prefix(&prefix) {
-                        out.push(DagFile {
-                            path: rel.display().to_string(),
-                            size: meta.len(),
-                            sha256: None,
-                        });
-                    }
-                }
-            }
-        }
+        let listed = self
+            .bucket()?
+            .list(&prefix)
+            .await
+            .map_err(store("list DAG files"))?;
+        let mut out: Vec<DagFile> = listed
+            .into_iter()
+            .filter_map(|m| {
+                Some(DagFile {
+                    path: Bucket::relative(&prefix, &m.location)?,
+                    size: m.size,
+                    sha256: None,
+                })
+            })
+            .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }

@@ -29,7 +29,7 @@ pub struct Created {
     pub replayed: bool,
 }
 
-pub(crate) fn environment_out(row: EnvRow) -> Result<Environment, ServiceError> {
+fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
     let corrupt = |what: &'static str, e: String| ServiceError::Corrupt {
         action: what,
         message: format!("environment {}: {e}", row.id),
@@ -52,6 +52,7 @@ pub(crate) fn environment_out(row: EnvRow) -> Result<Environment, ServiceError> 
         .then(|| hangar_tenants::api::webserver_path(&row.tenant, &row.name));
     Ok(Environment {
         webserver_url,
+        bucket: None,
         id: row.id,
         tenant: row.tenant,
         name: row.name,
@@ -86,6 +87,23 @@ fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Strin
 }
 
 impl Services {
+    /// An environment as the API shows it: its row, and where its files are in the bucket.
+    pub(crate) fn environment_out(&self, row: EnvRow) -> Result<Environment, ServiceError> {
+        let mut e = environment_from_row(row)?;
+        if e.phase != Phase::Deleted {
+            e.bucket = self.bucket.as_ref().map(|b| {
+                let prefix = b.env_prefix(&e.tenant, &e.name);
+                hangar_tenants::api::EnvironmentBucket {
+                    dags: b.url_of(&prefix.clone().join("dags")),
+                    plugins: b.url_of(&prefix.clone().join("plugins")),
+                    requirements: b.url_of(&prefix).trim_end_matches('/').to_owned()
+                        + "/requirements.txt",
+                }
+            });
+        }
+        Ok(e)
+    }
+
     pub async fn create_environment(
         &self,
         actor: &Actor,
@@ -118,7 +136,7 @@ impl Services {
                     .ok_or_else(|| ServiceError::not_found("environment", spec.name.as_str()))?;
                 tx.commit().await.store("end a transaction")?;
                 return Ok(Created {
-                    environment: environment_out(row)?,
+                    environment: self.environment_out(row)?,
                     replayed: true,
                 });
             }
@@ -179,7 +197,7 @@ impl Services {
             .await
             .store("commit an environment's creation")?;
         Ok(Created {
-            environment: environment_out(row)?,
+            environment: self.environment_out(row)?,
             replayed: false,
         })
     }
@@ -195,7 +213,7 @@ impl Services {
             .await
             .store("read an environment")?
             .ok_or_else(|| ServiceError::not_found("environment", name))?;
-        environment_out(row)
+        self.environment_out(row)
     }
 
     pub async fn list_environments(
@@ -208,7 +226,7 @@ impl Services {
             .await
             .store("list environments")?
             .into_iter()
-            .map(environment_out)
+            .map(|r| self.environment_out(r))
             .collect()
     }
 
@@ -223,6 +241,20 @@ impl Services {
         if_match: Option<i64>,
     ) -> Result<Environment, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
+        self.update_in_tenant(actor, &t, name, req, if_match).await
+    }
+
+    /// An update by an actor already authorised for tenant `t` (a tenant's token, or a cell
+    /// relaying a change of the environment's `requirements.txt` in the bucket).
+    pub(crate) async fn update_in_tenant(
+        &self,
+        actor: &Actor,
+        t: &TenantRef,
+        name: &str,
+        req: UpdateEnvironment,
+        if_match: Option<i64>,
+    ) -> Result<Environment, ServiceError> {
+        let t = t.clone();
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         let row = self.lock_live_environment(&mut tx, &t, name).await?;
         if let Some(expected) = if_match {
@@ -233,7 +265,7 @@ impl Services {
                 });
             }
         }
-        let current = environment_out(row.clone())?;
+        let current = self.environment_out(row.clone())?;
         let next_phase = current
             .phase
             .on_new_revision()
@@ -279,7 +311,7 @@ impl Services {
             .store("read an environment")?
             .ok_or_else(|| ServiceError::not_found("environment", name))?;
         tx.commit().await.store("commit an environment's update")?;
-        environment_out(row)
+        self.environment_out(row)
     }
 
     /// Starts deleting an environment. Its cell tears it down and reports; an environment that
@@ -326,7 +358,7 @@ impl Services {
         tx.commit()
             .await
             .store("commit an environment's deletion")?;
-        environment_out(row)
+        self.environment_out(row)
     }
 
     /// Locks a live environment for a change: first its cell's row (so the cell's change

@@ -107,8 +107,8 @@ pub struct Services {
     pub(crate) master_key: crate::secrets::MasterKey,
     pub(crate) airflow_tokens: std::sync::Arc<airflow::AirflowTokens>,
     pub(crate) http: reqwest::Client,
-    /// The platform bucket, a local directory, if configured.
-    pub bucket_dir: Option<std::path::PathBuf>,
+    /// The platform bucket, if configured.
+    pub bucket: Option<hangar_data_plane::bucket::Bucket>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -134,7 +134,7 @@ impl Services {
             master_key,
             airflow_tokens: std::sync::Arc::default(),
             http: reqwest::Client::new(),
-            bucket_dir: None,
+            bucket: None,
         }
     }
 

@@ -229,7 +229,7 @@ async fn bench_api(
         master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
         airflow_versions: vec!["3.3.2".into()],
         cell_ttl_secs: 3600,
-        bucket_dir: None,
+        bucket: None,
         token_cache_secs: 5,
     })
     .await?;

@@ -7,7 +7,7 @@ async fn dag_files_round_trip_through_the_bucket_and_are_audited() {
     let bucket =
         std::env::temp_dir().join(format!("hangar-bucket-{}", uuid::Uuid::new_v4().simple()));
     let dir = bucket.clone();
-    let app = spawn_app_with(move |s| s.bucket_dir = Some(dir)).await;
+    let app = spawn_app_with(move |s| s.bucket = Some(format!("file://{}", dir.display()))).await;
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     editor
         .create_environment(
@@ -87,6 +87,32 @@ async fn dag_files_round_trip_through_the_bucket_and_are_audited() {
             .unwrap()
             .status(),
         404
+    );
+
+    // Over the size limit: 413, and the stored file is still the previous one, whole.
+    let big = editor
+        .request(Method::PUT, &format!("{dags}/team/etl.py"))
+        .body(vec![b'#'; 10 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), "print('hi')\n");
+
+    // The environment shows where its files are, for the cloud's own tools.
+    let env = editor.get_environment("data", "etl").await.unwrap();
+    let b = env.bucket.expect("bucket URLs");
+    assert_eq!(
+        b.dags,
+        format!(
+            "file://{}/tenants/data/environments/etl/dags/",
+            bucket.display()
+        )
+    );
+    assert!(
+        b.requirements
+            .ends_with("/environments/etl/requirements.txt"),
+        "{b:?}"
     );
 
     let del = editor

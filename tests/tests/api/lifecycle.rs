@@ -216,6 +216,28 @@ async fn without_a_cell_an_environment_waits_in_creating_and_is_placed_on_regist
     assert_eq!(a.environments[0].id, e.id);
 }
 
+/// An environment created while no cell looked live (here: its heartbeat lapsed; in life: a
+/// cell registering at the same moment) is placed by the cell's next poll, not stranded until
+/// the cell registers again.
+#[tokio::test]
+async fn a_waiting_environment_is_placed_when_a_cell_polls() {
+    let app = hangar_tests::spawn_app_with(|s| s.cell_ttl_secs = 1).await;
+    let mut agent = app.registered_agent("edge", 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let e = editor
+        .create_environment("data", &env("etl"), None)
+        .await
+        .unwrap()
+        .environment;
+    assert_eq!(e.cell, None, "the cell was not live");
+    let a = agent.poll(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(a.environments.len(), 1);
+    assert_eq!(a.environments[0].id, e.id);
+    let e = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!(e.cell.as_deref(), Some("edge"));
+}
+
 #[tokio::test]
 async fn deleting_an_environment_that_never_ran_is_immediate() {
     let app = spawn_app().await;

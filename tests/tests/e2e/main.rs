@@ -364,6 +364,40 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         .unwrap();
     assert_eq!(anonymous.status(), 401, "no session, no UI");
 
+    // A DAG that fails to import is reported with its file and reason; the others keep running.
+    let r = alpha
+        .request(
+            Method::PUT,
+            "v1/tenants/alpha/environments/etl/dags/broken.py",
+        )
+        // (Airflow's safe mode parses only files that mention both "airflow" and "dag".)
+        .body("from airflow.sdk import dag\nimport no_such_module_hangar_e2e\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let start = Instant::now();
+    let errors = loop {
+        let list = alpha.import_errors("alpha", "etl").await.unwrap();
+        if !list.import_errors.is_empty() {
+            break list.import_errors;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no import error reported"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(errors[0].file, "broken.py", "{errors:?}");
+    assert!(
+        errors[0].message.contains("no_such_module_hangar_e2e"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        run_dag(&alpha, "alpha").await,
+        stack.env_home(a.id).display().to_string()
+    );
+
     // Isolation with the credentials each environment was given.
     let secrets = secrets_by_env(&stack).await;
     let (sa, sb) = (&secrets[&a.id], &secrets[&b.id]);
@@ -696,7 +730,10 @@ fn start_agent(stack: &Stack) -> std::process::Child {
             "HANGAR_PLATFORM_REDIS_URL",
             secrecy::ExposeSecret::expose_secret(&stack.redis_admin),
         )
-        .env("HANGAR_BUCKET_DIR", &stack.bucket)
+        .env(
+            "HANGAR_BUCKET_URL",
+            format!("file://{}", stack.bucket.display()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(stack.dir.join("agent.log")).unwrap())
         .spawn()

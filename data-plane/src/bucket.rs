@@ -1,0 +1,275 @@
+//! The platform bucket: one object store for every environment's DAGs, plugins and
+//! requirements, reached through the `object_store` crate so the local filesystem, S3 and
+//! S3-compatible stores, Google Cloud Storage and Azure Blob Storage are one code path.
+//!
+//! Configured by URL: `file:///var/lib/hangar/bucket`, `s3://bucket/prefix`, `gs://bucket/prefix`,
+//! `az://container/prefix`. Credentials come from each cloud's standard sources (the builders'
+//! `from_env`: `AWS_*`, `GOOGLE_*`, `AZURE_*`, instance metadata). Query parameters are passed to
+//! the store as options by their `object_store` names, for example
+//! `s3://dags?endpoint=http://127.0.0.1:9000&allow_http=true&region=us-east-1` for an
+//! S3-compatible store, `gs://dags?base_url=http://127.0.0.1:4443&skip_signature=true` for an
+//! emulator; an unknown option is refused by name.
+//!
+//! Each environment owns `tenants/{tenant}/environments/{env}/` under the bucket's prefix, with
+//! `dags/`, `plugins/` and `requirements.txt`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("the bucket URL {url:?} is not valid: {reason}")]
+    Url { url: String, reason: String },
+    #[error("the bucket URL's option {key:?} is not known to the {scheme} store")]
+    UnknownOption { scheme: String, key: String },
+    #[error("failed to prepare the bucket folder {path}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+impl BucketError {
+    /// Whether the object was not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            BucketError::Store(object_store::Error::NotFound { .. })
+        )
+    }
+}
+
+/// The platform bucket.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    /// `scheme://bucket` (no prefix, no options): how tenants' own tools name it.
+    base: String,
+    /// The bucket's prefix under which the platform keeps its files.
+    root: ObjectPath,
+}
+
+fn bad(url: &str, reason: impl Into<String>) -> BucketError {
+    BucketError::Url {
+        url: url.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl Bucket {
+    /// The bucket a URL names (see the module's documentation).
+    pub fn from_url(url: &str) -> Result<Self, BucketError> {
+        let parsed = url::Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
+        let options: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let scheme = parsed.scheme().to_owned();
+        if scheme == "file" {
+            if !options.is_empty() {
+                return Err(bad(url, "a file:// bucket takes no options"));
+            }
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| bad(url, "a file:// URL needs an absolute path"))?;
+            return Self::local(dir);
+        }
+        let container = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad(url, "it names no bucket or container"))?
+            .to_owned();
+        let root = ObjectPath::parse(parsed.path().trim_matches('/'))
+            .map_err(|e| bad(url, e.to_string()))?;
+        let unknown = |key: &str| BucketError::UnknownOption {
+            scheme: scheme.clone(),
+            key: key.to_owned(),
+        };
+        let store: Arc<dyn ObjectStore> = match scheme.as_str() {
+            "s3" | "s3a" => {
+                let mut b =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&container);
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
+                }
+                Arc::new(b.build()?)
+            }
+            "gs" => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&container);
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
+                }
+                Arc::new(b.build()?)
+            }
+            "az" | "azure" | "abfs" => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&container);
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
+                }
+                Arc::new(b.build()?)
+            }
+            other => {
+                return Err(bad(
+                    url,
+                    format!("unknown scheme {other:?}; use file://, s3://, gs:// or az://"),
+                ))
+            }
+        };
+        Ok(Self {
+            store,
+            base: format!("{scheme}://{container}"),
+            root,
+        })
+    }
+
+    /// A bucket in a local folder (made if missing).
+    pub fn local(dir: PathBuf) -> Result<Self, BucketError> {
+        std::fs::create_dir_all(&dir).map_err(|source| BucketError::Folder {
+            path: dir.clone(),
+            source,
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+            base: format!("file://{}", dir.display()),
+            root: ObjectPath::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The prefix an environment owns.
+    pub fn env_prefix(&self, tenant: &str, env: &str) -> ObjectPath {
+        self.root
+            .clone()
+            .join("tenants")
+            .join(tenant)
+            .join("environments")
+            .join(env)
+    }
+
+    /// An environment's `dags/` prefix.
+    pub fn dags_prefix(&self, tenant: &str, env: &str) -> ObjectPath {
+        self.env_prefix(tenant, env).join("dags")
+    }
+
+    /// A prefix as tenants' own tools name it (`s3://bucket/…/dags/`).
+    pub fn url_of(&self, prefix: &ObjectPath) -> String {
+        format!("{}/{prefix}/", self.base)
+    }
+
+    /// `prefix` + a relative, already validated path (`a/b.py`).
+    pub fn child(prefix: &ObjectPath, rel: &str) -> ObjectPath {
+        rel.split('/')
+            .filter(|s| !s.is_empty())
+            .fold(prefix.clone(), |p, part| p.join(part))
+    }
+
+    /// Writes an object whole (stores make it visible atomically: readers see the old or the
+    /// new content, never a part).
+    pub async fn put(&self, path: &ObjectPath, bytes: bytes::Bytes) -> Result<(), BucketError> {
+        self.store.put(path, PutPayload::from(bytes)).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, path: &ObjectPath) -> Result<bytes::Bytes, BucketError> {
+        Ok(self.store.get(path).await?.bytes().await?)
+    }
+
+    pub async fn delete(&self, path: &ObjectPath) -> Result<(), BucketError> {
+        self.store.delete(path).await?;
+        Ok(())
+    }
+
+    /// Every object under `prefix`, with the ETag, size and modification time the sync
+    /// compares (one listing, paged by the store).
+    pub async fn list(&self, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>, BucketError> {
+        Ok(self.store.list(Some(prefix)).try_collect().await?)
+    }
+
+    /// An object's path relative to `prefix` (`a/b.py`), as the bucket spells it.
+    pub fn relative(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {
+        let parts: Vec<String> = path
+            .prefix_match(prefix)?
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn urls_name_their_store_and_bad_ones_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Bucket::from_url(&format!("file://{}", dir.path().display())).unwrap();
+        assert_eq!(
+            local.url_of(&local.dags_prefix("t", "e")),
+            format!(
+                "file://{}/tenants/t/environments/e/dags/",
+                dir.path().display()
+            )
+        );
+        let s3 = Bucket::from_url(
+            "s3://platform/hangar?endpoint=http://127.0.0.1:9&allow_http=true&region=eu-west-1",
+        )
+        .unwrap();
+        assert_eq!(
+            s3.url_of(&s3.dags_prefix("t", "e")),
+            "s3://platform/hangar/tenants/t/environments/e/dags/"
+        );
+        for (url, says) in [
+            ("ftp://x/y", "unknown scheme"),
+            ("s3:///prefix", "names no bucket"),
+            ("file://relative", "absolute path"),
+            ("not a url", "not valid"),
+        ] {
+            let e = Bucket::from_url(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+        let e = Bucket::from_url("s3://b?no_such_option=1").unwrap_err();
+        assert!(e.to_string().contains("no_such_option"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_local_bucket_round_trips_and_lists_with_etags() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bucket::local(dir.path().to_owned()).unwrap();
+        let dags = b.dags_prefix("t", "e");
+        b.put(&Bucket::child(&dags, "team/etl.py"), "x = 1\n".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            b.get(&Bucket::child(&dags, "team/etl.py")).await.unwrap(),
+            "x = 1\n"
+        );
+        let listed = b.list(&dags).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            Bucket::relative(&dags, &listed[0].location).as_deref(),
+            Some("team/etl.py")
+        );
+        assert!(listed[0].e_tag.is_some());
+        b.delete(&Bucket::child(&dags, "team/etl.py"))
+            .await
+            .unwrap();
+        assert!(b.list(&dags).await.unwrap().is_empty());
+        let missing = b.get(&Bucket::child(&dags, "nope.py")).await.unwrap_err();
+        assert!(missing.is_not_found());
+    }
+}
