@@ -211,6 +211,22 @@ impl Moto {
         ]
     }
 
+    /// Creates `bucket` and returns Hangar's bucket URL for it (`HANGAR_BUCKET_URL`).
+    pub async fn bucket_url(&self, bucket: &str, prefix: &str) -> anyhow::Result<String> {
+        self.store(bucket).await?;
+        Ok(url_with(
+            &format!("s3://{bucket}/{prefix}"),
+            &[
+                ("endpoint", self.endpoint.as_str()),
+                ("region", Self::REGION),
+                ("access_key_id", Self::ACCESS_KEY_ID),
+                ("secret_access_key", Self::SECRET_ACCESS_KEY),
+                ("allow_http", "true"),
+                ("virtual_hosted_style_request", "false"),
+            ],
+        ))
+    }
+
     /// Creates `bucket` (a plain `CreateBucket`; moto needs no signature) if it does not exist
     /// and returns a store for it.
     pub async fn store(&self, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -299,6 +315,27 @@ impl FakeGcs {
     /// The base URL that replaces `https://storage.googleapis.com` (the proxy's).
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Creates `bucket` and returns Hangar's bucket URL for it (`HANGAR_BUCKET_URL`).
+    pub async fn bucket_url(&self, bucket: &str, prefix: &str) -> anyhow::Result<String> {
+        self.store(bucket).await?;
+        let key = serde_json::json!({
+            "gcs_base_url": self.base_url,
+            "disable_oauth": true,
+            "client_email": "",
+            "private_key": "",
+            "private_key_id": "",
+        })
+        .to_string();
+        Ok(url_with(
+            &format!("gs://{bucket}/{prefix}"),
+            &[
+                ("service_account_key", key.as_str()),
+                ("base_url", self.base_url.as_str()),
+                ("allow_http", "true"),
+            ],
+        ))
     }
 
     /// Creates `bucket` (JSON API `POST /storage/v1/b`) if it does not exist and returns a store
@@ -520,6 +557,20 @@ impl Azurite {
         format!("http://127.0.0.1:{}/{}", self.port, Self::ACCOUNT)
     }
 
+    /// Creates `container` and returns Hangar's bucket URL for it (`HANGAR_BUCKET_URL`).
+    pub async fn bucket_url(&self, container: &str, prefix: &str) -> anyhow::Result<String> {
+        self.create_container(container).await?;
+        Ok(url_with(
+            &format!("az://{container}/{prefix}"),
+            &[
+                ("endpoint", self.blob_endpoint().as_str()),
+                ("account_name", Self::ACCOUNT),
+                ("access_key", Self::ACCOUNT_KEY),
+                ("allow_http", "true"),
+            ],
+        ))
+    }
+
     /// Creates `container` if it does not exist and returns a store for it.
     ///
     /// The store is configured as for a real account with this endpoint, not with
@@ -574,4 +625,18 @@ impl Azurite {
             .await?;
         created(response, &format!("container {container} on Azurite")).await
     }
+}
+
+/// `base` with `options` as its (escaped) query.
+fn url_with(base: &str, options: &[(&str, &str)]) -> String {
+    let query: Vec<String> = options
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }

@@ -287,6 +287,12 @@ pub async fn spawn_stack() -> anyhow::Result<Stack> {
 
 /// The stack; `with_agent: false` leaves running the agent to the test (`hangar agent`).
 pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
+    spawn_stack_on(with_agent, None).await
+}
+
+/// The stack on the platform bucket `bucket_url` (`HANGAR_BUCKET_URL`; default: a folder of
+/// the stack's own, `Stack::bucket`).
+pub async fn spawn_stack_on(with_agent: bool, bucket_url: Option<String>) -> anyhow::Result<Stack> {
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
     use hangar_data_plane::process_runtime::Platform;
@@ -310,7 +316,8 @@ pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
     )?;
     let redis = PrivateRedis::start(&dir.join("redis")).await?;
     let bucket = dir.join("bucket");
-    let url = format!("file://{}", bucket.display());
+    let url = bucket_url.unwrap_or_else(|| format!("file://{}", bucket.display()));
+    let platform_bucket = hangar_data_plane::bucket::Bucket::from_url(&url)?;
     let app = spawn_app_with(|s| s.bucket = Some(url)).await;
     let created = app
         .admin
@@ -326,7 +333,7 @@ pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
         &redis.admin_url(),
         &dir,
         std::path::Path::new("uv"),
-        Some(hangar_data_plane::bucket::Bucket::local(bucket.clone())?),
+        Some(platform_bucket),
     )
     .await?;
     platform.runtimes = std::sync::Arc::new(RuntimeCache::new(

@@ -46,6 +46,16 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         settle: u64,
     },
+    /// DAG sync: bucket write → DAG listed by the environment's Airflow (`dag_sync_s`), and the
+    /// cost of a sync cycle over many unchanged files.
+    Sync {
+        /// DAG uploads measured, one after another.
+        #[arg(long, default_value_t = 50)]
+        uploads: usize,
+        /// Unchanged files for the steady-state cycle.
+        #[arg(long, default_value_t = 5000)]
+        files: usize,
+    },
     /// Environment get/list latency and throughput of the control plane API.
     Api {
         #[arg(long, default_value_t = 100)]
@@ -503,6 +513,179 @@ generator on the same {cores} cores). Measured {date}.\n\n\
     )
 }
 
+fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    (v.get(i).copied().unwrap_or_default() * 100.0).round() / 100.0
+}
+
+/// `uploads` DAG files written straight into the environment's `dags/` prefix of `url`'s
+/// bucket, each timed from the write to the DAG being listed by the environment's Airflow API.
+async fn dag_sync_latency(url: Option<String>, uploads: usize) -> anyhow::Result<Vec<f64>> {
+    let stack = hangar_tests::spawn_stack_on(true, url.clone()).await?;
+    let editor = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    editor
+        .create_environment(
+            "bench",
+            &CreateEnvironment {
+                name: "sync".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?;
+    wait_phase(&editor, "sync", hangar_tenants::Phase::Available).await?;
+    let bucket = match &url {
+        Some(u) => hangar_data_plane::bucket::Bucket::from_url(u)?,
+        None => hangar_data_plane::bucket::Bucket::local(stack.bucket.clone())?,
+    };
+    let prefix = bucket.dags_prefix("bench", "sync");
+    let mut out = Vec::new();
+    for i in 0..uploads {
+        let dag = format!(
+            "from datetime import datetime\nfrom airflow.sdk import dag\n\n\
+             @dag(schedule=None, start_date=datetime(2024, 1, 1))\ndef sync_{i}():\n    pass\n\n\
+             sync_{i}()\n"
+        );
+        let path = hangar_data_plane::bucket::Bucket::child(&prefix, &format!("sync_{i}.py"));
+        let start = Instant::now();
+        bucket.put(&path, dag.into()).await?;
+        loop {
+            let r = editor
+                .request(
+                    Method::GET,
+                    &format!("v1/tenants/bench/environments/sync/airflow/api/v2/dags/sync_{i}"),
+                )
+                .send()
+                .await?;
+            if r.status().is_success() {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(120),
+                "sync_{i} not listed after 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        out.push(start.elapsed().as_secs_f64());
+        eprintln!("sync_{i}: listed after {:.2} s", out[i]);
+    }
+    stack.shutdown().await;
+    Ok(out)
+}
+
+/// Sync cycles over `files` unchanged files: milliseconds per cycle, objects listed, bytes
+/// downloaded.
+async fn sync_cycle(url: &str, files: usize) -> anyhow::Result<serde_json::Value> {
+    let bucket = hangar_data_plane::bucket::Bucket::from_url(url)?;
+    futures::stream::iter(0..files)
+        .map(|i| {
+            let bucket = bucket.clone();
+            async move {
+                let p = hangar_data_plane::bucket::Bucket::child(
+                    &bucket.dags_prefix("bench", "cycle"),
+                    &format!("team_{}/dag_{i}.py", i % 50),
+                );
+                bucket.put(&p, "x = 1\n".into()).await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let home = std::env::temp_dir().join(format!(
+        "hangar-bench-sync-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&home)?;
+    let mut sync = hangar_data_plane::dag_sync::DagSync::new(bucket, "bench", "cycle", &home, true);
+    let t = Instant::now();
+    let first = sync.sync().await?;
+    let first_s = t.elapsed().as_secs_f64();
+    let mut ms = Vec::new();
+    let (mut listed, mut bytes) = (0, 0);
+    for _ in 0..10 {
+        let t = Instant::now();
+        let o = sync.sync().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        listed = o.listed;
+        bytes += o.bytes;
+    }
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(json!({
+        "cycle_ms_p50": percentile(ms.clone(), 0.5),
+        "cycle_ms_max": percentile(ms, 1.0),
+        "listed": listed,
+        "bytes_downloaded": bytes,
+        "first_sync_s": (first_s * 100.0).round() / 100.0,
+        "first_sync_files": first.downloaded.len(),
+    }))
+}
+
+async fn bench_sync(uploads: usize, files: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut results = Vec::new();
+    eprintln!("dag_sync_s on the local bucket (file://)");
+    let local = dag_sync_latency(None, uploads).await?;
+    results.push(json!({"figure": "dag_sync_s", "store": "file", "p50": percentile(local.clone(), 0.5), "p95": percentile(local.clone(), 0.95), "max": percentile(local, 1.0), "uploads": uploads}));
+    let moto = hangar_tests::emulators::Moto::start().await?;
+    let s3 = moto.bucket_url("bench", "hangar").await?;
+    eprintln!("dag_sync_s on S3 (moto)");
+    let remote = dag_sync_latency(Some(s3.clone()), uploads).await?;
+    results.push(json!({"figure": "dag_sync_s", "store": "s3 (moto)", "p50": percentile(remote.clone(), 0.5), "p95": percentile(remote.clone(), 0.95), "max": percentile(remote, 1.0), "uploads": uploads}));
+    let dir = std::env::temp_dir().join(format!(
+        "hangar-bench-bucket-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    for (store, url) in [
+        ("file", format!("file://{}", dir.display())),
+        ("s3 (moto)", s3),
+    ] {
+        eprintln!("sync cycle over {files} unchanged files on {store}");
+        let mut r = sync_cycle(&url, files).await?;
+        r["figure"] = json!("sync_cycle");
+        r["store"] = json!(store);
+        r["files"] = json!(files);
+        results.push(r);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(results)
+}
+
+fn sync_markdown(r: &[serde_json::Value], uploads: usize, files: usize) -> String {
+    let mut rows = String::new();
+    for x in r.iter().filter(|x| x["figure"] == "dag_sync_s") {
+        rows.push_str(&format!(
+            "| `dag_sync_s` on {} | p50 {} s, p95 {} s (max {} s) | p95 ≤ 5 s (MWAA ~60 s, Composer 3–5 min) |\n",
+            x["store"].as_str().unwrap_or_default(),
+            x["p50"],
+            x["p95"],
+            x["max"]
+        ));
+    }
+    for x in r.iter().filter(|x| x["figure"] == "sync_cycle") {
+        rows.push_str(&format!(
+            "| sync cycle, {files} unchanged files on {} | {} ms p50 (max {} ms), {} objects listed, {} bytes downloaded | |\n",
+            x["store"].as_str().unwrap_or_default(),
+            x["cycle_ms_p50"],
+            x["cycle_ms_max"],
+            x["listed"],
+            x["bytes_downloaded"]
+        ));
+    }
+    format!(
+        "## DAG sync from the platform bucket (`dag_sync_s`)\n\n\
+Command: `scripts/bench sync` (release build; the whole platform on this machine with real Apache Airflow \
+3.3.2; {uploads} DAG files written one after another straight into the environment's `dags/` prefix, each \
+timed from the write to `GET …/airflow/api/v2/dags/{{id}}` answering 200 through Hangar, polled every 50 ms; \
+the agent ticks every second. Then {files} unchanged files, 10 sync cycles each. S3 is moto's server on \
+this machine: no network latency, so real S3 adds its round trips, about 1 listing request per 1,000 \
+objects per cycle). Measured {date}.\n\n\
+| figure | value | aim |\n|---|---|---|\n{rows}\n",
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -515,6 +698,19 @@ async fn main() -> anyhow::Result<()> {
             }
             if !cli.no_docs {
                 write_section(&cli.docs, "env", &env_markdown(&results, runs, settle))?;
+            }
+        }
+        Bench::Sync { uploads, files } => {
+            anyhow::ensure!(
+                uploads > 0 && files > 0,
+                "--uploads and --files must be at least 1"
+            );
+            let results = bench_sync(uploads, files).await?;
+            for r in &results {
+                println!("{r}");
+            }
+            if !cli.no_docs {
+                write_section(&cli.docs, "sync", &sync_markdown(&results, uploads, files))?;
             }
         }
         Bench::Api {
