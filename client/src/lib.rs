@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use hangar_tenants::api::{
     Assignments, AuditLog, Cell, CellCreated, CellList, CreateCell, CreateEnvironment,
-    CreateTenant, CreateToken, Environment, EnvironmentList, ImportErrorList, Problem,
-    RegisterCell, Tenant, TenantList, TokenCreated, TokenList, UpdateEnvironment, WebLoginToken,
+    CreateTenant, CreateToken, CreateUploadUrl, DagFile, DagFileList, Environment, EnvironmentList,
+    ImportErrorList, Problem, RegisterCell, Tenant, TenantList, TokenCreated, TokenList,
+    UpdateEnvironment, UploadUrl, WebLoginToken,
 };
 use hangar_tenants::ObservedState;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -293,6 +294,91 @@ impl Client {
             Method::DELETE,
             &format!("v1/tenants/{tenant}/environments/{env}"),
         ))
+        .await
+    }
+
+    /// `…/dags/{path}` with each segment of `path` escaped.
+    fn dag_url(tenant: &str, env: &str, path: &str) -> String {
+        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let escaped: Vec<String> = path
+            .split('/')
+            .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+            .collect();
+        format!(
+            "v1/tenants/{tenant}/environments/{env}/dags/{}",
+            escaped.join("/")
+        )
+    }
+
+    /// The environment's DAG files (path and size).
+    pub async fn list_dags(&self, tenant: &str, env: &str) -> Result<DagFileList, ClientError> {
+        self.json(self.request(
+            Method::GET,
+            &format!("v1/tenants/{tenant}/environments/{env}/dags"),
+        ))
+        .await
+    }
+
+    /// One DAG file's bytes.
+    pub async fn get_dag(
+        &self,
+        tenant: &str,
+        env: &str,
+        path: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .send(self.request(Method::GET, &Self::dag_url(tenant, env, path)))
+            .await?;
+        let url = resp.url().to_string();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Writes one DAG file.
+    pub async fn put_dag(
+        &self,
+        tenant: &str,
+        env: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<DagFile, ClientError> {
+        self.json(
+            self.request(Method::PUT, &Self::dag_url(tenant, env, path))
+                .body(bytes),
+        )
+        .await
+    }
+
+    /// Removes one DAG file.
+    pub async fn delete_dag(&self, tenant: &str, env: &str, path: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &Self::dag_url(tenant, env, path)))
+            .await?;
+        Ok(())
+    }
+
+    /// A pre-signed URL that uploads one DAG file straight to the platform bucket.
+    pub async fn dag_upload_url(
+        &self,
+        tenant: &str,
+        env: &str,
+        path: &str,
+    ) -> Result<UploadUrl, ClientError> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("v1/tenants/{tenant}/environments/{env}/dag-upload-urls"),
+            )
+            .json(&CreateUploadUrl {
+                path: path.to_owned(),
+            }),
+        )
         .await
     }
 

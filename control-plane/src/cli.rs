@@ -112,6 +112,145 @@ pub struct SpecArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum DagsCmd {
+    /// Uploads a folder's DAG files to the environment, only those that differ from what it
+    /// has, several at once, with a progress bar.
+    Push {
+        /// The folder to upload (its files land under the environment's `dags/`).
+        dir: std::path::PathBuf,
+        /// The environment.
+        #[arg(long)]
+        env: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        /// Also remove the environment's DAG files that are not in the folder.
+        #[arg(long)]
+        delete: bool,
+        /// Uploads in flight at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+    },
+}
+
+/// Regular files under `dir`, relative, `/`-separated; no `__pycache__`, `.git` or
+/// byte-code.
+fn local_dag_files(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, std::path::PathBuf>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("failed to read {}", d.display()))?;
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "__pycache__" || name == ".git" || name.ends_with(".pyc") {
+                continue;
+            }
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.insert(rel, e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn dags(opts: &ClientOpts, cmd: DagsCmd) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let c = client(opts)?;
+    let DagsCmd::Push {
+        dir,
+        env,
+        tenant,
+        delete,
+        parallel,
+    } = cmd;
+    let local = local_dag_files(&dir)?;
+    let remote: BTreeMap<String, u64> = c
+        .list_dags(&tenant, &env)
+        .await?
+        .files
+        .into_iter()
+        .map(|f| (f.path, f.size))
+        .collect();
+    // Same size: compare contents (DAG files are small); otherwise it changed.
+    let mut changed = Vec::new();
+    for (rel, path) in &local {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+        let same = match remote.get(rel) {
+            Some(size) if *size == bytes.len() as u64 => {
+                c.get_dag(&tenant, &env, rel).await? == bytes
+            }
+            _ => false,
+        };
+        if !same {
+            changed.push((rel.clone(), bytes));
+        }
+    }
+    let stale: Vec<&String> = if delete {
+        remote.keys().filter(|k| !local.contains_key(*k)).collect()
+    } else {
+        Vec::new()
+    };
+    let bar = indicatif::ProgressBar::new((changed.len() + stale.len()) as u64);
+    if opts.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let uploaded: Vec<String> = futures::stream::iter(changed)
+        .map(|(rel, bytes)| {
+            let (c, tenant, env, bar) = (&c, &tenant, &env, &bar);
+            async move {
+                c.put_dag(tenant, env, &rel, bytes)
+                    .await
+                    .with_context(|| format!("failed to upload {rel}"))?;
+                bar.set_message(rel.clone());
+                bar.inc(1);
+                Ok::<_, anyhow::Error>(rel)
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    for rel in &stale {
+        c.delete_dag(&tenant, &env, rel)
+            .await
+            .with_context(|| format!("failed to remove {rel}"))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let unchanged = local.len() - uploaded.len();
+    if opts.json {
+        let mut uploaded = uploaded;
+        uploaded.sort();
+        return print_json(&serde_json::json!({
+            "uploaded": uploaded,
+            "removed": stale,
+            "unchanged": unchanged,
+        }));
+    }
+    println!(
+        "uploaded {}, removed {}, unchanged {unchanged}",
+        uploaded.len(),
+        stale.len()
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum EnvCmd {
     Create {
         name: String,

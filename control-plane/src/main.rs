@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         cmd: EnvCmd,
     },
+    /// An environment's DAG files.
+    Dags {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: hangar_control_plane::cli::DagsCmd,
+    },
     /// Data-plane cells (platform admin).
     Cell {
         #[command(flatten)]
@@ -133,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant { opts, cmd } => cli::tenant(&opts, cmd).await?,
         Command::Token { opts, cmd } => cli::token(&opts, cmd).await?,
         Command::Env { opts, cmd } => cli::env(&opts, cmd).await?,
+        Command::Dags { opts, cmd } => cli::dags(&opts, cmd).await?,
         Command::Cell { opts, cmd } => cli::cell(&opts, cmd).await?,
     }
     Ok(())

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ impl BucketError {
 #[derive(Debug, Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
+    /// Signs URLs that let a tenant's own HTTP client upload without Hangar's credentials (S3,
+    /// GCS, Azure; not a local folder).
+    signer: Option<Arc<dyn Signer>>,
     /// `scheme://bucket` (no prefix, no options): how tenants' own tools name it.
     base: String,
     /// The bucket's prefix under which the platform keeps its files.
@@ -92,14 +96,15 @@ impl Bucket {
             scheme: scheme.clone(),
             key: key.to_owned(),
         };
-        let store: Arc<dyn ObjectStore> = match scheme.as_str() {
+        let (store, signer): (Arc<dyn ObjectStore>, Arc<dyn Signer>) = match scheme.as_str() {
             "s3" | "s3a" => {
                 let mut b =
                     object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&container);
                 for (k, v) in &options {
                     b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
                 }
-                Arc::new(b.build()?)
+                let s = Arc::new(b.build()?);
+                (s.clone(), s)
             }
             "gs" => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -107,7 +112,8 @@ impl Bucket {
                 for (k, v) in &options {
                     b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
                 }
-                Arc::new(b.build()?)
+                let s = Arc::new(b.build()?);
+                (s.clone(), s)
             }
             "az" | "azure" | "abfs" => {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
@@ -115,7 +121,8 @@ impl Bucket {
                 for (k, v) in &options {
                     b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
                 }
-                Arc::new(b.build()?)
+                let s = Arc::new(b.build()?);
+                (s.clone(), s)
             }
             other => {
                 return Err(bad(
@@ -126,6 +133,7 @@ impl Bucket {
         };
         Ok(Self {
             store,
+            signer: Some(signer),
             base: format!("{scheme}://{container}"),
             root,
         })
@@ -141,6 +149,7 @@ impl Bucket {
             .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(store),
+            signer: None,
             base: format!("file://{}", dir.display()),
             root: ObjectPath::default(),
         })
@@ -175,6 +184,22 @@ impl Bucket {
         rel.split('/')
             .filter(|s| !s.is_empty())
             .fold(prefix.clone(), |p, part| p.join(part))
+    }
+
+    /// A URL that lets its holder `PUT` one object for `expires_in`, signed with the platform's
+    /// credentials; `None` for a local-folder bucket, which has no URLs.
+    pub async fn signed_put_url(
+        &self,
+        path: &ObjectPath,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<url::Url>, BucketError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(object_store::signer::Method::PUT, path, expires_in)
+            .await?;
+        Ok(Some(url))
     }
 
     /// Writes an object whole (stores make it visible atomically: readers see the old or the

@@ -309,6 +309,24 @@ impl std::fmt::Debug for EnvironmentSecrets {
     }
 }
 
+/// Asks for a pre-signed upload URL for one DAG file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUploadUrl {
+    /// The file's path under the environment's `dags/` prefix, e.g. `team/etl.py`.
+    pub path: String,
+}
+
+/// A URL that uploads one DAG file straight to the platform bucket (S3, GCS, Azure) without
+/// Hangar's credentials: `PUT` the file's bytes to it before `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UploadUrl {
+    pub url: String,
+    pub method: String,
+    pub path: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A DAG file the environment's Airflow could not import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImportError {

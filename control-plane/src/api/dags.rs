@@ -5,9 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use hangar_tenants::api::{DagFile, DagFileList, ImportErrorList, Problem};
+use hangar_tenants::api::{
+    CreateUploadUrl, DagFile, DagFileList, ImportErrorList, Problem, UploadUrl,
+};
 
 use super::error::ApiError;
+use super::extract::ApiJson;
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::dags::UploadError;
@@ -75,4 +78,28 @@ pub async fn import_errors(
     Ok(Json(ImportErrorList {
         import_errors: s.services.import_errors(&actor, &tenant, &env).await?,
     }))
+}
+
+/// A pre-signed URL that uploads one DAG file straight to the platform bucket with the
+/// tenant's own HTTP client (S3, GCS and Azure buckets; 409 for a local-folder bucket). Valid
+/// 15 minutes; the upload is synced like any other write to the `dags/` prefix.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/dag-upload-urls",
+    tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    request_body = CreateUploadUrl,
+    responses(
+        (status = 200, body = UploadUrl),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn dag_upload_url(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((tenant, env)): Path<(String, String)>,
+    ApiJson(req): ApiJson<CreateUploadUrl>,
+) -> Result<Json<UploadUrl>, ApiError> {
+    Ok(Json(
+        s.services
+            .dag_upload_url(&actor, &tenant, &env, &req.path)
+            .await?,
+    ))
 }

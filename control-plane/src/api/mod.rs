@@ -85,6 +85,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(web_login::create_web_login_token))
         .routes(routes!(dags::import_errors))
+        .routes(routes!(dags::dag_upload_url))
         .routes(routes!(web_login::web_login))
         .routes(routes!(cells::create_cell, cells::list_cells))
         .routes(routes!(cells::register_cell))

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use hangar_data_plane::bucket::{Bucket, BucketError};
-use hangar_tenants::api::{DagFile, Role};
+use hangar_tenants::api::{DagFile, Role, UploadUrl};
 use hangar_tenants::dag_path::DagPath;
 use hangar_tenants::{FieldError, Phase};
 use object_store::path::Path as ObjectPath;
@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 use super::{ServiceError, Services, StoreContext, TenantRef};
 use crate::auth::Actor;
 use crate::persistence::{self, audit::NewAudit};
+
+/// How long a pre-signed upload URL is valid.
+const UPLOAD_URL_SECS: u64 = 15 * 60;
 
 /// Largest DAG file accepted.
 pub const MAX_DAG_FILE: usize = 10 * 1024 * 1024;
@@ -164,6 +167,46 @@ impl Services {
             path: path.to_string(),
             size: size as u64,
             sha256: Some(sha256),
+        })
+    }
+
+    /// A pre-signed URL that uploads one DAG file straight to the bucket, valid 15 minutes.
+    pub async fn dag_upload_url(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        env: &str,
+        path: &str,
+    ) -> Result<UploadUrl, ServiceError> {
+        let path = Self::dag_path(path)?;
+        let (t, prefix) = self.dag_prefix(actor, tenant, env, Role::Editor).await?;
+        let expires_in = std::time::Duration::from_secs(UPLOAD_URL_SECS);
+        let url = self
+            .bucket()?
+            .signed_put_url(&Bucket::child(&prefix, path.as_str()), expires_in)
+            .await
+            .map_err(store("sign an upload URL"))?
+            .ok_or_else(|| ServiceError::Conflict {
+                field: None,
+                message: "this platform's bucket is a local folder, which has no upload URLs: \
+                          upload with PUT …/dags/{path}"
+                    .to_owned(),
+            })?;
+        let expires_at = chrono::Utc::now() + chrono::Duration::seconds(UPLOAD_URL_SECS as i64);
+        self.audit_dag(
+            actor,
+            &t,
+            env,
+            &path,
+            "dag.upload_url",
+            json!({ "expires_at": expires_at }),
+        )
+        .await?;
+        Ok(UploadUrl {
+            url: url.to_string(),
+            method: "PUT".to_owned(),
+            path: path.to_string(),
+            expires_at,
         })
     }
 

@@ -299,3 +299,76 @@ fn hangar_serve_refuses_a_malformed_master_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn dags_push_uploads_only_what_changed_and_can_remove_the_rest() {
+    let bucket =
+        std::env::temp_dir().join(format!("hangar-push-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("file://{}", bucket.display());
+    let app = hangar_tests::spawn_app_with(move |s| s.bucket = Some(url)).await;
+    app.tenant_with_role("data", hangar_tenants::api::Role::Admin)
+        .await
+        .unwrap()
+        .create_environment(
+            "data",
+            &hangar_tenants::api::CreateEnvironment {
+                name: "etl".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("hangar-push-src-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("team/__pycache__")).unwrap();
+    std::fs::write(dir.join("a.py"), "a = 1\n").unwrap();
+    std::fs::write(dir.join("team/b c.py"), "b = 1\n").unwrap();
+    std::fs::write(dir.join(".airflowignore"), "scratch/\n").unwrap();
+    std::fs::write(dir.join("team/__pycache__/b.cpython-311.pyc"), "x").unwrap();
+    let (url, d) = (app.address.clone(), dir.clone());
+    let push = move |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "dags",
+            "push",
+            d.to_str().unwrap(),
+            "--env",
+            "etl",
+            "--tenant",
+            "data",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(hangar(&url, ADMIN_TOKEN, &args))).unwrap()
+    };
+    let (push2, dir2, bucket2) = (push.clone(), dir.clone(), bucket.clone());
+    tokio::task::spawn_blocking(move || {
+        let first = push2(&[]);
+        assert_eq!(
+            first["uploaded"],
+            serde_json::json!([".airflowignore", "a.py", "team/b c.py"])
+        );
+        let stored = bucket2.join("tenants/data/environments/etl/dags/team/b c.py");
+        assert_eq!(std::fs::read_to_string(stored).unwrap(), "b = 1\n");
+
+        let again = push2(&[]);
+        assert_eq!(again["uploaded"], serde_json::json!([]));
+        assert_eq!(again["unchanged"], 3);
+
+        // Same size, different content: found by comparing, uploaded alone.
+        std::fs::write(dir2.join("a.py"), "a = 2\n").unwrap();
+        std::fs::remove_file(dir2.join(".airflowignore")).unwrap();
+        let third = push2(&[]);
+        assert_eq!(third["uploaded"], serde_json::json!(["a.py"]));
+        assert_eq!(third["removed"], serde_json::json!([]));
+        let fourth = push2(&["--delete"]);
+        assert_eq!(fourth["removed"], serde_json::json!([".airflowignore"]));
+        assert!(!bucket2
+            .join("tenants/data/environments/etl/dags/.airflowignore")
+            .exists());
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bucket);
+}

@@ -115,6 +115,14 @@ async fn dag_files_round_trip_through_the_bucket_and_are_audited() {
         "{b:?}"
     );
 
+    // A local-folder bucket has no pre-signed upload URLs: said so, by name.
+    let err = editor
+        .dag_upload_url("data", "etl", "team/x.py")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    assert!(err.to_string().contains("PUT"), "{err}");
+
     let del = editor
         .request(Method::DELETE, &format!("{dags}/team/etl.py"))
         .send()
