@@ -132,6 +132,15 @@ async fn run(c: &Client) -> String {
     x["value"].as_str().unwrap_or_default().to_owned()
 }
 
+async fn e_plugins(c: &Client) -> String {
+    c.get_environment("acme", "etl")
+        .await
+        .unwrap()
+        .bucket
+        .unwrap()
+        .plugins
+}
+
 /// `aws s3 cp` of `text` to `s3_url`, as a tenant would.
 fn aws_cp(moto: &Moto, text: &str, s3_url: &str) {
     let file = std::env::temp_dir().join(format!("hangar-cp-{}", uuid::Uuid::new_v4().simple()));
@@ -213,6 +222,33 @@ async fn dags_from_s3_run_and_its_requirements_txt_updates_the_environment() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    assert_eq!(run(&c).await, "pyjokes 0.8.3");
+
+    // A plugin in the bucket's plugins/ prefix: synced, and the components restart to load it.
+    let id = c.get_environment("acme", "etl").await.unwrap().id;
+    let pid_file = stack.env_home(id).join("run/api-server.pid");
+    let pid = || std::fs::read_to_string(&pid_file).unwrap_or_default();
+    let before = pid();
+    let plugins = e_plugins(&c).await;
+    aws_cp(
+        &moto,
+        "VALUE = 'from the plugins prefix'\n",
+        &format!("{plugins}hangar_probe.py"),
+    );
+    let start = Instant::now();
+    while pid() == before || pid().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not restarted for the plugin"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_phase(&c, Phase::Available, Duration::from_secs(120)).await;
+    let home = stack.env_home(id);
+    assert_eq!(
+        std::fs::read_to_string(home.join("plugins/hangar_probe.py")).unwrap(),
+        "VALUE = 'from the plugins prefix'\n"
+    );
     assert_eq!(run(&c).await, "pyjokes 0.8.3");
 
     // A conflicting one: UPDATE_FAILED with uv's reason, and the environment keeps running.
