@@ -169,3 +169,46 @@ async fn pre_signed_upload_urls_work_on_s3_and_azure() {
     let azurite = Azurite::start().await.unwrap();
     upload_url_works(azurite.bucket_url("signed", "hangar").await.unwrap()).await;
 }
+
+/// S3 allows keys such as `dags/../../x.py`, which object_store cannot represent: the listing
+/// fails. The sync then stops with the key named and writes nothing; the folder keeps its last
+/// good state until the key is removed (the other changes wait too).
+#[tokio::test]
+async fn an_escaping_key_on_s3_stops_the_sync_with_the_key_named_and_writes_nothing() {
+    let moto = Moto::start().await.unwrap();
+    let url = moto.bucket_url("escapes", "").await.unwrap();
+    let bucket = Bucket::from_url(&url).unwrap();
+    put(&bucket, "ok.py", "ok = 1\n").await;
+    let home = tempfile_dir();
+    let mut sync = DagSync::new(bucket.clone(), "t", "e", &home, true);
+    assert_eq!(sync.sync().await.unwrap().downloaded, ["ok.py"]);
+
+    let file = home.join("payload.py");
+    std::fs::write(&file, "escaped = 1\n").unwrap();
+    let aws = hangar_tests::emulators::tool("aws").unwrap();
+    let out = std::process::Command::new(aws)
+        .args(["s3api", "put-object", "--bucket", "escapes", "--key"])
+        .arg("tenants/t/environments/e/dags/../../../escaped.py")
+        .arg("--body")
+        .arg(&file)
+        .envs(moto.aws_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    put(&bucket, "new.py", "new = 1\n").await;
+
+    let err = sync.sync().await.unwrap_err().to_string();
+    assert!(err.contains("escaped.py"), "{err}");
+    assert!(!home.join("escaped.py").exists());
+    assert!(!home.parent().unwrap().join("escaped.py").exists());
+    assert_eq!(
+        std::fs::read_to_string(home.join("dags/ok.py")).unwrap(),
+        "ok = 1\n",
+        "the last good folder stays"
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}
