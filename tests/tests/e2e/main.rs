@@ -393,6 +393,36 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         errors[0].message.contains("no_such_module_hangar_e2e"),
         "{errors:?}"
     );
+    // The CLI prints one line per file, ending with the reason.
+    let token = stack
+        .app
+        .admin
+        .create_token(
+            "alpha",
+            &hangar_tenants::api::CreateToken {
+                name: "cli".into(),
+                role: Role::Viewer,
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let out = std::process::Command::new(hangar_bin())
+        .args(["env", "import-errors", "etl", "--tenant", "alpha"])
+        .env("HANGAR_URL", &stack.app.address)
+        .env("HANGAR_TOKEN", token)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.starts_with("broken.py: ") && printed.contains("no_such_module_hangar_e2e"),
+        "{printed}"
+    );
     assert_eq!(
         run_dag(&alpha, "alpha").await,
         stack.env_home(a.id).display().to_string()
