@@ -8,6 +8,7 @@
 //! the environments assigned to this cell.
 
 pub mod agent;
+pub mod autoscaler;
 pub mod broker;
 pub mod bucket;
 pub mod dag_sync;
