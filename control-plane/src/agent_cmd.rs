@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
+use hangar_data_plane::autoscaler::machine_worker_slots;
 use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_tenants::api::CellCapacity;
@@ -44,6 +45,12 @@ pub struct AgentArgs {
     pub bucket: Option<String>,
     #[arg(long, env = "HANGAR_MAX_ENVIRONMENTS", default_value_t = 8)]
     pub max_environments: u32,
+    /// Seconds an environment's lower worker target must hold before workers are drained.
+    #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
+    pub scale_down_cooldown_secs: u64,
+    /// Worker slots of this cell's shared pool (default: 2 per core, at most 1 per GiB).
+    #[arg(long, env = "HANGAR_WORKER_SLOTS")]
+    pub worker_slots: Option<u32>,
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
     pub uv: PathBuf,
 }
@@ -68,16 +75,16 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
         args.bucket.as_deref().map(Bucket::from_url).transpose()?,
     )
     .await?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let settings = AgentSettings {
         cell: args.cell,
         capacity: CellCapacity {
             max_environments: args.max_environments,
-            worker_slots: u32::try_from(cores * 2).unwrap_or(4),
+            worker_slots: args.worker_slots.unwrap_or_else(machine_worker_slots),
         },
         poll_wait: Duration::from_secs(25),
         tick: Duration::from_secs(2),
         on_shutdown: OnShutdown::Detach,
+        scale_down_cooldown: Duration::from_secs(args.scale_down_cooldown_secs),
     };
     agent::run(client, settings, platform, shutdown).await;
     Ok(())

@@ -95,6 +95,9 @@ pub struct SpecArgs {
     pub min_workers: Option<u32>,
     #[arg(long)]
     pub max_workers: Option<u32>,
+    /// Share of the cell's worker pool when it is oversubscribed (1–100).
+    #[arg(long)]
+    pub worker_weight: Option<u32>,
     #[arg(long)]
     pub schedulers: Option<u32>,
     /// Airflow setting as section.key=value (repeatable; replaces all overrides).
@@ -335,6 +338,7 @@ impl SpecArgs {
         );
         put("min_workers", self.min_workers.map(Value::from));
         put("max_workers", self.max_workers.map(Value::from));
+        put("worker_weight", self.worker_weight.map(Value::from));
         put("schedulers", self.schedulers.map(Value::from));
         let map = |v: Option<BTreeMap<String, String>>| v.map(|m| serde_json::json!(m));
         put(

@@ -35,6 +35,12 @@ pub struct DevSettings {
     /// The uv program that builds the environments' Python runtimes.
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
     pub uv: PathBuf,
+    /// Worker slots shared by all environments (default: 2 per core, at most 1 per GiB).
+    #[arg(long, env = "HANGAR_WORKER_SLOTS")]
+    pub worker_slots: Option<u32>,
+    /// Seconds an environment's lower worker target must hold before workers are drained.
+    #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
+    pub scale_down_cooldown_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,16 +240,18 @@ async fn serve(
         Some(Bucket::local(dir.join("bucket"))?),
     )
     .await?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let agent_settings = AgentSettings {
         cell: "local".to_owned(),
         capacity: CellCapacity {
             max_environments: settings.max_environments,
-            worker_slots: u32::try_from(cores * 2).unwrap_or(4),
+            worker_slots: settings
+                .worker_slots
+                .unwrap_or_else(hangar_data_plane::autoscaler::machine_worker_slots),
         },
         poll_wait: std::time::Duration::from_secs(25),
         tick: std::time::Duration::from_secs(2),
         on_shutdown: OnShutdown::Stop,
+        scale_down_cooldown: std::time::Duration::from_secs(settings.scale_down_cooldown_secs),
     };
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(agent::run(

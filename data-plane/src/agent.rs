@@ -4,7 +4,8 @@
 //! restarted at any point picks up where the last one stopped (and re-adopts the processes it
 //! left running).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hangar_client::Client;
@@ -15,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::autoscaler::{allocate, decide, wanted_workers, Cooldown, Demand, Step};
 use crate::process_runtime::{Platform, ProcessEnvironment};
 
 /// What the agent does with its environments when it is told to stop.
@@ -35,6 +37,18 @@ pub struct AgentSettings {
     /// How often each environment is checked.
     pub tick: Duration,
     pub on_shutdown: OnShutdown,
+    /// How long an environment's lower worker target must hold before workers are drained.
+    pub scale_down_cooldown: Duration,
+}
+
+/// Every environment of the cell in its worker pool: its task demand, which the pool is split
+/// by, and the slots its workers hold (taking tasks or draining).
+type Pool = Arc<Mutex<BTreeMap<Uuid, Member>>>;
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    demand: Demand,
+    held: u32,
 }
 
 /// Reports at least this often even when nothing changed (the control plane's liveness view).
@@ -50,6 +64,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut envs: HashMap<Uuid, watch::Sender<Assignment>> = HashMap::new();
+    let pool: Pool = Arc::default();
     let mut tasks = JoinSet::new();
     let mut cursor = 0i64;
     let mut registered = false;
@@ -91,6 +106,7 @@ pub async fn run(
                                 settings.clone(),
                                 platform.clone(),
                                 rx,
+                                pool.clone(),
                                 cancel.clone(),
                             ));
                         }
@@ -120,12 +136,21 @@ async fn environment_task(
     settings: AgentSettings,
     platform: Platform,
     mut rx: watch::Receiver<Assignment>,
+    pool: Pool,
     cancel: CancellationToken,
 ) {
+    let leave_pool = |pool: &Pool, id: Uuid| {
+        if let Ok(mut p) = pool.lock() {
+            p.remove(&id);
+        }
+    };
     let first = rx.borrow().clone();
     let (id, name) = (first.id, format!("{}/{}", first.tenant, first.name));
     let mut env = ProcessEnvironment::new(platform, &first);
     let mut applied: Option<i64> = None;
+    // The assignment whose revision runs: scaling re-applies it, never a newer failing one.
+    let mut running: Option<Assignment> = None;
+    let mut cooldown = Cooldown::new(settings.scale_down_cooldown);
     let mut failed: Option<FailedApply> = None;
     let mut attempts: (i64, u32) = (0, 0);
     let mut retry_at = Instant::now();
@@ -142,6 +167,7 @@ async fn environment_task(
                     match client.report_observed(&settings.cell, id, &gone).await {
                         Ok(_) => {
                             tracing::info!(env = %name, "deleted");
+                            leave_pool(&pool, id);
                             return;
                         }
                         Err(e) => {
@@ -165,6 +191,7 @@ async fn environment_task(
                             "applied"
                         );
                         applied = Some(a.revision);
+                        running = Some(a.clone());
                         failed = None;
                     }
                     Err(e) => {
@@ -209,6 +236,16 @@ async fn environment_task(
                     }
                 }
             }
+            if let Some(r) = running.as_ref() {
+                autoscale(
+                    &mut env,
+                    r,
+                    &pool,
+                    settings.capacity.worker_slots,
+                    &mut cooldown,
+                )
+                .await;
+            }
             let observed = env.observe(failed.clone()).await;
             let due = last
                 .as_ref()
@@ -241,6 +278,73 @@ async fn environment_task(
             () = tokio::time::sleep(settings.tick) => {}
         }
     }
+}
+
+/// One autoscaling round for an environment: its demand joins the cell's pool, its share of
+/// the pool is its target, new workers start at once into free slots, and surplus workers are
+/// drained after the cooldown (at once when the pool owes their slots to others).
+async fn autoscale(
+    env: &mut ProcessEnvironment,
+    a: &Assignment,
+    pool: &Pool,
+    slots: u32,
+    cooldown: &mut Cooldown,
+) {
+    let (queued, running) = match env.task_counts(a).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "no task counts yet");
+            return;
+        }
+    };
+    let demand = Demand {
+        queued,
+        running,
+        concurrency: a.spec.worker_concurrency(),
+        min_workers: a.spec.min_workers,
+        max_workers: a.spec.max_workers,
+        weight: a.spec.worker_weight,
+    };
+    let current = env.current_workers();
+    let held = current + env.draining_workers();
+    let (share, free) = match pool.lock() {
+        Ok(mut p) => {
+            p.insert(a.id, Member { demand, held });
+            let demands: Vec<Demand> = p.values().map(|m| m.demand).collect();
+            let shares = allocate(slots, &demands);
+            let share = p
+                .keys()
+                .position(|i| *i == a.id)
+                .and_then(|i| shares.get(i).copied())
+                .unwrap_or(a.spec.min_workers);
+            let used: u32 = p.values().map(|m| m.held).sum();
+            (share, slots.saturating_sub(used))
+        }
+        Err(_) => return,
+    };
+    let wanted = wanted_workers(&demand);
+    let next = match decide(cooldown, Instant::now(), current, wanted, share, free) {
+        Step::Up(n) => current + n,
+        Step::Down(n) => current - n,
+        Step::Hold => current,
+    };
+    if next != current {
+        tracing::info!(env = %a.name, queued, running, wanted, share, from = current, to = next, "scaling workers");
+        match env.scale_to(a, next).await {
+            Ok(()) => env.count_scaling(next > current),
+            Err(e) => tracing::warn!(env = %a.name, error = %e, "failed to scale workers"),
+        }
+        if let Ok(mut p) = pool.lock() {
+            p.insert(
+                a.id,
+                Member {
+                    demand,
+                    held: env.current_workers() + env.draining_workers(),
+                },
+            );
+        }
+    }
+    env.set_worker_status(queued, running, share);
 }
 
 pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {

@@ -9,8 +9,37 @@
 //! - [`Cooldown`]: scale up at once, scale down only once the lower target has held for the
 //!   cooldown. Scaling down is done by the runtime by draining (Celery warm shutdown), never by
 //!   killing a busy worker; this module only says how many.
+//! - [`decide`]: one environment's step given its share, its wish and the pool's free slots:
+//!   new workers only into free slots (draining workers still hold theirs), and a share cut by
+//!   the pool (others are owed slots) drains at once instead of after the cooldown.
 
 use std::time::{Duration, Instant};
+
+/// Memory a worker slot is budgeted at: a Celery worker and its running tasks, measured at
+/// 0.3–1 GB on the process runtime (Airflow 3.3, concurrency 5).
+const SLOT_MEMORY_MIB: u64 = 1024;
+
+/// The process runtime's default pool: two worker slots per core, no more than the memory
+/// budget allows (`mem_total_mib` / 1 GiB), at least one.
+pub fn default_worker_slots(cores: usize, mem_total_mib: u64) -> u32 {
+    let by_cores = u64::try_from(cores).unwrap_or(1).saturating_mul(2);
+    let by_memory = mem_total_mib / SLOT_MEMORY_MIB;
+    u32::try_from(by_cores.min(by_memory).max(1)).unwrap_or(u32::MAX)
+}
+
+/// [`default_worker_slots`] of this machine (`/proc/meminfo`'s `MemTotal`).
+pub fn machine_worker_slots() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mem_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4096, |kib| kib / 1024);
+    default_worker_slots(cores, mem_mib)
+}
 
 /// One environment's demand on its cell's pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +138,30 @@ impl Cooldown {
     }
 }
 
+/// One environment's step now. `current`: its workers taking tasks; `wanted`:
+/// [`wanted_workers`]; `share`: its [`allocate`] share (≤ `wanted`); `free`: pool slots held by
+/// nobody (workers draining anywhere still hold theirs).
+pub fn decide(
+    cooldown: &mut Cooldown,
+    now: Instant,
+    current: u32,
+    wanted: u32,
+    share: u32,
+    free: u32,
+) -> Step {
+    if share < current && share < wanted {
+        // The pool, not a drop in demand, lowers the target: other environments wait for these
+        // slots, so the surplus drains now (its running tasks still finish).
+        cooldown.lower_since = None;
+        return Step::Down(current - share);
+    }
+    match cooldown.step(now, current, share) {
+        Step::Up(n) if n.min(free) == 0 => Step::Hold,
+        Step::Up(n) => Step::Up(n.min(free)),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +248,46 @@ mod tests {
             "only 40 s since it went lower again"
         );
         assert_eq!(c.step(s(170), 2, 0), Step::Down(2));
+    }
+
+    #[rstest]
+    #[case::up_into_free_slots(0, 3, 3, 5, Step::Up(3))]
+    #[case::up_only_as_far_as_the_pool_is_free(0, 3, 3, 1, Step::Up(1))]
+    #[case::no_free_slot_waits(1, 3, 3, 0, Step::Hold)]
+    #[case::steady(2, 2, 2, 0, Step::Hold)]
+    #[case::demand_drop_waits_for_the_cooldown(3, 1, 1, 0, Step::Hold)]
+    #[case::pool_cut_drains_at_once(4, 6, 3, 0, Step::Down(1))]
+    #[case::pool_cut_below_a_demand_drop(4, 3, 2, 0, Step::Down(2))]
+    fn decisions(
+        #[case] current: u32,
+        #[case] wanted: u32,
+        #[case] share: u32,
+        #[case] free: u32,
+        #[case] want: Step,
+    ) {
+        let mut c = Cooldown::new(Duration::from_secs(60));
+        assert_eq!(
+            decide(&mut c, Instant::now(), current, wanted, share, free),
+            want
+        );
+    }
+
+    #[test]
+    fn a_demand_drop_drains_after_the_cooldown_even_with_no_free_slot() {
+        let t0 = Instant::now();
+        let mut c = Cooldown::new(Duration::from_secs(60));
+        assert_eq!(decide(&mut c, t0, 3, 1, 1, 0), Step::Hold);
+        assert_eq!(
+            decide(&mut c, t0 + Duration::from_secs(61), 3, 1, 1, 0),
+            Step::Down(2)
+        );
+    }
+
+    #[rstest]
+    #[case::cores_bound(2, 24_000, 4)]
+    #[case::memory_bound(16, 8_192, 8)]
+    #[case::tiny_machine_gets_one(1, 512, 1)]
+    fn default_slots(#[case] cores: usize, #[case] mem: u64, #[case] want: u32) {
+        assert_eq!(default_worker_slots(cores, mem), want);
     }
 }

@@ -139,6 +139,15 @@ pub struct ProcessEnvironment {
     sync_status: Option<hangar_tenants::DagSyncStatus>,
     /// `requirements.txt` of the environment's bucket prefix: its ETag and text, as last read.
     bucket_requirements: Option<(Option<String>, String)>,
+    /// Celery workers to run, set by the autoscaler (`None`: the spec's `min_workers`).
+    workers: Option<u32>,
+    /// The autoscaler's view, as reported.
+    worker_status: Option<hangar_tenants::WorkerStatus>,
+    /// A connection to the environment's own database, for task counts.
+    counts_conn: Option<sqlx::PgConnection>,
+    /// Scaling decisions carried out since this agent started.
+    scale_ups: u64,
+    scale_downs: u64,
 }
 
 /// What one round of syncing from the bucket changed.
@@ -171,6 +180,11 @@ impl ProcessEnvironment {
             plugin_sync: None,
             sync_status: None,
             bucket_requirements: None,
+            workers: None,
+            worker_status: None,
+            counts_conn: None,
+            scale_ups: 0,
+            scale_downs: 0,
         }
     }
 
@@ -260,14 +274,9 @@ impl ProcessEnvironment {
                 .to_owned(),
             broker_key_prefix: broker.key_prefix.clone(),
         };
-        let mut bp = blueprint::blueprint(
-            &a.spec,
-            secrets,
-            &layout,
-            ports,
-            &backends,
-            a.spec.min_workers,
-        );
+        let workers = self.workers(&a.spec);
+        self.workers = Some(workers);
+        let mut bp = blueprint::blueprint(&a.spec, secrets, &layout, ports, &backends, workers);
         // Every component loads plugins: a new plugins generation restarts them (workers by
         // retiring, so running tasks finish).
         let plugins = self.plugin_sync.as_ref().map_or(0, DagSync::generation);
@@ -288,6 +297,86 @@ impl ProcessEnvironment {
             layout.url_path.trim_end_matches('/')
         ));
         Ok(())
+    }
+
+    /// The workers to run: the autoscaler's number within the spec's bounds.
+    fn workers(&self, spec: &hangar_tenants::EnvironmentSpec) -> u32 {
+        self.workers
+            .unwrap_or(spec.min_workers)
+            .clamp(spec.min_workers, spec.max_workers.max(spec.min_workers))
+    }
+
+    /// Workers running and taking tasks now.
+    pub fn current_workers(&self) -> u32 {
+        self.workers.unwrap_or(0)
+    }
+
+    /// Task instances queued and running in the environment's Airflow (the autoscaler's
+    /// signal, as MWAA's and the Helm chart's).
+    pub async fn task_counts(&mut self, a: &Assignment) -> Result<(u32, u32), sqlx::Error> {
+        use sqlx::Connection;
+        if self.counts_conn.is_none() {
+            let Some(secrets) = a.secrets.as_ref() else {
+                return Ok((0, 0));
+            };
+            let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
+            let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
+            self.counts_conn = Some(sqlx::PgConnection::connect(url.expose_secret()).await?);
+        }
+        let Some(conn) = self.counts_conn.as_mut() else {
+            return Ok((0, 0));
+        };
+        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'queued'),
+                    count(*) FILTER (WHERE state = 'running')
+             FROM task_instance WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(&mut *conn)
+        .await;
+        match row {
+            Ok((q, r)) => Ok((
+                u32::try_from(q).unwrap_or(u32::MAX),
+                u32::try_from(r).unwrap_or(u32::MAX),
+            )),
+            Err(e) => {
+                self.counts_conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `n` workers for the revision `a` (already applied): new ones start, surplus ones
+    /// are retired and drain. Records the autoscaler's view for the report.
+    pub async fn scale_to(&mut self, a: &Assignment, n: u32) -> Result<(), ReconcileError> {
+        self.workers = Some(n);
+        self.apply(a).await
+    }
+
+    /// Retired workers still finishing their tasks.
+    pub fn draining_workers(&self) -> u32 {
+        u32::try_from(self.supervisor.draining_pids().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Counts one scaling decision carried out (up or down), for the report.
+    pub fn count_scaling(&mut self, up: bool) {
+        if up {
+            self.scale_ups += 1;
+        } else {
+            self.scale_downs += 1;
+        }
+    }
+
+    /// Records what the autoscaler saw and wants, for the report.
+    pub fn set_worker_status(&mut self, queued: u32, running: u32, desired: u32) {
+        self.worker_status = Some(hangar_tenants::WorkerStatus {
+            queued,
+            running,
+            desired,
+            actual: self.current_workers(),
+            draining: self.draining_workers(),
+            scale_ups: self.scale_ups,
+            scale_downs: self.scale_downs,
+        });
     }
 
     /// One round of syncing from the environment's bucket prefix: DAGs, plugins and
@@ -423,6 +512,7 @@ impl ProcessEnvironment {
             endpoints,
             dag_sync: self.sync_status.clone(),
             bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
+            workers: self.worker_status.clone(),
         }
     }
 
@@ -518,6 +608,7 @@ impl ProcessEnvironment {
             endpoints: Default::default(),
             dag_sync: None,
             bucket_requirements: None,
+            workers: None,
         }
     }
 }

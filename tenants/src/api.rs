@@ -110,6 +110,10 @@ pub struct CreateEnvironment {
     pub min_workers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_workers: Option<u32>,
+    /// Share of the cell's worker pool when it is oversubscribed, relative to the other
+    /// environments' (1–100, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_weight: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +140,10 @@ pub struct UpdateEnvironment {
     pub min_workers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_workers: Option<u32>,
+    /// Share of the cell's worker pool when it is oversubscribed, relative to the other
+    /// environments' (1–100, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_weight: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

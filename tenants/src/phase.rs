@@ -130,6 +130,31 @@ pub struct ObservedState {
     /// change of it becomes an update of the environment's `requirements`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_requirements: Option<String>,
+    /// Task demand and workers, as the autoscaler sees them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkerStatus>,
+}
+
+/// An environment's task demand and Celery workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerStatus {
+    /// Task instances queued for a worker.
+    pub queued: u32,
+    /// Task instances running.
+    pub running: u32,
+    /// Workers the autoscaler wants (within the pool's share and the environment's bounds).
+    pub desired: u32,
+    /// Workers running and taking tasks.
+    pub actual: u32,
+    /// Retired workers finishing their tasks.
+    pub draining: u32,
+    /// Scale-ups carried out since the cell's agent started.
+    #[serde(default)]
+    pub scale_ups: u64,
+    /// Scale-downs (workers drained) carried out since the cell's agent started.
+    #[serde(default)]
+    pub scale_downs: u64,
 }
 
 /// How the environment's DAG folder follows its bucket prefix.

@@ -111,6 +111,15 @@ impl EnvironmentClass {
     }
 }
 
+/// Pool weight of an environment that sets none.
+pub const DEFAULT_WORKER_WEIGHT: u32 = 1;
+/// Highest pool weight: one environment gets at most 100 times another's contended share.
+pub const MAX_WORKER_WEIGHT: u32 = 100;
+
+fn default_worker_weight() -> u32 {
+    DEFAULT_WORKER_WEIGHT
+}
+
 /// The validated desired state of one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnvironmentSpec {
@@ -121,6 +130,10 @@ pub struct EnvironmentSpec {
     /// Workers kept running when nothing is queued; 0 lets the environment scale to zero.
     pub min_workers: u32,
     pub max_workers: u32,
+    /// Share of the cell's worker pool, relative to the other environments', when the pool is
+    /// oversubscribed (after every environment's `min_workers`).
+    #[serde(default = "default_worker_weight")]
+    pub worker_weight: u32,
     pub schedulers: u32,
     /// Airflow configuration as `section.key` → value; keys the platform owns are refused.
     pub airflow_config_overrides: BTreeMap<String, String>,
@@ -149,6 +162,7 @@ impl EnvironmentSpec {
             environment_class: req.environment_class.unwrap_or_default(),
             min_workers: req.min_workers.unwrap_or(0),
             max_workers: req.max_workers.unwrap_or(10),
+            worker_weight: req.worker_weight.unwrap_or(DEFAULT_WORKER_WEIGHT),
             schedulers: req.schedulers.unwrap_or(1),
             airflow_config_overrides: req.airflow_config_overrides.unwrap_or_default(),
             env_vars: req.env_vars.unwrap_or_default(),
@@ -174,6 +188,7 @@ impl EnvironmentSpec {
             environment_class: req.environment_class.unwrap_or(self.environment_class),
             min_workers: req.min_workers.unwrap_or(self.min_workers),
             max_workers: req.max_workers.unwrap_or(self.max_workers),
+            worker_weight: req.worker_weight.unwrap_or(self.worker_weight),
             schedulers: req.schedulers.unwrap_or(self.schedulers),
             airflow_config_overrides: req
                 .airflow_config_overrides
@@ -202,6 +217,7 @@ struct Draft {
     environment_class: EnvironmentClass,
     min_workers: u32,
     max_workers: u32,
+    worker_weight: u32,
     schedulers: u32,
     airflow_config_overrides: BTreeMap<String, String>,
     env_vars: BTreeMap<String, String>,
@@ -239,6 +255,12 @@ impl Draft {
                 ),
             );
         }
+        if !(1..=MAX_WORKER_WEIGHT).contains(&self.worker_weight) {
+            errors.push(
+                "worker_weight",
+                format!("must be between 1 and {MAX_WORKER_WEIGHT}"),
+            );
+        }
         if !(1..=MAX_SCHEDULERS).contains(&self.schedulers) {
             errors.push(
                 "schedulers",
@@ -268,6 +290,7 @@ impl Draft {
             environment_class: self.environment_class,
             min_workers: self.min_workers,
             max_workers: self.max_workers,
+            worker_weight: self.worker_weight,
             schedulers: self.schedulers,
             airflow_config_overrides: self.airflow_config_overrides,
             env_vars: self.env_vars,
@@ -458,6 +481,7 @@ mod tests {
           "environment_class": "small",
           "min_workers": 0,
           "max_workers": 10,
+          "worker_weight": 1,
           "schedulers": 1,
           "airflow_config_overrides": {},
           "env_vars": {},
@@ -471,6 +495,8 @@ mod tests {
     #[case(serde_json::json!({"name": "UPPER"}), "name")]
     #[case(serde_json::json!({"name": "a", "min_workers": 3, "max_workers": 2}), "min_workers")]
     #[case(serde_json::json!({"name": "a", "max_workers": 101}), "max_workers")]
+    #[case(serde_json::json!({"name": "a", "worker_weight": 0}), "worker_weight")]
+    #[case(serde_json::json!({"name": "a", "worker_weight": 101}), "worker_weight")]
     #[case(serde_json::json!({"name": "a", "schedulers": 0}), "schedulers")]
     #[case(serde_json::json!({"name": "a", "schedulers": 6}), "schedulers")]
     #[case(serde_json::json!({"name": "a", "airflow_version": "2.10.5"}), "airflow_version")]

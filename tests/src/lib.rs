@@ -274,6 +274,68 @@ impl Stack {
     }
 }
 
+/// Waits until `tenant/env` is in phase `want`, failing the test after `within`.
+#[allow(clippy::panic, reason = "a test assertion")]
+pub async fn wait_for_phase(
+    client: &Client,
+    tenant: &str,
+    env: &str,
+    want: hangar_tenants::Phase,
+    within: Duration,
+) -> hangar_tenants::api::Environment {
+    let start = std::time::Instant::now();
+    loop {
+        let e = client
+            .get_environment(tenant, env)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("reading {tenant}/{env}: {e}");
+            });
+        if e.phase == want {
+            return e;
+        }
+        assert!(
+            e.phase != hangar_tenants::Phase::CreateFailed,
+            "{tenant}/{env} is CREATE_FAILED ({:?}), not {want}",
+            e.status_message
+        );
+        assert!(
+            start.elapsed() < within,
+            "{tenant}/{env} is {} ({:?}) after {:?}, not {want}",
+            e.phase,
+            e.status_message,
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A call to `tenant/env`'s Airflow REST API (`/api/v2/{path}`) through Hangar's proxy: the
+/// status and the JSON body (`Null` when it is not JSON); a request that fails fails the test.
+#[allow(clippy::panic, reason = "a test assertion")]
+pub async fn airflow_api(
+    client: &Client,
+    tenant: &str,
+    env: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut rb = client.request(
+        method,
+        &format!("v1/tenants/{tenant}/environments/{env}/airflow/api/v2/{path}"),
+    );
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Airflow API {path}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Where the tests keep Python runtimes between runs, so Airflow is installed once per machine.
 pub fn test_runtime_dir() -> PathBuf {
     std::env::var("HANGAR_TEST_RUNTIME_DIR")
@@ -293,6 +355,48 @@ pub async fn spawn_stack_with(with_agent: bool) -> anyhow::Result<Stack> {
 /// The stack on the platform bucket `bucket_url` (`HANGAR_BUCKET_URL`; default: a folder of
 /// the stack's own, `Stack::bucket`).
 pub async fn spawn_stack_on(with_agent: bool, bucket_url: Option<String>) -> anyhow::Result<Stack> {
+    spawn_stack_opts(StackOptions {
+        with_agent,
+        bucket_url,
+        ..StackOptions::default()
+    })
+    .await
+}
+
+/// How a test's stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Run the agent in-process (`false`: the test runs `hangar agent`).
+    pub with_agent: bool,
+    /// `HANGAR_BUCKET_URL` (default: a folder of the stack's own, `Stack::bucket`).
+    pub bucket_url: Option<String>,
+    /// The cell's shared worker pool.
+    pub worker_slots: u32,
+    pub scale_down_cooldown: Duration,
+    /// How often the agent checks each environment (the shipped agent: 2 s).
+    pub tick: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            with_agent: true,
+            bucket_url: None,
+            worker_slots: 8,
+            scale_down_cooldown: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
+    let StackOptions {
+        with_agent,
+        bucket_url,
+        worker_slots,
+        scale_down_cooldown,
+        tick,
+    } = opts;
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
     use hangar_data_plane::process_runtime::Platform;
@@ -344,11 +448,12 @@ pub async fn spawn_stack_on(with_agent: bool, bucket_url: Option<String>) -> any
         cell: "local".to_owned(),
         capacity: CellCapacity {
             max_environments: 10,
-            worker_slots: 8,
+            worker_slots,
         },
         poll_wait: Duration::from_secs(10),
-        tick: Duration::from_secs(1),
+        tick,
         on_shutdown: OnShutdown::Stop,
+        scale_down_cooldown,
     };
     let agent_stop = CancellationToken::new();
     let agent = with_agent.then(|| {

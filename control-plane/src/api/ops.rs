@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::persistence;
+use hangar_tenants::WorkerStatus;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -40,7 +41,8 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus metrics: request counts and latencies, environments by phase.
+/// Prometheus metrics: request counts and latencies, environments by phase, each environment's
+/// tasks and workers, each cell's worker pool.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -56,7 +58,119 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: failed to count environments"),
     }
+    let db = &state.services.db.pool;
+    match (
+        persistence::environments::worker_figures(db).await,
+        persistence::cells::list(db).await,
+    ) {
+        (Ok(envs), Ok(cells)) => {
+            let envs: Vec<(String, String, Option<String>, WorkerStatus)> = envs
+                .into_iter()
+                .filter_map(|r| {
+                    let w = serde_json::from_value(r.workers).ok()?;
+                    Some((r.tenant, r.name, r.cell, w))
+                })
+                .collect();
+            let cells: Vec<(String, u32)> = cells
+                .into_iter()
+                .filter_map(|c| Some((c.name, u32::try_from(c.worker_slots?).ok()?)))
+                .collect();
+            text.push_str(&render_workers(&envs, &cells));
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "metrics: failed to read worker figures");
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The worker gauges and counters in Prometheus' text format: per environment (tenant,
+/// environment, cell) its tasks and workers as last reported; per cell its pool's slots, the
+/// slots held by workers (taking tasks or draining) and their ratio.
+fn render_workers(
+    envs: &[(String, String, Option<String>, WorkerStatus)],
+    cells: &[(String, u32)],
+) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut held: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut tasks = String::new();
+    let mut workers = String::new();
+    let mut scaling = String::new();
+    for (tenant, env, cell, w) in envs {
+        let cell = cell.as_deref().unwrap_or("");
+        let labels = format!(
+            "tenant=\"{}\",environment=\"{}\",cell=\"{}\"",
+            label(tenant),
+            label(env),
+            label(cell)
+        );
+        for (state, n) in [("queued", w.queued), ("running", w.running)] {
+            let _ = writeln!(
+                tasks,
+                "hangar_environment_tasks{{{labels},state=\"{state}\"}} {n}"
+            );
+        }
+        for (state, n) in [
+            ("desired", w.desired),
+            ("actual", w.actual),
+            ("draining", w.draining),
+        ] {
+            let _ = writeln!(
+                workers,
+                "hangar_environment_workers{{{labels},state=\"{state}\"}} {n}"
+            );
+        }
+        for (direction, n) in [("up", w.scale_ups), ("down", w.scale_downs)] {
+            let _ = writeln!(
+                scaling,
+                "hangar_environment_scaling_total{{{labels},direction=\"{direction}\"}} {n}"
+            );
+        }
+        *held.entry(cell).or_default() += w.actual + w.draining;
+    }
+    out.push_str("# HELP hangar_environment_tasks Task instances queued or running, as last reported.\n# TYPE hangar_environment_tasks gauge\n");
+    out.push_str(&tasks);
+    out.push_str("# HELP hangar_environment_workers Celery workers: desired (the environment's pool share), actual (taking tasks), draining.\n# TYPE hangar_environment_workers gauge\n");
+    out.push_str(&workers);
+    out.push_str("# HELP hangar_environment_scaling_total Scaling steps carried out since the cell's agent started.\n# TYPE hangar_environment_scaling_total counter\n");
+    out.push_str(&scaling);
+    out.push_str("# HELP hangar_cell_worker_slots Worker slots of the cell's shared pool.\n# TYPE hangar_cell_worker_slots gauge\n");
+    for (cell, slots) in cells {
+        let _ = writeln!(
+            out,
+            "hangar_cell_worker_slots{{cell=\"{}\"}} {slots}",
+            label(cell)
+        );
+    }
+    out.push_str("# HELP hangar_cell_workers Worker slots held by workers taking tasks or draining.\n# TYPE hangar_cell_workers gauge\n");
+    for (cell, _) in cells {
+        let n = held.get(cell.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(out, "hangar_cell_workers{{cell=\"{}\"}} {n}", label(cell));
+    }
+    out.push_str("# HELP hangar_cell_pool_utilization Held worker slots / the pool's slots.\n# TYPE hangar_cell_pool_utilization gauge\n");
+    for (cell, slots) in cells {
+        let n = held.get(cell.as_str()).copied().unwrap_or(0);
+        let ratio = if *slots == 0 {
+            0.0
+        } else {
+            f64::from(n) / f64::from(*slots)
+        };
+        let _ = writeln!(
+            out,
+            "hangar_cell_pool_utilization{{cell=\"{}\"}} {ratio}",
+            label(cell)
+        );
+    }
+    out
+}
+
+/// A Prometheus label value with `\\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// This API's OpenAPI 3.1 document.
@@ -67,4 +181,66 @@ pub async fn openapi_document(State(state): State<AppState>) -> impl IntoRespons
         [(header::CONTENT_TYPE, "application/json")],
         state.openapi_json.as_str().to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(queued: u32, running: u32, desired: u32, actual: u32, draining: u32) -> WorkerStatus {
+        WorkerStatus {
+            queued,
+            running,
+            desired,
+            actual,
+            draining,
+            scale_ups: 3,
+            scale_downs: 2,
+        }
+    }
+
+    #[test]
+    fn worker_metrics_sum_held_slots_per_cell() {
+        let envs = vec![
+            (
+                "a".into(),
+                "etl".into(),
+                Some("local".into()),
+                w(4, 5, 2, 2, 1),
+            ),
+            (
+                "b".into(),
+                "ml".into(),
+                Some("local".into()),
+                w(0, 0, 0, 0, 0),
+            ),
+            (
+                "c".into(),
+                "x".into(),
+                Some("other".into()),
+                w(0, 1, 1, 1, 0),
+            ),
+        ];
+        let cells = vec![("local".into(), 4), ("other".into(), 0), ("idle".into(), 2)];
+        let text = render_workers(&envs, &cells);
+        for line in [
+            r#"hangar_environment_tasks{tenant="a",environment="etl",cell="local",state="queued"} 4"#,
+            r#"hangar_environment_workers{tenant="a",environment="etl",cell="local",state="draining"} 1"#,
+            r#"hangar_environment_scaling_total{tenant="b",environment="ml",cell="local",direction="down"} 2"#,
+            r#"hangar_cell_workers{cell="local"} 3"#,
+            r#"hangar_cell_pool_utilization{cell="local"} 0.75"#,
+            r#"hangar_cell_pool_utilization{cell="other"} 0"#,
+            r#"hangar_cell_workers{cell="idle"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+    }
 }

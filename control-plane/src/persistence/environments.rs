@@ -264,6 +264,30 @@ pub async fn count_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::E
     Ok(rows.into_iter().map(|r| (r.phase, r.n)).collect())
 }
 
+/// One environment's worker figures as its agent last reported them (`observed.workers`).
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub tenant: String,
+    pub name: String,
+    pub cell: Option<String>,
+    pub workers: serde_json::Value,
+}
+
+/// Every live environment's last reported worker figures.
+pub async fn worker_figures(pool: &PgPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
+    sqlx::query_as!(
+        WorkerRow,
+        r#"SELECT t.name AS tenant, e.name, c.name AS "cell?", e.observed -> 'workers' AS "workers!"
+           FROM environments e
+           JOIN tenants t ON t.id = e.tenant_id
+           LEFT JOIN cells c ON c.id = e.cell_id
+           WHERE e.phase <> 'DELETED' AND e.observed ? 'workers'
+           ORDER BY t.name, e.name"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Serialises requests that carry the same idempotency key until the transaction ends.
 pub async fn lock_idempotency_key(
     conn: &mut PgConnection,

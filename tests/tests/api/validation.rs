@@ -54,6 +54,8 @@ async fn assert_nothing_written(app: &TestApp) {
 #[case::platform_owned_config(json!({"name": "etl", "airflow_config_overrides": {"core.executor": "LocalExecutor"}}), "airflow_config_overrides.core.executor")]
 #[case::broker_url_cmd(json!({"name": "etl", "airflow_config_overrides": {"celery.broker_url_cmd": "cat /etc/x"}}), "airflow_config_overrides.celery.broker_url_cmd")]
 #[case::wrong_type(json!({"name": "etl", "max_workers": "ten"}), "max_workers")]
+#[case::weight_zero(json!({"name": "etl", "worker_weight": 0}), "worker_weight")]
+#[case::weight_too_high(json!({"name": "etl", "worker_weight": 1000}), "worker_weight")]
 #[case::negative_count(json!({"name": "etl", "min_workers": -1}), "min_workers")]
 #[case::unknown_class(json!({"name": "etl", "environment_class": "huge"}), "environment_class")]
 #[case::reserved_env_var(json!({"name": "etl", "env_vars": {"AIRFLOW__CORE__EXECUTOR": "x"}}), "env_vars.AIRFLOW__CORE__EXECUTOR")]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hangar_client::Client;
 use hangar_tenants::api::{CreateEnvironment, EnvironmentSecrets, Role, UpdateEnvironment};
 use hangar_tenants::Phase;
-use hangar_tests::{spawn_stack, spawn_stack_with, Stack};
+use hangar_tests::{airflow_api, spawn_stack, spawn_stack_with, wait_for_phase as wait_for, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -53,31 +53,7 @@ def sleepy():
 sleepy()
 "#;
 
-async fn wait_for(
-    client: &Client,
-    tenant: &str,
-    env: &str,
-    want: Phase,
-    within: Duration,
-) -> hangar_tenants::api::Environment {
-    let start = Instant::now();
-    loop {
-        let e = client.get_environment(tenant, env).await.unwrap();
-        if e.phase == want {
-            return e;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{tenant}/{env} is {} ({:?}) after {:?}, not {want}",
-            e.phase,
-            e.status_message,
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// A call to the environment's Airflow API through Hangar.
+/// A call to the `etl` environment's Airflow API through Hangar.
 async fn airflow(
     client: &Client,
     tenant: &str,
@@ -85,16 +61,7 @@ async fn airflow(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut rb = client.request(
-        method,
-        &format!("v1/tenants/{tenant}/environments/etl/airflow/api/v2/{path}"),
-    );
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    airflow_api(client, tenant, "etl", method, path, body).await
 }
 
 /// Waits for the DAG, unpauses it, triggers it and returns the task's XCom: the AIRFLOW_HOME of
