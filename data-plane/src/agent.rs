@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use hangar_client::Client;
 use hangar_tenants::api::{Assignment, CellCapacity, RegisterCell};
-use hangar_tenants::{FailedApply, ObservedState};
+use hangar_tenants::{FailedApply, ObservedState, WorkerStatus};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::autoscaler::{allocate, decide, wanted_workers, Cooldown, Demand, Step};
+use crate::autoscaler::{allocate, decide, wanted_workers, Cooldown, Demand, Step, WorkerRuntime};
 use crate::process_runtime::{Platform, ProcessEnvironment};
 
 /// What the agent does with its environments when it is told to stop.
@@ -150,7 +150,11 @@ async fn environment_task(
     let mut applied: Option<i64> = None;
     // The assignment whose revision runs: scaling re-applies it, never a newer failing one.
     let mut running: Option<Assignment> = None;
-    let mut cooldown = Cooldown::new(settings.scale_down_cooldown);
+    let mut scaler = Scaler {
+        cooldown: Cooldown::new(settings.scale_down_cooldown),
+        ups: 0,
+        downs: 0,
+    };
     let mut failed: Option<FailedApply> = None;
     let mut attempts: (i64, u32) = (0, 0);
     let mut retry_at = Instant::now();
@@ -242,7 +246,7 @@ async fn environment_task(
                     r,
                     &pool,
                     settings.capacity.worker_slots,
-                    &mut cooldown,
+                    &mut scaler,
                 )
                 .await;
             }
@@ -280,20 +284,28 @@ async fn environment_task(
     }
 }
 
+/// An environment's scale-down hysteresis and the scaling steps it took under this agent.
+struct Scaler {
+    cooldown: Cooldown,
+    ups: u64,
+    downs: u64,
+}
+
 /// One autoscaling round for an environment: its demand joins the cell's pool, its share of
 /// the pool is its target, new workers start at once into free slots, and surplus workers are
-/// drained after the cooldown (at once when the pool owes their slots to others).
-async fn autoscale(
-    env: &mut ProcessEnvironment,
+/// drained after the cooldown (at once when the pool owes their slots to others). Two
+/// environments never both take the last free slot.
+async fn autoscale<W: WorkerRuntime>(
+    env: &mut W,
     a: &Assignment,
     pool: &Pool,
     slots: u32,
-    cooldown: &mut Cooldown,
+    scaler: &mut Scaler,
 ) {
     let (queued, running) = match env.task_counts(a).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::debug!(error = %e, "no task counts yet");
+            tracing::debug!(env = %a.name, error = %e, "no task counts yet");
             return;
         }
     };
@@ -305,46 +317,63 @@ async fn autoscale(
         max_workers: a.spec.max_workers,
         weight: a.spec.worker_weight,
     };
+    let wanted = wanted_workers(&demand);
     let current = env.current_workers();
     let held = current + env.draining_workers();
-    let (share, free) = match pool.lock() {
-        Ok(mut p) => {
-            p.insert(a.id, Member { demand, held });
-            let demands: Vec<Demand> = p.values().map(|m| m.demand).collect();
-            let shares = allocate(slots, &demands);
-            let share = p
-                .keys()
-                .position(|i| *i == a.id)
-                .and_then(|i| shares.get(i).copied())
-                .unwrap_or(a.spec.min_workers);
-            let used: u32 = p.values().map(|m| m.held).sum();
-            (share, slots.saturating_sub(used))
-        }
-        Err(_) => return,
-    };
-    let wanted = wanted_workers(&demand);
-    let next = match decide(cooldown, Instant::now(), current, wanted, share, free) {
-        Step::Up(n) => current + n,
-        Step::Down(n) => current - n,
-        Step::Hold => current,
+    // The decision and the slots it takes are made under the pool's lock (no await inside).
+    let (share, next) = {
+        let Ok(mut p) = pool.lock() else { return };
+        p.insert(a.id, Member { demand, held });
+        let demands: Vec<Demand> = p.values().map(|m| m.demand).collect();
+        let shares = allocate(slots, &demands);
+        let share = p
+            .keys()
+            .position(|i| *i == a.id)
+            .and_then(|i| shares.get(i).copied())
+            .unwrap_or(a.spec.min_workers);
+        let free = slots.saturating_sub(p.values().map(|m| m.held).sum());
+        let step = decide(
+            &mut scaler.cooldown,
+            Instant::now(),
+            current,
+            wanted,
+            share,
+            free,
+        );
+        let next = match step {
+            Step::Up(n) => {
+                // The new workers' slots are taken now; draining ones keep theirs.
+                p.insert(
+                    a.id,
+                    Member {
+                        demand,
+                        held: held + n,
+                    },
+                );
+                current + n
+            }
+            Step::Down(n) => current - n,
+            Step::Hold => current,
+        };
+        (share, next)
     };
     if next != current {
         tracing::info!(env = %a.name, queued, running, wanted, share, from = current, to = next, "scaling workers");
         match env.scale_to(a, next).await {
-            Ok(()) => env.count_scaling(next > current),
+            Ok(()) if next > current => scaler.ups += 1,
+            Ok(()) => scaler.downs += 1,
             Err(e) => tracing::warn!(env = %a.name, error = %e, "failed to scale workers"),
         }
-        if let Ok(mut p) = pool.lock() {
-            p.insert(
-                a.id,
-                Member {
-                    demand,
-                    held: env.current_workers() + env.draining_workers(),
-                },
-            );
-        }
     }
-    env.set_worker_status(queued, running, share);
+    env.set_worker_status(WorkerStatus {
+        queued,
+        running,
+        desired: share,
+        actual: env.current_workers(),
+        draining: env.draining_workers(),
+        scale_ups: scaler.ups,
+        scale_downs: scaler.downs,
+    });
 }
 
 pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {

@@ -15,6 +15,33 @@
 
 use std::time::{Duration, Instant};
 
+use hangar_tenants::api::Assignment;
+use hangar_tenants::WorkerStatus;
+
+/// An error of a runtime's scaling operation.
+pub type ScaleError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the agent's autoscaler needs from a runtime's environment: the task signal, its
+/// workers, and a way to change how many run. The process runtime implements it with Celery
+/// worker processes, a surplus one getting a warm shutdown; a Kubernetes runtime implements it
+/// with a worker Deployment's replicas, deleting a pod only once it has drained.
+#[allow(
+    async_fn_in_trait,
+    reason = "implemented and called with concrete types only"
+)]
+pub trait WorkerRuntime {
+    /// Task instances (queued, running) in the environment's Airflow.
+    async fn task_counts(&mut self, a: &Assignment) -> Result<(u32, u32), ScaleError>;
+    /// Workers taking tasks.
+    fn current_workers(&self) -> u32;
+    /// Retired workers still finishing their tasks (they hold their pool slots).
+    fn draining_workers(&self) -> u32;
+    /// Runs `n` workers for `a` (already applied): new ones start now, surplus ones drain.
+    async fn scale_to(&mut self, a: &Assignment, n: u32) -> Result<(), ScaleError>;
+    /// What the autoscaler saw and decided, for the environment's report.
+    fn set_worker_status(&mut self, status: WorkerStatus);
+}
+
 /// Memory a worker slot is budgeted at: a Celery worker and its running tasks, measured at
 /// 0.3–1 GB on the process runtime (Airflow 3.3, concurrency 5).
 const SLOT_MEMORY_MIB: u64 = 1024;

@@ -15,6 +15,7 @@ use hangar_tenants::{ComponentStatus, FailedApply, ObservedState};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+use crate::autoscaler::{ScaleError, WorkerRuntime};
 use crate::broker::{BrokerAdmin, BrokerError, BrokerUser};
 use crate::bucket::Bucket;
 use crate::dag_sync::{DagSync, SyncError, SyncOutcome};
@@ -145,9 +146,6 @@ pub struct ProcessEnvironment {
     worker_status: Option<hangar_tenants::WorkerStatus>,
     /// A connection to the environment's own database, for task counts.
     counts_conn: Option<sqlx::PgConnection>,
-    /// Scaling decisions carried out since this agent started.
-    scale_ups: u64,
-    scale_downs: u64,
 }
 
 /// What one round of syncing from the bucket changed.
@@ -183,8 +181,6 @@ impl ProcessEnvironment {
             workers: None,
             worker_status: None,
             counts_conn: None,
-            scale_ups: 0,
-            scale_downs: 0,
         }
     }
 
@@ -299,84 +295,15 @@ impl ProcessEnvironment {
         Ok(())
     }
 
-    /// The workers to run: the autoscaler's number within the spec's bounds.
+    /// The workers to run: the autoscaler's number within the spec's bounds; before its first
+    /// decision, as many as a previous agent left running (the autoscaler then drains any
+    /// surplus after the cooldown instead of at once).
     fn workers(&self, spec: &hangar_tenants::EnvironmentSpec) -> u32 {
         self.workers
-            .unwrap_or(spec.min_workers)
+            .unwrap_or_else(|| {
+                u32::try_from(self.supervisor.live_pid_files("worker-")).unwrap_or(u32::MAX)
+            })
             .clamp(spec.min_workers, spec.max_workers.max(spec.min_workers))
-    }
-
-    /// Workers running and taking tasks now.
-    pub fn current_workers(&self) -> u32 {
-        self.workers.unwrap_or(0)
-    }
-
-    /// Task instances queued and running in the environment's Airflow (the autoscaler's
-    /// signal, as MWAA's and the Helm chart's).
-    pub async fn task_counts(&mut self, a: &Assignment) -> Result<(u32, u32), sqlx::Error> {
-        use sqlx::Connection;
-        if self.counts_conn.is_none() {
-            let Some(secrets) = a.secrets.as_ref() else {
-                return Ok((0, 0));
-            };
-            let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
-            let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
-            self.counts_conn = Some(sqlx::PgConnection::connect(url.expose_secret()).await?);
-        }
-        let Some(conn) = self.counts_conn.as_mut() else {
-            return Ok((0, 0));
-        };
-        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state = 'queued'),
-                    count(*) FILTER (WHERE state = 'running')
-             FROM task_instance WHERE state IN ('queued', 'running')",
-        )
-        .fetch_one(&mut *conn)
-        .await;
-        match row {
-            Ok((q, r)) => Ok((
-                u32::try_from(q).unwrap_or(u32::MAX),
-                u32::try_from(r).unwrap_or(u32::MAX),
-            )),
-            Err(e) => {
-                self.counts_conn = None;
-                Err(e)
-            }
-        }
-    }
-
-    /// Runs `n` workers for the revision `a` (already applied): new ones start, surplus ones
-    /// are retired and drain. Records the autoscaler's view for the report.
-    pub async fn scale_to(&mut self, a: &Assignment, n: u32) -> Result<(), ReconcileError> {
-        self.workers = Some(n);
-        self.apply(a).await
-    }
-
-    /// Retired workers still finishing their tasks.
-    pub fn draining_workers(&self) -> u32 {
-        u32::try_from(self.supervisor.draining_pids().len()).unwrap_or(u32::MAX)
-    }
-
-    /// Counts one scaling decision carried out (up or down), for the report.
-    pub fn count_scaling(&mut self, up: bool) {
-        if up {
-            self.scale_ups += 1;
-        } else {
-            self.scale_downs += 1;
-        }
-    }
-
-    /// Records what the autoscaler saw and wants, for the report.
-    pub fn set_worker_status(&mut self, queued: u32, running: u32, desired: u32) {
-        self.worker_status = Some(hangar_tenants::WorkerStatus {
-            queued,
-            running,
-            desired,
-            actual: self.current_workers(),
-            draining: self.draining_workers(),
-            scale_ups: self.scale_ups,
-            scale_downs: self.scale_downs,
-        });
     }
 
     /// One round of syncing from the environment's bucket prefix: DAGs, plugins and
@@ -667,5 +594,60 @@ async fn migrate(
             .rev()
             .collect::<Vec<_>>()
             .join("\n"))
+    }
+}
+
+impl WorkerRuntime for ProcessEnvironment {
+    /// Queued and running task instances from the environment's own database (the signal
+    /// MWAA and the Airflow Helm chart scale on).
+    async fn task_counts(&mut self, a: &Assignment) -> Result<(u32, u32), ScaleError> {
+        use sqlx::Connection;
+        if self.counts_conn.is_none() {
+            let Some(secrets) = a.secrets.as_ref() else {
+                return Ok((0, 0));
+            };
+            let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
+            let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
+            self.counts_conn = Some(sqlx::PgConnection::connect(url.expose_secret()).await?);
+        }
+        let Some(conn) = self.counts_conn.as_mut() else {
+            return Ok((0, 0));
+        };
+        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'queued'),
+                    count(*) FILTER (WHERE state = 'running')
+             FROM task_instance WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(&mut *conn)
+        .await;
+        match row {
+            Ok((q, r)) => Ok((
+                u32::try_from(q).unwrap_or(u32::MAX),
+                u32::try_from(r).unwrap_or(u32::MAX),
+            )),
+            Err(e) => {
+                self.counts_conn = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn current_workers(&self) -> u32 {
+        self.workers.unwrap_or(0)
+    }
+
+    fn draining_workers(&self) -> u32 {
+        u32::try_from(self.supervisor.draining_pids().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Re-applies the running revision with `n` workers: the supervisor starts the new ones and
+    /// retires the surplus (warm shutdown, tracked until they exit).
+    async fn scale_to(&mut self, a: &Assignment, n: u32) -> Result<(), ScaleError> {
+        self.workers = Some(n);
+        Ok(self.apply(a).await?)
+    }
+
+    fn set_worker_status(&mut self, status: hangar_tenants::WorkerStatus) {
+        self.worker_status = Some(status);
     }
 }

@@ -132,6 +132,10 @@ pub struct Supervisor {
     drain_limit: Duration,
 }
 
+/// The last word of a worker's pid file, so that a later agent that no longer wants it retires
+/// it instead of stopping it.
+const WORKER_MARK: &str = "worker";
+
 /// How long a retired worker may take to finish its running tasks unless told otherwise.
 pub const DEFAULT_DRAIN_LIMIT: Duration = Duration::from_secs(6 * 3600);
 
@@ -199,6 +203,7 @@ impl Supervisor {
             self.procs.remove(&name);
         }
         self.adopt_draining();
+        self.stop_strays(&wanted, grace).await;
         // Processes of a previous agent that this one does not know yet.
         for spec in desired {
             if self.procs.contains_key(&spec.name) {
@@ -294,9 +299,14 @@ impl Supervisor {
             pid,
             start_ticks: start_ticks(pid).unwrap_or_default(),
         };
+        let kind = if m.spec.kind == ComponentKind::Worker {
+            WORKER_MARK
+        } else {
+            "component"
+        };
         std::fs::write(
             &pid_file,
-            format!("{} {} {}\n", id.pid, id.start_ticks, m.hash),
+            format!("{} {} {} {kind}\n", id.pid, id.start_ticks, m.hash),
         )
         .map_err(files(&pid_file))?;
         tracing::info!(process = %name, pid, "started");
@@ -430,6 +440,53 @@ impl Supervisor {
             deadline,
             file,
         });
+    }
+
+    /// Live processes with a pid file (left by this or a previous agent) whose name starts with
+    /// `prefix`: a new agent's view of what runs before it has applied anything.
+    pub fn live_pid_files(&self, prefix: &str) -> usize {
+        self.pid_files()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix) && self.read_pid_file(n).is_some())
+            .count()
+    }
+
+    /// Names of the components with a pid file (not the draining ones).
+    fn pid_files(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let f = e.file_name().to_string_lossy().into_owned();
+                let name = f.strip_suffix(".pid")?;
+                (!name.starts_with("draining-")).then(|| name.to_owned())
+            })
+            .collect()
+    }
+
+    /// Processes a previous agent started that are no longer wanted (say, workers it had
+    /// scaled up): workers are retired (they finish their tasks), anything else is stopped.
+    async fn stop_strays(&mut self, wanted: &[&str], grace: Duration) {
+        for name in self.pid_files() {
+            if wanted.contains(&name.as_str()) || self.procs.contains_key(&name) {
+                continue;
+            }
+            let is_worker = std::fs::read_to_string(self.pid_file(&name))
+                .is_ok_and(|t| t.split_whitespace().nth(3) == Some(WORKER_MARK));
+            match self.read_pid_file(&name) {
+                Some((id, _)) if is_worker => self.retire(&name, id, None),
+                Some((id, _)) => {
+                    tracing::info!(process = %name, pid = id.pid, "stopping a process no longer wanted");
+                    stop_group(id, None, grace).await;
+                    let _ = std::fs::remove_file(self.pid_file(&name));
+                }
+                None => {
+                    let _ = std::fs::remove_file(self.pid_file(&name));
+                }
+            }
+        }
     }
 
     /// Takes over the retired workers a previous agent left draining.
@@ -835,5 +892,45 @@ mod tests {
         .await
         .expect("killed at the drain limit");
         assert!(wait_until(|| start_ticks(old).is_none()).await);
+    }
+
+    #[tokio::test]
+    async fn a_new_agent_counts_and_winds_down_what_a_previous_one_left_running() {
+        let (_t, run, logs) = dirs();
+        let specs = [
+            sh("scheduler-0", "sleep 60"),
+            sh("scheduler-1", "sleep 60"),
+            worker("worker-0", "sleep 60"),
+            worker("worker-1", "trap 'sleep 1; exit 0' TERM; sleep 60 & wait"),
+        ];
+        let mut first = Supervisor::new(&run, &logs);
+        first.apply(&specs, Duration::from_secs(2)).await.unwrap();
+        let (extra, busy) = (
+            first.pid("scheduler-1").unwrap(),
+            first.pid("worker-1").unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        first.detach();
+
+        let mut second = Supervisor::new(&run, &logs);
+        assert_eq!(second.live_pid_files("worker-"), 2);
+        second
+            .apply(
+                &[specs[0].clone(), specs[2].clone()],
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        assert!(start_ticks(extra).is_none(), "a stray component is stopped");
+        assert_eq!(second.draining_pids(), vec![busy], "a stray worker drains");
+        assert!(
+            wait_until(|| {
+                second.tick();
+                second.draining_pids().is_empty()
+            })
+            .await
+        );
+        assert_eq!(second.live_pid_files("worker-"), 1);
+        second.stop_all(Duration::from_secs(2)).await;
     }
 }
