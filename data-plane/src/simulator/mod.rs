@@ -340,6 +340,29 @@ mod tests {
         assert_sound(&t, &Model::hangar(Some(5)), &o);
     }
 
+    #[rstest]
+    #[case::counted_as_airflow_does(true, 3)]
+    #[case::subtracted(false, 2)]
+    fn tasks_on_draining_workers_in_the_demand(#[case] counts: bool, #[case] workers: usize) {
+        // Two workers with one long task each; one drains (two tasks want one worker). Then
+        // four short tasks arrive and fit the remaining worker. Counting the draining worker's
+        // task, 1 + 1 + 4 = 6 tasks want two workers and one more is started for nothing.
+        let mut tasks = vec![task(0, 0, 1_000)];
+        tasks.extend((0..4).map(|_| task(0, 0, 10)));
+        tasks.push(task(0, 0, 1_000));
+        tasks.extend((0..4).map(|_| task(100, 0, 50)));
+        let t = trace(1, tasks);
+        let m = Model {
+            demand_counts_draining: counts,
+            ..Model::hangar(None)
+        };
+        let o = replay(&t, &m).expect("replays");
+        assert_eq!(o.workers[1].drain_ms, Some(78 * S));
+        assert!(o.worker_of[6..].iter().all(|w| *w == Some(0)));
+        assert_eq!(o.workers.len(), workers);
+        assert_sound(&t, &m, &o);
+    }
+
     #[test]
     fn a_replay_is_deterministic() {
         let t = generated();

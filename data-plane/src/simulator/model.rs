@@ -55,6 +55,12 @@ pub struct Model {
     pub start_latency_ms: u64,
     /// How long a lower target must hold before workers are drained.
     pub cooldown_ms: u64,
+    /// Whether the demand's `running` counts tasks still running on draining workers. That is
+    /// what Airflow's running count reports, and so what an autoscaler reading it sees (true
+    /// in every policy); `Cooldown::step` meanwhile counts only workers that are not draining,
+    /// so after a drain the autoscaler asks for workers for tasks that already have a slot.
+    /// False models a runtime that subtracts those tasks.
+    pub demand_counts_draining: bool,
 }
 
 /// Celery `worker_concurrency` of Hangar's default `small` class (and MWAA's `mw1.small`).
@@ -77,6 +83,7 @@ impl Model {
             evaluate_every_ms: 2_000,
             start_latency_ms: 8_000,
             cooldown_ms: 60_000,
+            demand_counts_draining: true,
         }
     }
 
@@ -101,6 +108,7 @@ impl Model {
             evaluate_every_ms: 60_000,
             start_latency_ms: 180_000,
             cooldown_ms: 300_000,
+            demand_counts_draining: true,
         }
     }
 
@@ -125,6 +133,7 @@ impl Model {
             evaluate_every_ms: 30_000,
             start_latency_ms: 45_000,
             cooldown_ms: 300_000,
+            demand_counts_draining: true,
         }
     }
 

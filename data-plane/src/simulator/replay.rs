@@ -8,7 +8,8 @@
 //!   slot, the busiest such worker first (ties to the oldest), so that lightly used workers
 //!   empty out and can be drained; tasks of an environment are taken first come, first served.
 //! - Every `evaluate_every_ms` the autoscaler computes each environment's demand
-//!   ([`Demand`]: queued, running, concurrency, bounds, weight 1), its target
+//!   ([`Demand`]: queued, running — by default including tasks on draining workers, as
+//!   Airflow counts them — concurrency, bounds, weight 1), its target
 //!   ([`wanted_workers`], or with a shared pool [`allocate`] over the pool minus the draining
 //!   workers, which still hold their slots), and steps its [`Cooldown`] from the workers that
 //!   are not draining (starting ones included).
@@ -313,12 +314,22 @@ impl Sim<'_> {
 
     fn evaluate(&mut self, now: u64) {
         let m = self.model;
+        let workers = &self.workers;
         let demands: Vec<Demand> = self
             .envs
             .iter()
             .map(|env| Demand {
                 queued: env.queue.len() as u32,
-                running: env.running,
+                running: if m.demand_counts_draining {
+                    env.running
+                } else {
+                    env.workers
+                        .iter()
+                        .map(|&w| &workers[w as usize])
+                        .filter(|w| w.drain_ms.is_none())
+                        .map(|w| w.running)
+                        .sum()
+                },
                 concurrency: m.concurrency,
                 min_workers: m.min_workers,
                 max_workers: m.max_workers,
