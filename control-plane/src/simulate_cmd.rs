@@ -90,6 +90,15 @@ impl PoolSize {
     }
 }
 
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match seconds(s) {
+        Ok(x) if x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "expected a number of seconds above 0, up to 10,000,000, found `{s}`"
+        )),
+    }
+}
+
 fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && (0.0..=1.0e7).contains(&x) => Ok(x),
@@ -120,7 +129,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8.0, value_parser = seconds)]
     pub start_latency_s: f64,
     /// Hangar: seconds between autoscaler evaluations (the agent's tick).
-    #[arg(long, default_value_t = 2.0, value_parser = seconds)]
+    #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
     pub tick_s: f64,
     /// Task slots per worker, for every policy.
     #[arg(long, default_value_t = simulator::model::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
@@ -132,24 +141,30 @@ pub struct RunArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateCmdError {
-    #[error("failed to read trace {path}: {source}")]
+    #[error("failed to read trace {path}")]
     ReadTrace {
         path: String,
         source: std::io::Error,
     },
-    #[error("trace {path}: {source}")]
+    #[error("failed to read trace {path}")]
     ParseTrace { path: String, source: TraceError },
     #[error(transparent)]
     Generate(TraceError),
     #[error(transparent)]
     Simulate(#[from] SimulateError),
-    #[error("--tick-s must be greater than 0")]
-    CheckTick,
-    #[error("failed to write to stdout: {0}")]
+    #[error("failed to write to stdout")]
     Write(#[from] std::io::Error),
 }
 
 pub fn run(cmd: SimulateCmd) -> Result<(), SimulateCmdError> {
+    match print(cmd) {
+        // The reader went away (`hangar simulate generate | head`): nothing more to do.
+        Err(SimulateCmdError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+fn print(cmd: SimulateCmd) -> Result<(), SimulateCmdError> {
     match cmd {
         SimulateCmd::Generate(args) => {
             let trace = simulator::generate(&args.params()).map_err(SimulateCmdError::Generate)?;
@@ -198,10 +213,7 @@ fn load(args: &RunArgs) -> Result<Trace, SimulateCmdError> {
 }
 
 /// The models `args` selects, Hangar's with its flags applied.
-pub fn models(trace: &Trace, args: &RunArgs) -> Result<Vec<Model>, SimulateCmdError> {
-    if args.tick_s <= 0.0 {
-        return Err(SimulateCmdError::CheckTick);
-    }
+pub fn models(trace: &Trace, args: &RunArgs) -> Vec<Model> {
     let ms = |s: f64| (s * 1000.0).round() as u64;
     let policies: &[Policy] = match args.policy {
         PolicyArg::All => &Policy::ALL,
@@ -209,7 +221,7 @@ pub fn models(trace: &Trace, args: &RunArgs) -> Result<Vec<Model>, SimulateCmdEr
         PolicyArg::Dedicated => &[Policy::Dedicated],
         PolicyArg::Keda => &[Policy::Keda],
     };
-    Ok(policies
+    policies
         .iter()
         .map(|&p| {
             let mut m = Model::of(p, args.pool_slots.slots(trace, args.concurrency));
@@ -222,13 +234,13 @@ pub fn models(trace: &Trace, args: &RunArgs) -> Result<Vec<Model>, SimulateCmdEr
             m.max_workers = args.max_workers;
             m
         })
-        .collect())
+        .collect()
 }
 
 /// One JSON object per selected policy; each also says how many times fewer worker-hours it
 /// used than the dedicated policy when that one ran too.
 pub fn simulate(trace: &Trace, args: &RunArgs) -> Result<Vec<serde_json::Value>, SimulateCmdError> {
-    let reports: Vec<Report> = models(trace, args)?
+    let reports: Vec<Report> = models(trace, args)
         .iter()
         .map(|m| simulator::simulate(trace, m))
         .collect::<Result<_, _>>()?;
@@ -297,6 +309,7 @@ mod tests {
     #[case::negative_cooldown(&["--cooldown-s", "-1"])]
     #[case::zero_tenants(&["--tenants", "0"])]
     #[case::zero_concurrency(&["--concurrency", "0"])]
+    #[case::zero_tick(&["--tick-s", "0"])]
     fn bad_numbers_are_refused(#[case] args: &[&str]) {
         let all = [&["hangar", "run"], args].concat();
         assert!(Cli::try_parse_from(all).is_err());
@@ -317,7 +330,7 @@ mod tests {
             "7",
         ]);
         let trace = simulator::generate(&args.generate.params()).expect("generates");
-        let m = models(&trace, &args).expect("models");
+        let m = models(&trace, &args);
         assert_eq!(m.len(), 3);
         assert_eq!(
             (
@@ -346,6 +359,17 @@ mod tests {
         assert_eq!(out[1]["fewer_worker_hours_than_dedicated"], 1.0);
     }
 
+    /// The error and its causes as `hangar` prints them (anyhow's `{:#}`).
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out = format!("{out}: {c}");
+            cause = c.source();
+        }
+        out
+    }
+
     #[test]
     fn a_bad_trace_file_is_named_with_its_line_and_field() {
         let dir = std::env::temp_dir().join(format!("hangar-sim-{}", std::process::id()));
@@ -353,15 +377,18 @@ mod tests {
         let path = dir.join("bad.csv");
         std::fs::write(&path, "arrival_s,environment,duration_s\n0,a,10\n5,a,-3\n").expect("write");
         let args = run_args(&["--trace", path.to_str().expect("utf-8")]);
-        let e = load(&args).expect_err("refused").to_string();
+        let e = chain(&load(&args).expect_err("refused"));
         assert!(
-            e.contains("bad.csv") && e.contains("line 3, field duration_s: must not be negative"),
+            e.starts_with("failed to read trace ")
+                && e.contains(
+                    "bad.csv: failed to read line 3, field duration_s: must not be negative, found `-3`"
+                ),
             "{e}"
         );
         let missing = run_args(&["--trace", "/nonexistent/trace.csv"]);
-        let e = load(&missing).expect_err("refused").to_string();
+        let e = chain(&load(&missing).expect_err("refused"));
         assert!(
-            e.starts_with("failed to read trace /nonexistent/trace.csv"),
+            e.starts_with("failed to read trace /nonexistent/trace.csv: "),
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
