@@ -11,4 +11,5 @@ pub mod persistence;
 pub mod secrets;
 pub mod service;
 pub mod settings;
+pub mod simulate_cmd;
 pub mod startup;

@@ -63,6 +63,12 @@ enum Command {
         #[command(subcommand)]
         cmd: CellCmd,
     },
+    /// Replay a multi-tenant task trace through Hangar's shared worker pool, dedicated
+    /// (MWAA-like) workers and KEDA autoscaling, offline (issue 5).
+    Simulate {
+        #[command(subcommand)]
+        cmd: hangar_control_plane::simulate_cmd::SimulateCmd,
+    },
 }
 
 fn init_tracing() {
@@ -142,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env { opts, cmd } => cli::env(&opts, cmd).await?,
         Command::Dags { opts, cmd } => cli::dags(&opts, cmd).await?,
         Command::Cell { opts, cmd } => cli::cell(&opts, cmd).await?,
+        Command::Simulate { cmd } => hangar_control_plane::simulate_cmd::run(cmd)?,
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! [`supervisor`] of an environment's processes, the Python [`runtime`] each environment runs on
 //! (a uv-built virtualenv per Airflow version and requirements, cached and shared), the
 //! [`process_runtime`] that runs an environment on this machine, and the [`agent`] that reconciles
-//! the environments assigned to this cell.
+//! the environments assigned to this cell. The [`autoscaler`]'s decisions are pure functions, which
+//! the [`simulator`] replays multi-tenant traces through to compare worker policies.
 
 pub mod agent;
 pub mod autoscaler;
@@ -16,4 +17,5 @@ pub mod embedded;
 pub mod metadata_db;
 pub mod process_runtime;
 pub mod runtime;
+pub mod simulator;
 pub mod supervisor;
