@@ -236,9 +236,22 @@ pub struct Cell {
     pub capacity: Option<CellCapacity>,
     pub agent_version: Option<String>,
     pub environments: i64,
+    /// The shared worker pool as its environments last reported it.
+    pub pool: CellPool,
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A cell's shared worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CellPool {
+    /// Worker slots of the pool (`capacity.worker_slots`; 0 before the agent registered).
+    pub worker_slots: u32,
+    /// Slots held by workers, taking tasks or draining.
+    pub workers: u32,
+    /// `workers / worker_slots` (0 when the pool has no slot).
+    pub utilization: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -18,6 +18,8 @@ pub struct CellRow {
     pub worker_slots: Option<i32>,
     pub agent_version: Option<String>,
     pub environments: i64,
+    /// Worker slots its environments' workers hold (taking tasks or draining), as reported.
+    pub workers: i64,
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -61,6 +63,10 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<CellRow>, sqlx:
         r#"SELECT c.id, c.name, c.runtime, c.max_environments, c.worker_slots, c.agent_version,
                   (SELECT count(*) FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "environments!",
+                  (SELECT coalesce(sum(coalesce((e.observed -> 'workers' ->> 'actual')::bigint, 0)
+                                     + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
+                   FROM environments e
+                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
                   c.registered_at, c.last_seen_at, c.created_at
            FROM cells c WHERE c.name = $1"#,
         name
@@ -75,6 +81,10 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CellRow>, sqlx::Error> {
         r#"SELECT c.id, c.name, c.runtime, c.max_environments, c.worker_slots, c.agent_version,
                   (SELECT count(*) FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "environments!",
+                  (SELECT coalesce(sum(coalesce((e.observed -> 'workers' ->> 'actual')::bigint, 0)
+                                     + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
+                   FROM environments e
+                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
                   c.registered_at, c.last_seen_at, c.created_at
            FROM cells c ORDER BY c.name"#
     )

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use hangar_tenants::api::{
-    Assignment, Cell, CellCapacity, CellCreated, CreateCell, Environment, RegisterCell, Runtime,
-    UpdateEnvironment,
+    Assignment, Cell, CellCapacity, CellCreated, CellPool, CreateCell, Environment, RegisterCell,
+    Runtime, UpdateEnvironment,
 };
 use hangar_tenants::{derive_phase, CellName, FieldErrors, ObservedState, Phase};
 use serde_json::json;
@@ -46,6 +46,17 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         }),
         _ => None,
     };
+    let worker_slots = capacity.as_ref().map_or(0, |c| c.worker_slots);
+    let workers = u32::try_from(row.workers).unwrap_or(0);
+    let pool = CellPool {
+        worker_slots,
+        workers,
+        utilization: if worker_slots == 0 {
+            0.0
+        } else {
+            f64::from(workers) / f64::from(worker_slots)
+        },
+    };
     Ok(Cell {
         id: row.id,
         name: row.name,
@@ -53,6 +64,7 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         capacity,
         agent_version: row.agent_version,
         environments: row.environments,
+        pool,
         registered_at: row.registered_at,
         last_seen_at: row.last_seen_at,
         created_at: row.created_at,

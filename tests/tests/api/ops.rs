@@ -78,6 +78,16 @@ async fn metrics_show_reported_workers_and_the_cells_pool_utilization() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
+    let cells = app.admin.list_cells().await.unwrap().cells;
+    let local = cells.iter().find(|c| c.name == "local").unwrap();
+    assert_eq!(
+        (
+            local.pool.worker_slots,
+            local.pool.workers,
+            local.pool.utilization
+        ),
+        (8, 4, 0.5)
+    );
 }
 
 #[tokio::test]
