@@ -12,6 +12,7 @@ pub mod agent;
 pub mod autoscaler;
 pub mod broker;
 pub mod bucket;
+pub mod cli_runner;
 pub mod dag_sync;
 pub mod embedded;
 pub mod metadata_db;

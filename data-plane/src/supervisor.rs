@@ -634,7 +634,7 @@ async fn stop_group(id: Identity, mut child: Option<Child>, grace: Duration) {
 }
 
 /// What a component inherits from the agent's environment: only the basics a process needs.
-fn inherited_env() -> Vec<(String, String)> {
+pub(crate) fn inherited_env() -> Vec<(String, String)> {
     [
         "PATH",
         "LANG",

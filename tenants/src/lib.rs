@@ -2,6 +2,7 @@
 //! validated names, the environment spec and its validation, lifecycle phases and how observed
 //! state drives them, and the JSON types of the API. Nothing here does I/O.
 
+pub mod airflow_cli;
 pub mod api;
 pub mod blueprint;
 pub mod dag_path;

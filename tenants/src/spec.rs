@@ -334,7 +334,7 @@ const PLATFORM_OWNED_CONFIG: &[&str] = &[
     "secrets.*",
 ];
 
-fn is_platform_owned(key: &str) -> bool {
+pub(crate) fn is_platform_owned(key: &str) -> bool {
     let base = key
         .strip_suffix("_cmd")
         .or_else(|| key.strip_suffix("_secret"))
