@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use hangar_tenants::api::{
-    Assignments, AuditLog, Cell, CellCreated, CellList, CreateCell, CreateEnvironment,
-    CreateTenant, CreateToken, CreateUploadUrl, DagFile, DagFileList, Environment, EnvironmentList,
-    ImportErrorList, Problem, RegisterCell, Tenant, TenantList, TokenCreated, TokenList,
-    UpdateEnvironment, UploadUrl, WebLoginToken,
+    AirflowCliResult, Assignments, AuditLog, Cell, CellCreated, CellList, CliCalls, CreateCell,
+    CreateEnvironment, CreateTenant, CreateToken, CreateUploadUrl, DagFile, DagFileList,
+    Environment, EnvironmentList, ImportErrorList, Problem, RegisterCell, RunAirflowCli, Tenant,
+    TenantList, TokenCreated, TokenList, UpdateEnvironment, UploadUrl, WebLoginToken,
 };
 use hangar_tenants::ObservedState;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -407,6 +407,49 @@ impl Client {
             &format!("v1/tenants/{tenant}/environments/{env}/web-login-token"),
         ))
         .await
+    }
+
+    /// Runs an allow-listed Airflow CLI command in the environment and waits for its result.
+    pub async fn run_airflow_cli(
+        &self,
+        tenant: &str,
+        env: &str,
+        req: &RunAirflowCli,
+    ) -> Result<AirflowCliResult, ClientError> {
+        let wait = Duration::from_secs(u64::from(req.timeout_seconds.unwrap_or(60)) + 30);
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("v1/tenants/{tenant}/environments/{env}/cli"),
+            )
+            .json(req)
+            .timeout(wait),
+        )
+        .await
+    }
+
+    /// The Airflow CLI commands waiting for the cell's agent (each handed out once).
+    pub async fn claim_cli_calls(&self, cell: &str) -> Result<CliCalls, ClientError> {
+        self.json(self.request(Method::POST, &format!("v1/cells/{cell}/cli-calls/claim")))
+            .await
+    }
+
+    /// The result of an Airflow CLI command the cell's agent ran.
+    pub async fn finish_cli_call(
+        &self,
+        cell: &str,
+        id: Uuid,
+        result: &AirflowCliResult,
+    ) -> Result<(), ClientError> {
+        self.send(
+            self.request(
+                Method::PUT,
+                &format!("v1/cells/{cell}/cli-calls/{id}/result"),
+            )
+            .json(result),
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn create_cell(&self, req: &CreateCell) -> Result<CellCreated, ClientError> {

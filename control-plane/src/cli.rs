@@ -165,6 +165,50 @@ fn local_dag_files(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, std
     Ok(out)
 }
 
+/// `hangar airflow ENV -- ARGS…`.
+#[derive(Debug, clap::Args)]
+pub struct AirflowArgs {
+    /// The environment.
+    pub env: String,
+    #[arg(long, env = "HANGAR_TENANT")]
+    pub tenant: String,
+    /// Seconds the command may run (at most 300).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u32,
+    /// The Airflow CLI arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub args: Vec<String>,
+}
+
+/// Runs an Airflow CLI command in the environment; its stdout and stderr are printed as they
+/// are, and its exit code returned (1 when it was killed or not run).
+pub async fn airflow(opts: &ClientOpts, a: AirflowArgs) -> anyhow::Result<i32> {
+    let c = client(opts)?;
+    let r = c
+        .run_airflow_cli(
+            &a.tenant,
+            &a.env,
+            &hangar_tenants::api::RunAirflowCli {
+                args: a.args,
+                timeout_seconds: Some(a.timeout),
+            },
+        )
+        .await?;
+    if opts.json {
+        print_json(&r)?;
+    } else {
+        print!("{}", r.stdout);
+        eprint!("{}", r.stderr);
+        if r.truncated {
+            eprintln!("(output cut at 1 MiB)");
+        }
+        if r.timed_out {
+            eprintln!("(killed after {} s)", a.timeout);
+        }
+    }
+    Ok(r.exit_code.unwrap_or(1))
+}
+
 pub async fn dags(opts: &ClientOpts, cmd: DagsCmd) -> anyhow::Result<()> {
     use futures::StreamExt;
     let c = client(opts)?;

@@ -56,6 +56,14 @@ enum Command {
         #[command(subcommand)]
         cmd: hangar_control_plane::cli::DagsCmd,
     },
+    /// Run an allow-listed Airflow CLI command in an environment:
+    /// `hangar airflow etl --tenant data -- dags list`. Prints its output; exits with its code.
+    Airflow {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        args: hangar_control_plane::cli::AirflowArgs,
+    },
     /// Data-plane cells (platform admin).
     Cell {
         #[command(flatten)]
@@ -147,6 +155,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { opts, cmd } => cli::token(&opts, cmd).await?,
         Command::Env { opts, cmd } => cli::env(&opts, cmd).await?,
         Command::Dags { opts, cmd } => cli::dags(&opts, cmd).await?,
+        Command::Airflow { opts, args } => {
+            let code = cli::airflow(&opts, args).await?;
+            if code != 0 {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(code);
+            }
+        }
         Command::Cell { opts, cmd } => cli::cell(&opts, cmd).await?,
         Command::Simulate { cmd } => hangar_control_plane::simulate_cmd::run(cmd)?,
     }

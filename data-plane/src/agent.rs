@@ -51,6 +51,43 @@ struct Member {
     held: u32,
 }
 
+/// Where each environment of the cell runs its Airflow CLI commands.
+type CliTargets = Arc<Mutex<HashMap<Uuid, crate::cli_runner::Target>>>;
+
+/// How often the agent asks for Airflow CLI commands to run.
+const CLI_POLL: Duration = Duration::from_secs(1);
+
+/// Claims the cell's Airflow CLI commands and runs each in its environment, answering with the
+/// result; commands run side by side, never in the way of reconciling.
+async fn cli_loop(client: Client, cell: String, targets: CliTargets, cancel: CancellationToken) {
+    let mut running = JoinSet::new();
+    while !cancel.is_cancelled() {
+        match client.claim_cli_calls(&cell).await {
+            Ok(c) => {
+                for call in c.calls {
+                    let target = targets
+                        .lock()
+                        .ok()
+                        .and_then(|t| t.get(&call.environment_id).cloned());
+                    let (client, cell) = (client.clone(), cell.clone());
+                    running.spawn(async move {
+                        let timeout = Duration::from_secs(u64::from(call.timeout_seconds));
+                        let result =
+                            crate::cli_runner::run_call(target.as_ref(), call.args, timeout).await;
+                        if let Err(e) = client.finish_cli_call(&cell, call.id, &result).await {
+                            tracing::warn!(call = %call.id, error = %e, "failed to answer a CLI command");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "failed to claim CLI commands"),
+        }
+        while running.try_join_next().is_some() {}
+        sleep_or_cancel(CLI_POLL, &cancel).await;
+    }
+    running.shutdown().await;
+}
+
 /// Reports at least this often even when nothing changed (the control plane's liveness view).
 const REPORT_EVERY: Duration = Duration::from_secs(15);
 /// Failed applies of one revision after which a transient fault is reported as a failure.
@@ -65,7 +102,14 @@ pub async fn run(
 ) {
     let mut envs: HashMap<Uuid, watch::Sender<Assignment>> = HashMap::new();
     let pool: Pool = Arc::default();
+    let targets: CliTargets = Arc::default();
     let mut tasks = JoinSet::new();
+    tasks.spawn(cli_loop(
+        client.clone(),
+        settings.cell.clone(),
+        targets.clone(),
+        cancel.clone(),
+    ));
     let mut cursor = 0i64;
     let mut registered = false;
     while !cancel.is_cancelled() {
@@ -107,6 +151,7 @@ pub async fn run(
                                 platform.clone(),
                                 rx,
                                 pool.clone(),
+                                targets.clone(),
                                 cancel.clone(),
                             ));
                         }
@@ -137,6 +182,7 @@ async fn environment_task(
     platform: Platform,
     mut rx: watch::Receiver<Assignment>,
     pool: Pool,
+    targets: CliTargets,
     cancel: CancellationToken,
 ) {
     let leave_pool = |pool: &Pool, id: Uuid| {
@@ -172,6 +218,9 @@ async fn environment_task(
                         Ok(_) => {
                             tracing::info!(env = %name, "deleted");
                             leave_pool(&pool, id);
+                            if let Ok(mut t) = targets.lock() {
+                                t.remove(&id);
+                            }
                             return;
                         }
                         Err(e) => {
@@ -249,6 +298,11 @@ async fn environment_task(
                     &mut scaler,
                 )
                 .await;
+            }
+            if let (Some(t), Ok(mut all)) = (env.cli_target(), targets.lock()) {
+                if all.get(&id) != Some(t) {
+                    all.insert(id, t.clone());
+                }
             }
             let observed = env.observe(failed.clone()).await;
             let due = last

@@ -16,6 +16,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+use hangar_tenants::api::AirflowCliResult;
+
 /// Limits of one run.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -43,6 +45,61 @@ pub struct CliOutput {
     pub timed_out: bool,
     /// Whether stdout or stderr was cut at the limit.
     pub truncated: bool,
+}
+
+/// Where an environment's CLI commands run: its runtime's `airflow`, the variables of its
+/// scheduler (its configuration and secrets), its DAG folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub program: std::path::PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub cwd: std::path::PathBuf,
+}
+
+/// Runs one command a cell's agent claimed, checking it against the allow-list again (the
+/// agent does not trust the control plane with a shell), and says what it gave.
+pub async fn run_call(
+    target: Option<&Target>,
+    args: Vec<String>,
+    timeout: Duration,
+) -> AirflowCliResult {
+    let started = std::time::Instant::now();
+    let refused = |message: String| AirflowCliResult {
+        stdout: String::new(),
+        stderr: message,
+        exit_code: None,
+        timed_out: false,
+        truncated: false,
+        duration_ms: 0,
+    };
+    let command = match hangar_tenants::airflow_cli::check(args) {
+        Ok(c) => c,
+        Err(e) => return refused(format!("refused by the agent: {e}")),
+    };
+    let Some(t) = target else {
+        return refused("the environment is not running on this cell yet".to_owned());
+    };
+    let limits = Limits {
+        timeout,
+        ..Limits::default()
+    };
+    match run(&t.program, &command.args, &t.env, &t.cwd, limits).await {
+        Ok(o) => AirflowCliResult {
+            stdout: if command.masks_connections && o.exit_code == Some(0) {
+                mask_connections(&o.stdout)
+            } else if command.masks_connections {
+                String::new()
+            } else {
+                o.stdout
+            },
+            stderr: o.stderr,
+            exit_code: o.exit_code,
+            timed_out: o.timed_out,
+            truncated: o.truncated,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        },
+        Err(e) => refused(format!("failed to run {}: {e}", t.program.display())),
+    }
 }
 
 /// Runs `program args…` with exactly `env` (plus the basics a process needs) in `cwd`.

@@ -131,6 +131,8 @@ pub struct ProcessEnvironment {
     supervisor: Supervisor,
     /// The revision whose processes run now.
     running_revision: Option<i64>,
+    /// Where the environment's Airflow CLI commands run, once it was applied.
+    cli_target: Option<crate::cli_runner::Target>,
     /// Where its api-server answers: `http://127.0.0.1:<port><webserver path>` (no final `/`).
     api_url: Option<String>,
     http: reqwest::Client,
@@ -181,6 +183,7 @@ impl ProcessEnvironment {
             workers: None,
             worker_status: None,
             counts_conn: None,
+            cli_target: None,
         }
     }
 
@@ -287,6 +290,17 @@ impl ProcessEnvironment {
         }
         self.supervisor.apply(&bp.processes, STOP_GRACE).await?;
         self.running_revision = Some(a.revision);
+        self.cli_target = bp
+            .processes
+            .iter()
+            .find(|p| p.kind == hangar_tenants::blueprint::ComponentKind::Scheduler)
+            .and_then(|p| {
+                Some(crate::cli_runner::Target {
+                    program: p.argv.first()?.into(),
+                    env: p.env.clone(),
+                    cwd: layout.dags(),
+                })
+            });
         self.api_url = Some(format!(
             "http://127.0.0.1:{}{}",
             ports.api,
@@ -304,6 +318,11 @@ impl ProcessEnvironment {
                 u32::try_from(self.supervisor.live_pid_files("worker-")).unwrap_or(u32::MAX)
             })
             .clamp(spec.min_workers, spec.max_workers.max(spec.min_workers))
+    }
+
+    /// Where the environment's Airflow CLI commands run (after its first apply).
+    pub fn cli_target(&self) -> Option<&crate::cli_runner::Target> {
+        self.cli_target.as_ref()
     }
 
     /// One round of syncing from the environment's bucket prefix: DAGs, plugins and

@@ -406,3 +406,44 @@ pub struct DagFile {
 pub struct DagFileList {
     pub files: Vec<DagFile>,
 }
+
+/// An Airflow CLI command to run in the environment (the role of MWAA's CLI token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunAirflowCli {
+    /// The arguments after `airflow`, one per item (no shell), e.g. `["dags", "list"]`; only
+    /// allow-listed commands run.
+    pub args: Vec<String>,
+    /// Seconds the command may run (1–300, default 60); it is killed after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// What an Airflow CLI command gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AirflowCliResult {
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit code; null when the command was killed or could not be run.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// Whether stdout or stderr was cut at 1 MiB.
+    pub truncated: bool,
+    /// How long the command ran, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A command an agent is to run in one of its cell's environments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CliCall {
+    pub id: Uuid,
+    pub environment_id: Uuid,
+    pub args: Vec<String>,
+    pub timeout_seconds: u32,
+}
+
+/// The commands waiting for a cell's agent (each handed out once).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CliCalls {
+    pub calls: Vec<CliCall>,
+}

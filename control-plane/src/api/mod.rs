@@ -3,6 +3,7 @@
 
 pub mod airflow;
 pub mod cells;
+pub mod cli;
 pub mod dags;
 pub mod environments;
 pub mod error;
@@ -84,6 +85,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             environments::delete_environment
         ))
         .routes(routes!(web_login::create_web_login_token))
+        .routes(routes!(cli::run_airflow_cli))
         .routes(routes!(dags::import_errors))
         .routes(routes!(dags::dag_upload_url))
         .routes(routes!(web_login::web_login))
@@ -91,6 +93,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(cells::register_cell))
         .routes(routes!(cells::assignments))
         .routes(routes!(cells::report_observed))
+        .routes(routes!(cli::claim_cli_calls))
+        .routes(routes!(cli::finish_cli_call))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_document))

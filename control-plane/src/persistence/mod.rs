@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod cells;
+pub mod cli_calls;
 pub mod environments;
 pub mod tenants;
 pub mod tokens;

@@ -72,7 +72,7 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
 }
 
 /// The cell a cell token may act as; any other cell's routes answer "not found".
-fn own_cell(actor: &Actor, cell: &str) -> Result<Uuid, ServiceError> {
+pub(super) fn own_cell(actor: &Actor, cell: &str) -> Result<Uuid, ServiceError> {
     match &actor.principal {
         Principal::Cell { id, name } if name == cell => Ok(*id),
         Principal::Cell { .. } => Err(ServiceError::not_found("cell", cell)),

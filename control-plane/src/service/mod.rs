@@ -3,6 +3,7 @@
 
 pub mod airflow;
 pub mod cells;
+pub mod cli;
 pub mod dags;
 pub mod environments;
 pub mod tenants;

@@ -1,6 +1,7 @@
 //! API tests: the real control plane against a real Postgres, a fresh database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod airflow_cli;
 mod cli;
 mod concurrency;
 mod dags;

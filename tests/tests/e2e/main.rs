@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hangar_client::Client;
-use hangar_tenants::api::{CreateEnvironment, EnvironmentSecrets, Role, UpdateEnvironment};
+use hangar_tenants::api::{
+    CreateEnvironment, EnvironmentSecrets, Role, RunAirflowCli, UpdateEnvironment,
+};
 use hangar_tenants::Phase;
 use hangar_tests::{airflow_api, spawn_stack, spawn_stack_with, wait_for_phase as wait_for, Stack};
 use reqwest::Method;
@@ -393,6 +395,98 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
     assert_eq!(
         run_dag(&alpha, "alpha").await,
         stack.env_home(a.id).display().to_string()
+    );
+
+    // Debugging: an allow-listed Airflow CLI command runs in alpha's own runtime and database;
+    // a command off the list is refused before anything runs; beta cannot reach alpha's.
+    let listed = alpha
+        .run_airflow_cli(
+            "alpha",
+            "etl",
+            &RunAirflowCli {
+                args: ["dags", "list", "--output", "json"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout_seconds: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.exit_code, Some(0), "{listed:?}");
+    assert!(
+        listed.stdout.contains("where_am_i")
+            && listed
+                .stdout
+                .contains(&stack.env_home(a.id).display().to_string()),
+        "alpha's DAG from alpha's folder: {}",
+        listed.stdout
+    );
+    let refused = alpha
+        .run_airflow_cli(
+            "alpha",
+            "etl",
+            &RunAirflowCli {
+                args: ["db", "reset", "--yes"].map(String::from).to_vec(),
+                timeout_seconds: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(hangar_client::ClientError::Api { problem }) if problem.status == 422 && problem.errors[0].field == "args[0]"),
+        "{refused:?}"
+    );
+    let foreign = beta
+        .run_airflow_cli(
+            "alpha",
+            "etl",
+            &RunAirflowCli {
+                args: ["dags", "list"].map(String::from).to_vec(),
+                timeout_seconds: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&foreign, Err(hangar_client::ClientError::Api { problem }) if problem.status == 404),
+        "{foreign:?}"
+    );
+    // `hangar airflow` prints the command's output and exits with its code.
+    let editor_token = stack
+        .app
+        .admin
+        .create_token(
+            "alpha",
+            &hangar_tenants::api::CreateToken {
+                name: "cli-editor".into(),
+                role: Role::Editor,
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let hangar_airflow = |args: &[&str]| {
+        std::process::Command::new(hangar_bin())
+            .args(["airflow", "etl", "--tenant", "alpha", "--"])
+            .args(args)
+            .env("HANGAR_URL", &stack.app.address)
+            .env("HANGAR_TOKEN", &editor_token)
+            .output()
+            .unwrap()
+    };
+    let out = hangar_airflow(&["version"]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(0), "3.3.2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hangar_airflow(&["dags", "state", "no_such_dag_hangar", "2024-01-01"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a failing command fails the CLI"
     );
 
     // Isolation with the credentials each environment was given.

@@ -1,0 +1,64 @@
+//! Handlers of the Airflow CLI: a tenant runs an allow-listed command in its environment; the
+//! environment's cell agent claims it and answers with the result.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use hangar_tenants::api::{AirflowCliResult, CliCalls, Problem, RunAirflowCli};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::AppState;
+use crate::auth::Actor;
+
+/// Runs an allow-listed Airflow CLI command in the environment (arguments as a list, no shell)
+/// and answers with its output and exit code once it is done (editor or admin).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/cli", tag = "environments",
+    request_body = RunAirflowCli, security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 200, body = AirflowCliResult),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a command off the allow-list; `errors[0].field` names the argument, e.g. `args[0]`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the environment is not running, or its agent did not answer", body = Problem, content_type = "application/problem+json")))]
+pub async fn run_airflow_cli(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((tenant, env)): Path<(String, String)>,
+    ApiJson(req): ApiJson<RunAirflowCli>,
+) -> Result<Json<AirflowCliResult>, ApiError> {
+    Ok(Json(
+        s.services
+            .run_airflow_cli(&actor, &tenant, &env, req)
+            .await?,
+    ))
+}
+
+/// The commands waiting for the cell's agent, each handed out once (cell token).
+#[utoipa::path(post, path = "/v1/cells/{cell}/cli-calls/claim", tag = "cells", security(("bearer" = [])),
+    params(("cell" = String, Path)), responses((status = 200, body = CliCalls)))]
+pub async fn claim_cli_calls(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(cell): Path<String>,
+) -> Result<Json<CliCalls>, ApiError> {
+    Ok(Json(s.services.claim_cli_calls(&actor, &cell).await?))
+}
+
+/// The result of a command the cell's agent claimed (cell token).
+#[utoipa::path(put, path = "/v1/cells/{cell}/cli-calls/{id}/result", tag = "cells",
+    request_body = AirflowCliResult, security(("bearer" = [])),
+    params(("cell" = String, Path), ("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn finish_cli_call(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((cell, id)): Path<(String, Uuid)>,
+    ApiJson(result): ApiJson<AirflowCliResult>,
+) -> Result<StatusCode, ApiError> {
+    s.services
+        .finish_cli_call(&actor, &cell, id, result)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

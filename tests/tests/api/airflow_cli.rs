@@ -1,0 +1,225 @@
+//! `POST …/environments/{env}/cli`: the allow-list, roles, tenants, and the round trip through
+//! the environment's cell agent (a fake agent on the real cell API; the real agent and Airflow
+//! are in the e2e suite).
+
+use std::time::Duration;
+
+use hangar_client::{Client, ClientError};
+use hangar_tenants::api::{AirflowCliResult, CreateEnvironment, Problem, Role, RunAirflowCli};
+use hangar_tests::{healthy, spawn_app};
+
+fn run(args: &[&str]) -> RunAirflowCli {
+    RunAirflowCli {
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        timeout_seconds: None,
+    }
+}
+
+fn problem(r: Result<AirflowCliResult, ClientError>) -> Problem {
+    match r {
+        Err(ClientError::Api { problem }) => problem,
+        other => panic!("expected a problem, got {other:?}"),
+    }
+}
+
+async fn created(c: &Client) -> uuid::Uuid {
+    c.create_environment(
+        "data",
+        &CreateEnvironment {
+            name: "etl".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap()
+    .environment
+    .id
+}
+
+#[tokio::test]
+async fn a_command_is_run_by_the_cells_agent_and_its_result_returned() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let mut agent = app.registered_agent("local", 10).await.unwrap();
+    let id = created(&editor).await;
+    agent.poll(Duration::from_secs(5)).await.unwrap();
+    agent.report(id, &healthy(1)).await.unwrap();
+
+    let caller = tokio::spawn({
+        let editor = editor.clone();
+        async move {
+            editor
+                .run_airflow_cli("data", "etl", &run(&["dags", "list"]))
+                .await
+        }
+    });
+    let call = loop {
+        let mut calls = agent.client.claim_cli_calls("local").await.unwrap().calls;
+        if let Some(c) = calls.pop() {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (call.environment_id, call.args.clone()),
+        (id, vec!["dags".to_owned(), "list".to_owned()])
+    );
+    assert_eq!(call.timeout_seconds, 60);
+    assert!(
+        agent
+            .client
+            .claim_cli_calls("local")
+            .await
+            .unwrap()
+            .calls
+            .is_empty(),
+        "handed out once"
+    );
+    let answer = AirflowCliResult {
+        stdout: "dag_id | fileloc\netl    | etl.py\n".into(),
+        stderr: String::new(),
+        exit_code: Some(0),
+        timed_out: false,
+        truncated: false,
+        duration_ms: 1234,
+    };
+    agent
+        .client
+        .finish_cli_call("local", call.id, &answer)
+        .await
+        .unwrap();
+    assert_eq!(caller.await.unwrap().unwrap(), answer);
+    // Answered once: a second answer finds no running call.
+    let again = agent
+        .client
+        .finish_cli_call("local", call.id, &answer)
+        .await;
+    assert!(matches!(again, Err(ClientError::Api { problem }) if problem.status == 404));
+
+    let audit = app.admin.audit("data").await.unwrap().entries;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "environment.cli" && e.details["args"][1] == "list"),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn commands_off_the_list_are_refused_by_argument_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let agent = app.registered_agent("local", 10).await.unwrap();
+    created(&editor).await;
+    for (args, field) in [
+        (vec!["db", "reset"], "args[0]"),
+        (vec!["dags list; rm -rf /"], "args[0]"),
+        (vec!["dags", "list", ";", "rm", "-rf", "/"], "args[5]"),
+        (vec!["dags", "list", "--subdir", "/etc"], "args[3]"),
+        (vec!["dags", "list", "-S", "../../other/dags"], "args[3]"),
+        (vec!["users", "list"], "args[0]"),
+        (
+            vec!["config", "get-value", "database", "sql_alchemy_conn"],
+            "args[3]",
+        ),
+    ] {
+        let p = problem(editor.run_airflow_cli("data", "etl", &run(&args)).await);
+        assert_eq!(
+            (p.status, p.errors[0].field.as_str()),
+            (422, field),
+            "{args:?}: {p:?}"
+        );
+    }
+    let p = problem(
+        editor
+            .run_airflow_cli(
+                "data",
+                "etl",
+                &RunAirflowCli {
+                    timeout_seconds: Some(0),
+                    ..run(&["version"])
+                },
+            )
+            .await,
+    );
+    assert_eq!(p.errors[0].field, "timeout_seconds");
+    assert!(agent
+        .client
+        .claim_cli_calls("local")
+        .await
+        .unwrap()
+        .calls
+        .is_empty());
+    let audit = app.admin.audit("data").await.unwrap().entries;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "environment.cli" && e.details["refused"].is_string()),
+        "refused commands are audited too"
+    );
+}
+
+#[tokio::test]
+async fn viewers_and_other_tenants_cannot_run_commands() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let viewer = app.tenant_with_role("data", Role::Viewer).await.unwrap();
+    let other = app.tenant_with_role("other", Role::Admin).await.unwrap();
+    let agent = app.registered_agent("local", 10).await.unwrap();
+    created(&editor).await;
+    let p = problem(
+        viewer
+            .run_airflow_cli("data", "etl", &run(&["dags", "list"]))
+            .await,
+    );
+    assert_eq!(p.status, 403);
+    let p = problem(
+        other
+            .run_airflow_cli("data", "etl", &run(&["dags", "list"]))
+            .await,
+    );
+    assert_eq!(p.status, 404);
+    let p = problem(
+        other
+            .run_airflow_cli("other", "etl", &run(&["dags", "list"]))
+            .await,
+    );
+    assert_eq!(p.status, 404);
+    assert!(agent
+        .client
+        .claim_cli_calls("local")
+        .await
+        .unwrap()
+        .calls
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_command_waits_no_longer_than_its_time_limit_when_no_agent_answers() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let mut agent = app.registered_agent("local", 10).await.unwrap();
+    let id = created(&editor).await;
+    agent.poll(Duration::from_secs(5)).await.unwrap();
+    agent.report(id, &healthy(1)).await.unwrap();
+    let started = std::time::Instant::now();
+    let p = problem(
+        editor
+            .run_airflow_cli(
+                "data",
+                "etl",
+                &RunAirflowCli {
+                    timeout_seconds: Some(1),
+                    ..run(&["version"])
+                },
+            )
+            .await,
+    );
+    assert_eq!(p.status, 503, "{p:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
