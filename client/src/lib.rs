@@ -429,9 +429,19 @@ impl Client {
     }
 
     /// The Airflow CLI commands waiting for the cell's agent (each handed out once).
-    pub async fn claim_cli_calls(&self, cell: &str) -> Result<CliCalls, ClientError> {
-        self.json(self.request(Method::POST, &format!("v1/cells/{cell}/cli-calls/claim")))
-            .await
+    pub async fn claim_cli_calls(
+        &self,
+        cell: &str,
+        wait: Duration,
+    ) -> Result<CliCalls, ClientError> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("v1/cells/{cell}/cli-calls/claim?wait={}", wait.as_secs()),
+            )
+            .timeout(wait + Duration::from_secs(30)),
+        )
+        .await
     }
 
     /// The result of an Airflow CLI command the cell's agent ran.

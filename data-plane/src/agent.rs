@@ -54,15 +54,19 @@ struct Member {
 /// Where each environment of the cell runs its Airflow CLI commands.
 type CliTargets = Arc<Mutex<HashMap<Uuid, crate::cli_runner::Target>>>;
 
-/// How often the agent asks for Airflow CLI commands to run.
-const CLI_POLL: Duration = Duration::from_secs(1);
+/// How long one claim for Airflow CLI commands waits for one (long poll).
+const CLI_CLAIM_WAIT: Duration = Duration::from_secs(20);
 
 /// Claims the cell's Airflow CLI commands and runs each in its environment, answering with the
 /// result; commands run side by side, never in the way of reconciling.
 async fn cli_loop(client: Client, cell: String, targets: CliTargets, cancel: CancellationToken) {
     let mut running = JoinSet::new();
     while !cancel.is_cancelled() {
-        match client.claim_cli_calls(&cell).await {
+        let claimed = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = client.claim_cli_calls(&cell, CLI_CLAIM_WAIT) => r,
+        };
+        match claimed {
             Ok(c) => {
                 for call in c.calls {
                     let target = targets
@@ -80,10 +84,12 @@ async fn cli_loop(client: Client, cell: String, targets: CliTargets, cancel: Can
                     });
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "failed to claim CLI commands"),
+            Err(e) => {
+                tracing::debug!(error = %e, "failed to claim CLI commands");
+                sleep_or_cancel(Duration::from_secs(2), &cancel).await;
+            }
         }
         while running.try_join_next().is_some() {}
-        sleep_or_cancel(CLI_POLL, &cancel).await;
     }
     running.shutdown().await;
 }

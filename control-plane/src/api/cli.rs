@@ -5,10 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hangar_tenants::api::{AirflowCliResult, CliCalls, Problem, RunAirflowCli};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
 use crate::auth::Actor;
 
@@ -37,13 +39,23 @@ pub async fn run_airflow_cli(
 
 /// The commands waiting for the cell's agent, each handed out once (cell token).
 #[utoipa::path(post, path = "/v1/cells/{cell}/cli-calls/claim", tag = "cells", security(("bearer" = [])),
-    params(("cell" = String, Path)), responses((status = 200, body = CliCalls)))]
+    params(("cell" = String, Path), ClaimQuery), responses((status = 200, body = CliCalls)))]
 pub async fn claim_cli_calls(
     State(s): State<AppState>,
     actor: Actor,
     Path(cell): Path<String>,
+    ApiQuery(q): ApiQuery<ClaimQuery>,
 ) -> Result<Json<CliCalls>, ApiError> {
-    Ok(Json(s.services.claim_cli_calls(&actor, &cell).await?))
+    let wait = std::time::Duration::from_secs(q.wait);
+    Ok(Json(s.services.claim_cli_calls(&actor, &cell, wait).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimQuery {
+    /// Seconds to wait for a command when none is waiting (long poll), at most 30.
+    #[serde(default)]
+    pub wait: u64,
 }
 
 /// The result of a command the cell's agent claimed (cell token).

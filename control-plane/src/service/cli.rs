@@ -19,6 +19,8 @@ use crate::persistence::{self, audit::NewAudit};
 /// The time a command gets unless the caller says otherwise, and the most it may ask for.
 pub const DEFAULT_TIMEOUT_SECS: u32 = 60;
 pub const MAX_TIMEOUT_SECS: u32 = 300;
+/// The longest an agent's claim waits for a command.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// How long past its own time limit a caller waits for the agent's answer.
 const ANSWER_GRACE: Duration = Duration::from_secs(10);
 
@@ -131,16 +133,25 @@ impl Services {
         tx.commit().await.store("commit an Airflow CLI audit")
     }
 
-    /// The commands waiting for the cell's agent, each handed out once.
+    /// The commands waiting for the cell's agent, each handed out once; with none, waits up to
+    /// `wait` for one (long poll, checking every 100 ms).
     pub async fn claim_cli_calls(
         &self,
         actor: &Actor,
         cell: &str,
+        wait: Duration,
     ) -> Result<CliCalls, ServiceError> {
         let cell_id = own_cell(actor, cell)?;
-        let calls = persistence::cli_calls::claim(&self.db.pool, cell_id)
-            .await
-            .store("claim Airflow CLI commands")?;
+        let until = Instant::now() + wait.min(MAX_CLAIM_WAIT);
+        let calls = loop {
+            let calls = persistence::cli_calls::claim(&self.db.pool, cell_id)
+                .await
+                .store("claim Airflow CLI commands")?;
+            if !calls.is_empty() || Instant::now() >= until {
+                break calls;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         Ok(CliCalls {
             calls: calls
                 .into_iter()

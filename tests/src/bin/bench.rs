@@ -66,6 +66,13 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Airflow CLI round trip through Hangar (`POST …/cli`, `dags list`) against the same command
+    /// run directly in the environment.
+    Cli {
+        /// Measured runs of each.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// Simulated worker policies on a generated multi-tenant trace (`pool_utilization`):
     /// Hangar's shared pool vs dedicated (MWAA-like) workers vs KEDA, offline.
     Simulate {
@@ -833,6 +840,141 @@ Runs: {runs_list}.\n\n",
     )
 }
 
+/// `runs` times `airflow dags list` through Hangar's API, and `runs` times the same command run
+/// directly with the scheduler's own program and environment (read from /proc), in the DAG folder.
+async fn bench_cli(runs: usize) -> anyhow::Result<serde_json::Value> {
+    use hangar_tenants::api::RunAirflowCli;
+    let stack = hangar_tests::spawn_stack().await?;
+    let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    let id = c
+        .create_environment(
+            "bench",
+            &CreateEnvironment {
+                name: "etl".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?
+        .environment
+        .id;
+    wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
+    let dag = "from datetime import datetime\nfrom airflow.sdk import dag, task\n\n\n\
+@dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)\ndef listed():\n    @task\n    \
+def nap():\n        pass\n\n    nap()\n\n\nlisted()\n";
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            "v1/tenants/bench/environments/etl/dags/listed.py",
+        )
+        .body(dag)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "upload: {}", r.status());
+    let args: Vec<String> = ["dags", "list"].map(String::from).to_vec();
+    let req = RunAirflowCli {
+        args: args.clone(),
+        timeout_seconds: None,
+    };
+    let start = Instant::now();
+    loop {
+        let r = c.run_airflow_cli("bench", "etl", &req).await?;
+        if r.stdout.contains("listed") {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "DAG not listed: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut through = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = c.run_airflow_cli("bench", "etl", &req).await?;
+        anyhow::ensure!(r.exit_code == Some(0), "{r:?}");
+        through.push(t.elapsed().as_secs_f64());
+    }
+    // The same command as the scheduler would run it.
+    let home = stack.env_home(id);
+    let pid: u32 = std::fs::read_to_string(home.join("run/scheduler-0.pid"))?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .parse()?;
+    let nul_split = |b: Vec<u8>| -> Vec<String> {
+        b.split(|c| *c == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    // `python …/bin/airflow scheduler`: the runtime's `airflow` script.
+    let program = nul_split(std::fs::read(format!("/proc/{pid}/cmdline"))?)
+        .into_iter()
+        .find(|a| a.ends_with("/bin/airflow"))
+        .ok_or_else(|| anyhow::anyhow!("the scheduler's command line names no airflow"))?;
+    let env: Vec<(String, String)> = nul_split(std::fs::read(format!("/proc/{pid}/environ"))?)
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let mut bare = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = tokio::process::Command::new(&program)
+            .args(&args)
+            .env_clear()
+            .envs(env.iter().cloned())
+            .current_dir(home.join("dags"))
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bare.push(t.elapsed().as_secs_f64());
+    }
+    stack.shutdown().await;
+    let (p50, bare_p50) = (
+        percentile(through.clone(), 0.5),
+        percentile(bare.clone(), 0.5),
+    );
+    Ok(json!({
+        "figure": "cli_round_trip_s",
+        "command": "dags list",
+        "p50": p50,
+        "p95": percentile(through.clone(), 0.95),
+        "bare_p50": bare_p50,
+        "bare_p95": percentile(bare, 0.95),
+        "overhead_p50": ((p50 - bare_p50) * 100.0).round() / 100.0,
+        "runs": runs,
+    }))
+}
+
+fn cli_markdown(r: &serde_json::Value, runs: usize) -> String {
+    format!(
+        "## Airflow CLI through Hangar (`cli_round_trip_s`)\n\n\
+Command: `scripts/bench cli` (release build; the whole platform on this machine with real Apache Airflow \
+3.3.2; {runs} runs of `airflow dags list` through `POST …/environments/etl/cli` (the control plane queues it, \
+the agent, long-polling for commands, claims it within 100 ms, runs it, answers; the caller polls for the answer every 100 ms), \
+then {runs} runs of the same command run directly with the scheduler's program, environment and folder). \
+Measured {date}.\n\n\
+| figure | value |\n|---|---|\n\
+| through Hangar, `dags list` | p50 {p50} s, p95 {p95} s |\n\
+| bare `airflow dags list` in the environment | p50 {bp50} s, p95 {bp95} s |\n\
+| Hangar's overhead, p50 | {over} s |\n\n",
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+        p50 = r["p50"],
+        p95 = r["p95"],
+        bp50 = r["bare_p50"],
+        bp95 = r["bare_p95"],
+        over = r["overhead_p50"],
+    )
+}
+
 /// Issue 5's targets for the hangar policy on the generated trace.
 const TARGET_UTILIZATION: f64 = 0.75;
 const TARGET_P95_WAIT_S: f64 = 30.0;
@@ -1134,6 +1276,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{r}");
             if !cli.no_docs {
                 write_section(&cli.docs, "scale", &scale_markdown(&r, runs))?;
+            }
+        }
+        Bench::Cli { runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let r = bench_cli(runs).await?;
+            println!("{r}");
+            if !cli.no_docs {
+                write_section(&cli.docs, "cli", &cli_markdown(&r, runs))?;
             }
         }
         Bench::Simulate {

@@ -54,13 +54,20 @@ async fn a_command_is_run_by_the_cells_agent_and_its_result_returned() {
                 .await
         }
     });
-    let call = loop {
-        let mut calls = agent.client.claim_cli_calls("local").await.unwrap().calls;
-        if let Some(c) = calls.pop() {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // The agent's claim is a long poll: it answers as soon as the command is queued.
+    let started = std::time::Instant::now();
+    let mut calls = agent
+        .client
+        .claim_cli_calls("local", Duration::from_secs(20))
+        .await
+        .unwrap()
+        .calls;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let call = calls.pop().expect("the queued command");
     assert_eq!(
         (call.environment_id, call.args.clone()),
         (id, vec!["dags".to_owned(), "list".to_owned()])
@@ -69,7 +76,7 @@ async fn a_command_is_run_by_the_cells_agent_and_its_result_returned() {
     assert!(
         agent
             .client
-            .claim_cli_calls("local")
+            .claim_cli_calls("local", Duration::ZERO)
             .await
             .unwrap()
             .calls
@@ -146,7 +153,7 @@ async fn commands_off_the_list_are_refused_by_argument_and_nothing_is_queued() {
     assert_eq!(p.errors[0].field, "timeout_seconds");
     assert!(agent
         .client
-        .claim_cli_calls("local")
+        .claim_cli_calls("local", Duration::ZERO)
         .await
         .unwrap()
         .calls
@@ -188,7 +195,7 @@ async fn viewers_and_other_tenants_cannot_run_commands() {
     assert_eq!(p.status, 404);
     assert!(agent
         .client
-        .claim_cli_calls("local")
+        .claim_cli_calls("local", Duration::ZERO)
         .await
         .unwrap()
         .calls
