@@ -80,3 +80,14 @@ pub async fn result(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>
     .await?;
     Ok(row.and_then(|r| r.result))
 }
+
+/// Removes calls (and their output) older than `days`; how many went.
+pub async fn prune(pool: &PgPool, days: i32) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM cli_calls WHERE created_at < now() - make_interval(days => $1)",
+        days
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

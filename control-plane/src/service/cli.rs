@@ -19,6 +19,8 @@ use crate::persistence::{self, audit::NewAudit};
 /// The time a command gets unless the caller says otherwise, and the most it may ask for.
 pub const DEFAULT_TIMEOUT_SECS: u32 = 60;
 pub const MAX_TIMEOUT_SECS: u32 = 300;
+/// Days a call and its output are kept.
+const KEEP_DAYS: i32 = 1;
 /// The longest an agent's claim waits for a command.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// How long past its own time limit a caller waits for the agent's answer.
@@ -72,6 +74,10 @@ impl Services {
                 row.phase
             ))
         })?;
+        // Calls and their output are kept a day (the audit log keeps who ran what).
+        if let Err(e) = persistence::cli_calls::prune(&self.db.pool, KEEP_DAYS).await {
+            tracing::warn!(error = %e, "failed to prune old Airflow CLI calls");
+        }
         let id = Uuid::new_v4();
         self.audit_cli(actor, &t, env, &command.args, json!({ "call": id }))
             .await?;

@@ -230,3 +230,72 @@ async fn a_command_waits_no_longer_than_its_time_limit_when_no_agent_answers() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn calls_older_than_a_day_are_pruned_when_the_next_one_is_made() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let mut agent = app.registered_agent("local", 10).await.unwrap();
+    let id = created(&editor).await;
+    agent.poll(Duration::from_secs(5)).await.unwrap();
+    agent.report(id, &healthy(1)).await.unwrap();
+    let ask = |timeout| {
+        let editor = editor.clone();
+        tokio::spawn(async move {
+            editor
+                .run_airflow_cli(
+                    "data",
+                    "etl",
+                    &RunAirflowCli {
+                        timeout_seconds: Some(timeout),
+                        ..run(&["version"])
+                    },
+                )
+                .await
+        })
+    };
+    let _ = ask(1).await;
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    assert_eq!(count(&mut db).await, 1);
+    sqlx::query("UPDATE cli_calls SET created_at = now() - interval '2 days'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let next = ask(1);
+    let mut calls = agent
+        .client
+        .claim_cli_calls("local", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .calls;
+    assert_eq!(
+        count(&mut db).await,
+        1,
+        "the old call went, the new one is there"
+    );
+    let call = calls.pop().unwrap();
+    let answer = AirflowCliResult {
+        stdout: "3.3.2\n".into(),
+        stderr: String::new(),
+        exit_code: Some(0),
+        timed_out: false,
+        truncated: false,
+        duration_ms: 1,
+    };
+    agent
+        .client
+        .finish_cli_call("local", call.id, &answer)
+        .await
+        .unwrap();
+    assert_eq!(next.await.unwrap().unwrap(), answer);
+}
+
+async fn count(db: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM cli_calls")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
