@@ -133,6 +133,9 @@ pub struct ProcessEnvironment {
     running_revision: Option<i64>,
     /// Where the environment's Airflow CLI commands run, once it was applied.
     cli_target: Option<crate::cli_runner::Target>,
+    /// What the running revision's processes were rendered from, so scaling re-renders them
+    /// without preparing the runtime, database, broker user and folders again.
+    prepared: Option<Prepared>,
     /// Where its api-server answers: `http://127.0.0.1:<port><webserver path>` (no final `/`).
     api_url: Option<String>,
     http: reqwest::Client,
@@ -148,6 +151,15 @@ pub struct ProcessEnvironment {
     worker_status: Option<hangar_tenants::WorkerStatus>,
     /// A connection to the environment's own database, for task counts.
     counts_conn: Option<sqlx::PgConnection>,
+}
+
+/// A revision's prepared inputs to the blueprint.
+#[derive(Debug, Clone)]
+struct Prepared {
+    revision: i64,
+    layout: Layout,
+    ports: Ports,
+    backends: Backends,
 }
 
 /// What one round of syncing from the bucket changed.
@@ -184,6 +196,7 @@ impl ProcessEnvironment {
             worker_status: None,
             counts_conn: None,
             cli_target: None,
+            prepared: None,
         }
     }
 
@@ -273,9 +286,34 @@ impl ProcessEnvironment {
                 .to_owned(),
             broker_key_prefix: broker.key_prefix.clone(),
         };
+        let prepared = Prepared {
+            revision: a.revision,
+            layout,
+            ports,
+            backends,
+        };
+        self.start(a, secrets, &prepared).await?;
+        self.prepared = Some(prepared);
+        Ok(())
+    }
+
+    /// Renders the environment's processes from prepared inputs and makes the supervisor run
+    /// them (with the autoscaler's worker count).
+    async fn start(
+        &mut self,
+        a: &Assignment,
+        secrets: &EnvironmentSecrets,
+        prepared: &Prepared,
+    ) -> Result<(), ReconcileError> {
+        let Prepared {
+            layout,
+            ports,
+            backends,
+            ..
+        } = prepared;
         let workers = self.workers(&a.spec);
         self.workers = Some(workers);
-        let mut bp = blueprint::blueprint(&a.spec, secrets, &layout, ports, &backends, workers);
+        let mut bp = blueprint::blueprint(&a.spec, secrets, layout, *ports, backends, workers);
         // Every component loads plugins: a new plugins generation restarts them (workers by
         // retiring, so running tasks finish).
         let plugins = self.plugin_sync.as_ref().map_or(0, DagSync::generation);
@@ -659,11 +697,15 @@ impl WorkerRuntime for ProcessEnvironment {
         u32::try_from(self.supervisor.draining_pids().len()).unwrap_or(u32::MAX)
     }
 
-    /// Re-applies the running revision with `n` workers: the supervisor starts the new ones and
+    /// Runs the applied revision with `n` workers: the supervisor starts the new ones and
     /// retires the surplus (warm shutdown, tracked until they exit).
     async fn scale_to(&mut self, a: &Assignment, n: u32) -> Result<(), ScaleError> {
         self.workers = Some(n);
-        Ok(self.apply(a).await?)
+        let secrets = a.secrets.as_ref().ok_or(ReconcileError::NoSecrets)?;
+        match self.prepared.clone() {
+            Some(p) if p.revision == a.revision => Ok(self.start(a, secrets, &p).await?),
+            _ => Ok(self.apply(a).await?),
+        }
     }
 
     fn set_worker_status(&mut self, status: hangar_tenants::WorkerStatus) {
