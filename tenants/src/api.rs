@@ -254,6 +254,21 @@ pub struct CellPool {
     pub utilization: f64,
 }
 
+impl CellPool {
+    pub fn new(worker_slots: u32, workers: u32) -> Self {
+        let utilization = if worker_slots == 0 {
+            0.0
+        } else {
+            f64::from(workers) / f64::from(worker_slots)
+        };
+        Self {
+            worker_slots,
+            workers,
+            utilization,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CellList {
     pub cells: Vec<Cell>,

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::persistence;
+use hangar_tenants::api::CellPool;
 use hangar_tenants::WorkerStatus;
 
 #[derive(Serialize, ToSchema)]
@@ -71,9 +72,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     Some((r.tenant, r.name, r.cell, w))
                 })
                 .collect();
-            let cells: Vec<(String, u32)> = cells
+            let cells: Vec<(String, CellPool)> = cells
                 .into_iter()
-                .filter_map(|c| Some((c.name, u32::try_from(c.worker_slots?).ok()?)))
+                .filter_map(|c| {
+                    let slots = u32::try_from(c.worker_slots?).ok()?;
+                    let held = u32::try_from(c.workers).unwrap_or(0);
+                    Some((c.name, CellPool::new(slots, held)))
+                })
                 .collect();
             text.push_str(&render_workers(&envs, &cells));
         }
@@ -85,16 +90,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The worker gauges and counters in Prometheus' text format: per environment (tenant,
-/// environment, cell) its tasks and workers as last reported; per cell its pool's slots, the
-/// slots held by workers (taking tasks or draining) and their ratio.
+/// environment, cell) its tasks and workers as last reported; per cell its pool (as
+/// `GET /v1/cells` shows it).
 fn render_workers(
     envs: &[(String, String, Option<String>, WorkerStatus)],
-    cells: &[(String, u32)],
+    cells: &[(String, CellPool)],
 ) -> String {
-    use std::collections::BTreeMap;
     use std::fmt::Write;
     let mut out = String::new();
-    let mut held: BTreeMap<&str, u32> = BTreeMap::new();
     let mut tasks = String::new();
     let mut workers = String::new();
     let mut scaling = String::new();
@@ -128,7 +131,6 @@ fn render_workers(
                 "hangar_environment_scaling_total{{{labels},direction=\"{direction}\"}} {n}"
             );
         }
-        *held.entry(cell).or_default() += w.actual + w.draining;
     }
     out.push_str("# HELP hangar_environment_tasks Task instances queued or running, as last reported.\n# TYPE hangar_environment_tasks gauge\n");
     out.push_str(&tasks);
@@ -137,30 +139,30 @@ fn render_workers(
     out.push_str("# HELP hangar_environment_scaling_total Scaling steps carried out since the cell's agent started.\n# TYPE hangar_environment_scaling_total counter\n");
     out.push_str(&scaling);
     out.push_str("# HELP hangar_cell_worker_slots Worker slots of the cell's shared pool.\n# TYPE hangar_cell_worker_slots gauge\n");
-    for (cell, slots) in cells {
+    for (cell, pool) in cells {
         let _ = writeln!(
             out,
-            "hangar_cell_worker_slots{{cell=\"{}\"}} {slots}",
-            label(cell)
+            "hangar_cell_worker_slots{{cell=\"{}\"}} {}",
+            label(cell),
+            pool.worker_slots
         );
     }
     out.push_str("# HELP hangar_cell_workers Worker slots held by workers taking tasks or draining.\n# TYPE hangar_cell_workers gauge\n");
-    for (cell, _) in cells {
-        let n = held.get(cell.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(out, "hangar_cell_workers{{cell=\"{}\"}} {n}", label(cell));
-    }
-    out.push_str("# HELP hangar_cell_pool_utilization Held worker slots / the pool's slots.\n# TYPE hangar_cell_pool_utilization gauge\n");
-    for (cell, slots) in cells {
-        let n = held.get(cell.as_str()).copied().unwrap_or(0);
-        let ratio = if *slots == 0 {
-            0.0
-        } else {
-            f64::from(n) / f64::from(*slots)
-        };
+    for (cell, pool) in cells {
         let _ = writeln!(
             out,
-            "hangar_cell_pool_utilization{{cell=\"{}\"}} {ratio}",
-            label(cell)
+            "hangar_cell_workers{{cell=\"{}\"}} {}",
+            label(cell),
+            pool.workers
+        );
+    }
+    out.push_str("# HELP hangar_cell_pool_utilization Held worker slots / the pool's slots.\n# TYPE hangar_cell_pool_utilization gauge\n");
+    for (cell, pool) in cells {
+        let _ = writeln!(
+            out,
+            "hangar_cell_pool_utilization{{cell=\"{}\"}} {}",
+            label(cell),
+            pool.utilization
         );
     }
     out
@@ -200,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn worker_metrics_sum_held_slots_per_cell() {
+    fn worker_metrics_per_environment_and_per_cell_pool() {
         let envs = vec![
             (
                 "a".into(),
@@ -221,7 +223,11 @@ mod tests {
                 w(0, 1, 1, 1, 0),
             ),
         ];
-        let cells = vec![("local".into(), 4), ("other".into(), 0), ("idle".into(), 2)];
+        let cells = vec![
+            ("local".into(), CellPool::new(4, 3)),
+            ("other".into(), CellPool::new(0, 1)),
+            ("idle".into(), CellPool::new(2, 0)),
+        ];
         let text = render_workers(&envs, &cells);
         for line in [
             r#"hangar_environment_tasks{tenant="a",environment="etl",cell="local",state="queued"} 4"#,

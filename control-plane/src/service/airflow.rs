@@ -73,11 +73,7 @@ impl Services {
     ) -> Result<AirflowTarget, ServiceError> {
         let need = if write { Role::Editor } else { Role::Viewer };
         let t = self.authorize_tenant(actor, tenant, need).await?;
-        let row = persistence::environments::by_name(&self.db.pool, t.id, env)
-            .await
-            .store("read an environment")?
-            .filter(|r| r.phase != Phase::Deleted.as_str())
-            .ok_or_else(|| ServiceError::not_found("environment", env))?;
+        let row = self.live_environment(&t, env).await?;
         let id = row.id;
         let e = self.environment_out(row)?;
         let base_url = e

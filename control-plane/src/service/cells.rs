@@ -46,17 +46,10 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         }),
         _ => None,
     };
-    let worker_slots = capacity.as_ref().map_or(0, |c| c.worker_slots);
-    let workers = u32::try_from(row.workers).unwrap_or(0);
-    let pool = CellPool {
-        worker_slots,
-        workers,
-        utilization: if worker_slots == 0 {
-            0.0
-        } else {
-            f64::from(workers) / f64::from(worker_slots)
-        },
-    };
+    let pool = CellPool::new(
+        capacity.as_ref().map_or(0, |c| c.worker_slots),
+        u32::try_from(row.workers).unwrap_or(0),
+    );
     Ok(Cell {
         id: row.id,
         name: row.name,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::cells::own_cell;
 use super::{ServiceError, Services, StoreContext, TenantRef};
 use crate::auth::Actor;
-use crate::persistence::{self, audit::NewAudit};
+use crate::persistence;
 
 /// The time a command gets unless the caller says otherwise, and the most it may ask for.
 pub const DEFAULT_TIMEOUT_SECS: u32 = 60;
@@ -37,11 +37,7 @@ impl Services {
         req: RunAirflowCli,
     ) -> Result<AirflowCliResult, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
-        let row = persistence::environments::by_name(&self.db.pool, t.id, env)
-            .await
-            .store("read an environment")?
-            .filter(|r| r.phase != Phase::Deleted.as_str())
-            .ok_or_else(|| ServiceError::not_found("environment", env))?;
+        let row = self.live_environment(&t, env).await?;
         let timeout = req.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECS);
         let checked = if (1..=MAX_TIMEOUT_SECS).contains(&timeout) {
             airflow_cli::check(req.args.clone()).map_err(ServiceError::from)
@@ -122,21 +118,14 @@ impl Services {
     ) -> Result<(), ServiceError> {
         let mut details = details;
         details["args"] = json!(args);
-        let mut tx = self.db.begin().await.store("begin a transaction")?;
-        persistence::audit::insert(
-            &mut tx,
-            NewAudit {
-                tenant_id: Some(t.id),
-                actor: &actor.principal.actor(),
-                action: "environment.cli",
-                target: &format!("{}/environments/{env}", t.name),
-                request_id: actor.request_id.as_deref(),
-                details,
-            },
+        self.audit(
+            actor,
+            t,
+            "environment.cli",
+            &format!("{}/environments/{env}", t.name),
+            details,
         )
         .await
-        .store("audit an Airflow CLI command")?;
-        tx.commit().await.store("commit an Airflow CLI audit")
     }
 
     /// The commands waiting for the cell's agent, each handed out once; with none, waits up to

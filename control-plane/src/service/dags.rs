@@ -8,15 +8,14 @@ use futures::{Stream, StreamExt};
 use hangar_data_plane::bucket::{Bucket, BucketError};
 use hangar_tenants::api::{DagFile, Role, UploadUrl};
 use hangar_tenants::dag_path::DagPath;
-use hangar_tenants::{FieldError, Phase};
+use hangar_tenants::FieldError;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{ServiceError, Services, StoreContext, TenantRef};
+use super::{ServiceError, Services, TenantRef};
 use crate::auth::Actor;
-use crate::persistence::{self, audit::NewAudit};
 
 /// How long a pre-signed upload URL is valid.
 const UPLOAD_URL_SECS: u64 = 15 * 60;
@@ -61,11 +60,7 @@ impl Services {
         need: Role,
     ) -> Result<(TenantRef, ObjectPath), ServiceError> {
         let t = self.authorize_tenant(actor, tenant, need).await?;
-        persistence::environments::by_name(&self.db.pool, t.id, env)
-            .await
-            .store("read an environment")?
-            .filter(|r| r.phase != Phase::Deleted.as_str())
-            .ok_or_else(|| ServiceError::not_found("environment", env))?;
+        self.live_environment(&t, env).await?;
         let prefix = self.bucket()?.dags_prefix(&t.name, env);
         Ok((t, prefix))
     }
@@ -80,21 +75,14 @@ impl Services {
         action: &str,
         details: serde_json::Value,
     ) -> Result<(), ServiceError> {
-        let mut tx = self.db.begin().await.store("begin a transaction")?;
-        persistence::audit::insert(
-            &mut tx,
-            NewAudit {
-                tenant_id: Some(t.id),
-                actor: &actor.principal.actor(),
-                action,
-                target: &format!("{}/environments/{env}/dags/{path}", t.name),
-                request_id: actor.request_id.as_deref(),
-                details,
-            },
+        self.audit(
+            actor,
+            t,
+            action,
+            &format!("{}/environments/{env}/dags/{path}", t.name),
+            details,
         )
         .await
-        .store("audit a DAG change")?;
-        tx.commit().await.store("commit a DAG change audit")
     }
 
     fn dag_path(path: &str) -> Result<DagPath, ServiceError> {

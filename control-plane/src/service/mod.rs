@@ -250,6 +250,46 @@ impl Services {
         }
     }
 
+    /// The tenant's environment of that name that is not deleted.
+    pub(crate) async fn live_environment(
+        &self,
+        t: &TenantRef,
+        name: &str,
+    ) -> Result<persistence::environments::EnvRow, ServiceError> {
+        persistence::environments::by_name(&self.db.pool, t.id, name)
+            .await
+            .store("read an environment")?
+            .filter(|r| r.phase != hangar_tenants::Phase::Deleted.as_str())
+            .ok_or_else(|| ServiceError::not_found("environment", name))
+    }
+
+    /// Records in the audit log, in a transaction of its own, something done in the tenant's
+    /// name that changes no row of its own (an upload, a login, a CLI command).
+    pub(crate) async fn audit(
+        &self,
+        actor: &Actor,
+        t: &TenantRef,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        persistence::audit::insert(
+            &mut tx,
+            persistence::audit::NewAudit {
+                tenant_id: Some(t.id),
+                actor: &actor.principal.actor(),
+                action,
+                target,
+                request_id: actor.request_id.as_deref(),
+                details,
+            },
+        )
+        .await
+        .store("write the audit log")?;
+        tx.commit().await.store("commit an audit entry")
+    }
+
     pub fn require_platform_admin(&self, actor: &Actor) -> Result<(), ServiceError> {
         match actor.principal {
             Principal::PlatformAdmin => Ok(()),

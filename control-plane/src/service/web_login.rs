@@ -10,13 +10,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
 use hangar_tenants::api::{webserver_path, Role, WebLoginToken};
-use hangar_tenants::Phase;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ServiceError, Services, StoreContext};
+use super::{ServiceError, Services};
 use crate::auth::{Actor, Credential, Principal, TokenKind};
-use crate::persistence::{self, audit::NewAudit};
 
 /// The session cookie's name.
 pub const WEB_SESSION_COOKIE: &str = "hangar_web";
@@ -92,11 +90,7 @@ impl Services {
         env: &str,
     ) -> Result<WebLoginToken, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
-        persistence::environments::by_name(&self.db.pool, t.id, env)
-            .await
-            .store("read an environment")?
-            .filter(|r| r.phase != Phase::Deleted.as_str())
-            .ok_or_else(|| ServiceError::not_found("environment", env))?;
+        self.live_environment(&t, env).await?;
         let exp = Utc::now() + chrono::Duration::seconds(WEB_LOGIN_TTL_SECS);
         let web_token = self.seal_claims(
             LOGIN_PURPOSE,
@@ -108,21 +102,14 @@ impl Services {
                 exp: exp.timestamp(),
             },
         )?;
-        let mut tx = self.db.begin().await.store("begin a transaction")?;
-        persistence::audit::insert(
-            &mut tx,
-            NewAudit {
-                tenant_id: Some(t.id),
-                actor: &actor.principal.actor(),
-                action: "environment.web_login",
-                target: &format!("{}/environments/{env}", t.name),
-                request_id: actor.request_id.as_deref(),
-                details: json!({ "expires_at": exp }),
-            },
+        self.audit(
+            actor,
+            &t,
+            "environment.web_login",
+            &format!("{}/environments/{env}", t.name),
+            json!({ "expires_at": exp }),
         )
-        .await
-        .store("audit a web login")?;
-        tx.commit().await.store("commit a web login audit")?;
+        .await?;
         Ok(WebLoginToken {
             login_url: format!(
                 "/v1/tenants/{}/environments/{env}/web-login?token={web_token}",

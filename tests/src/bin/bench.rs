@@ -713,6 +713,39 @@ objects per cycle). Measured {date}.\n\n\
     )
 }
 
+/// Creates `bench/etl` on the stack, waits until it is available and uploads `file` with
+/// `source` into its DAGs; returns the tenant's editor client and the environment's id.
+async fn etl_with_dag(
+    stack: &hangar_tests::Stack,
+    file: &str,
+    source: &str,
+) -> anyhow::Result<(hangar_client::Client, uuid::Uuid)> {
+    let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    let id = c
+        .create_environment(
+            "bench",
+            &CreateEnvironment {
+                name: "etl".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?
+        .environment
+        .id;
+    wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("v1/tenants/bench/environments/etl/dags/{file}"),
+        )
+        .body(source.to_owned())
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "upload of {file}: {}", r.status());
+    Ok((c, id))
+}
+
 /// `runs` times: wait for the environment to have no worker, trigger a one-task DAG and take
 /// the task's `queued_when` → `start_date` from Airflow's own records.
 async fn bench_scale(runs: usize) -> anyhow::Result<serde_json::Value> {
@@ -724,26 +757,10 @@ async fn bench_scale(runs: usize) -> anyhow::Result<serde_json::Value> {
         ..StackOptions::default()
     })
     .await?;
-    let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
-    c.create_environment(
-        "bench",
-        &CreateEnvironment {
-            name: "etl".into(),
-            ..Default::default()
-        },
-        None,
-    )
-    .await?;
-    wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
     let dag = "from datetime import datetime\nfrom airflow.sdk import dag, task\n\n\n\
 @dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)\ndef one():\n    @task\n    \
 def nap():\n        import time\n        time.sleep(1)\n\n    nap()\n\n\none()\n";
-    let r = c
-        .request(Method::PUT, "v1/tenants/bench/environments/etl/dags/one.py")
-        .body(dag)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "upload: {}", r.status());
+    let (c, _) = etl_with_dag(&stack, "one.py", dag).await?;
     let api = |m: Method, path: String, body: Option<serde_json::Value>| {
         let c = c.clone();
         async move { airflow_api(&c, "bench", "etl", m, &path, body).await }
@@ -845,32 +862,10 @@ Runs: {runs_list}.\n\n",
 async fn bench_cli(runs: usize) -> anyhow::Result<serde_json::Value> {
     use hangar_tenants::api::RunAirflowCli;
     let stack = hangar_tests::spawn_stack().await?;
-    let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
-    let id = c
-        .create_environment(
-            "bench",
-            &CreateEnvironment {
-                name: "etl".into(),
-                ..Default::default()
-            },
-            None,
-        )
-        .await?
-        .environment
-        .id;
-    wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
     let dag = "from datetime import datetime\nfrom airflow.sdk import dag, task\n\n\n\
 @dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)\ndef listed():\n    @task\n    \
 def nap():\n        pass\n\n    nap()\n\n\nlisted()\n";
-    let r = c
-        .request(
-            reqwest::Method::PUT,
-            "v1/tenants/bench/environments/etl/dags/listed.py",
-        )
-        .body(dag)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "upload: {}", r.status());
+    let (c, id) = etl_with_dag(&stack, "listed.py", dag).await?;
     let args: Vec<String> = ["dags", "list"].map(String::from).to_vec();
     let req = RunAirflowCli {
         args: args.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hangar_client::{Client, ClientError};
 use hangar_tenants::api::{AirflowCliResult, CreateEnvironment, Problem, Role, RunAirflowCli};
-use hangar_tests::{healthy, spawn_app};
+use hangar_tests::{healthy, spawn_app, FakeAgent, TestApp};
 
 fn run(args: &[&str]) -> RunAirflowCli {
     RunAirflowCli {
@@ -37,14 +37,29 @@ async fn created(c: &Client) -> uuid::Uuid {
     .id
 }
 
-#[tokio::test]
-async fn a_command_is_run_by_the_cells_agent_and_its_result_returned() {
+/// A tenant `data` with an editor, and its environment `etl` running on cell `local`, whose
+/// (fake) agent is returned.
+async fn running() -> (TestApp, Client, FakeAgent, uuid::Uuid) {
     let app = spawn_app().await;
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     let mut agent = app.registered_agent("local", 10).await.unwrap();
     let id = created(&editor).await;
     agent.poll(Duration::from_secs(5)).await.unwrap();
     agent.report(id, &healthy(1)).await.unwrap();
+    (app, editor, agent, id)
+}
+
+/// `args` with a time limit of `secs`.
+fn run_for(args: &[&str], secs: u32) -> RunAirflowCli {
+    RunAirflowCli {
+        timeout_seconds: Some(secs),
+        ..run(args)
+    }
+}
+
+#[tokio::test]
+async fn a_command_is_run_by_the_cells_agent_and_its_result_returned() {
+    let (app, editor, agent, id) = running().await;
 
     let caller = tokio::spawn({
         let editor = editor.clone();
@@ -140,14 +155,7 @@ async fn commands_off_the_list_are_refused_by_argument_and_nothing_is_queued() {
     }
     let p = problem(
         editor
-            .run_airflow_cli(
-                "data",
-                "etl",
-                &RunAirflowCli {
-                    timeout_seconds: Some(0),
-                    ..run(&["version"])
-                },
-            )
+            .run_airflow_cli("data", "etl", &run_for(&["version"], 0))
             .await,
     );
     assert_eq!(p.errors[0].field, "timeout_seconds");
@@ -204,23 +212,11 @@ async fn viewers_and_other_tenants_cannot_run_commands() {
 
 #[tokio::test]
 async fn a_command_waits_no_longer_than_its_time_limit_when_no_agent_answers() {
-    let app = spawn_app().await;
-    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
-    let mut agent = app.registered_agent("local", 10).await.unwrap();
-    let id = created(&editor).await;
-    agent.poll(Duration::from_secs(5)).await.unwrap();
-    agent.report(id, &healthy(1)).await.unwrap();
+    let (_app, editor, _agent, _id) = running().await;
     let started = std::time::Instant::now();
     let p = problem(
         editor
-            .run_airflow_cli(
-                "data",
-                "etl",
-                &RunAirflowCli {
-                    timeout_seconds: Some(1),
-                    ..run(&["version"])
-                },
-            )
+            .run_airflow_cli("data", "etl", &run_for(&["version"], 1))
             .await,
     );
     assert_eq!(p.status, 503, "{p:?}");
@@ -234,24 +230,12 @@ async fn a_command_waits_no_longer_than_its_time_limit_when_no_agent_answers() {
 #[tokio::test]
 async fn calls_older_than_a_day_are_pruned_when_the_next_one_is_made() {
     use sqlx::Connection;
-    let app = spawn_app().await;
-    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
-    let mut agent = app.registered_agent("local", 10).await.unwrap();
-    let id = created(&editor).await;
-    agent.poll(Duration::from_secs(5)).await.unwrap();
-    agent.report(id, &healthy(1)).await.unwrap();
+    let (app, editor, agent, _id) = running().await;
     let ask = |timeout| {
         let editor = editor.clone();
         tokio::spawn(async move {
             editor
-                .run_airflow_cli(
-                    "data",
-                    "etl",
-                    &RunAirflowCli {
-                        timeout_seconds: Some(timeout),
-                        ..run(&["version"])
-                    },
-                )
+                .run_airflow_cli("data", "etl", &run_for(&["version"], timeout))
                 .await
         })
     };
