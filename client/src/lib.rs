@@ -7,8 +7,9 @@ use std::time::Duration;
 use hangar_tenants::api::{
     AirflowCliResult, Assignments, AuditLog, Cell, CellCreated, CellList, CliCalls, CreateCell,
     CreateEnvironment, CreateTenant, CreateToken, CreateUploadUrl, DagFile, DagFileList,
-    Environment, EnvironmentList, ImportErrorList, Problem, RegisterCell, RunAirflowCli, Tenant,
-    TenantList, TokenCreated, TokenList, UpdateEnvironment, UploadUrl, WebLoginToken,
+    Environment, EnvironmentList, ImportErrorList, LogBatch, LogLine, LogPage, Problem,
+    RegisterCell, RunAirflowCli, Tenant, TenantList, TokenCreated, TokenList, UpdateEnvironment,
+    UploadUrl, WebLoginToken,
 };
 use hangar_tenants::ObservedState;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -462,6 +463,90 @@ impl Client {
         Ok(())
     }
 
+    /// Lines the cell's agent captured (cell token).
+    pub async fn post_log_lines(&self, cell: &str, batch: &LogBatch) -> Result<(), ClientError> {
+        self.send(
+            self.request(Method::POST, &format!("v1/cells/{cell}/log-lines"))
+                .json(batch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A page of the environment's component logs; `query` holds the filters by name
+    /// (`component`, `since`, `until`, `level`, `q`, `limit`).
+    pub async fn logs(
+        &self,
+        tenant: &str,
+        env: &str,
+        query: &[(&str, String)],
+    ) -> Result<LogPage, ClientError> {
+        self.json(
+            self.request(
+                Method::GET,
+                &format!("v1/tenants/{tenant}/environments/{env}/logs"),
+            )
+            .query(query),
+        )
+        .await
+    }
+
+    /// Follows the environment's component logs: the last lines, then new ones as they come.
+    pub async fn follow_logs(
+        &self,
+        tenant: &str,
+        env: &str,
+        query: &[(&str, String)],
+    ) -> Result<LogFollower, ClientError> {
+        let mut rb = self
+            .request(
+                Method::GET,
+                &format!("v1/tenants/{tenant}/environments/{env}/logs"),
+            )
+            .query(query)
+            .query(&[("follow", "true")]);
+        // A follow has no end: no overall timeout (the server sends keep-alives).
+        rb = rb.timeout(Duration::from_secs(365 * 86_400));
+        let resp = self.send(rb).await?;
+        Ok(LogFollower {
+            url: resp.url().to_string(),
+            resp,
+            buf: Vec::new(),
+        })
+    }
+
+    /// One task try's log as text; the latest try without `try_number`.
+    pub async fn task_log(
+        &self,
+        tenant: &str,
+        env: &str,
+        dag: &str,
+        run: &str,
+        task: &str,
+        try_number: Option<u32>,
+    ) -> Result<String, ClientError> {
+        let seg = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut rb = self.request(
+            Method::GET,
+            &format!(
+                "v1/tenants/{tenant}/environments/{env}/dags/{}/runs/{}/tasks/{}/logs",
+                seg(dag),
+                seg(run),
+                seg(task)
+            ),
+        );
+        if let Some(n) = try_number {
+            rb = rb.query(&[("try", n.to_string())]);
+        }
+        let resp = self.send(rb).await?;
+        let url = resp.url().to_string();
+        resp.text()
+            .await
+            .map_err(|source| ClientError::Decode { url, source })
+    }
+
     pub async fn create_cell(&self, req: &CreateCell) -> Result<CellCreated, ClientError> {
         self.json(self.request(Method::POST, "v1/cells").json(req))
             .await
@@ -513,6 +598,50 @@ impl Client {
             .json(observed),
         )
         .await
+    }
+}
+
+/// A live follow of an environment's logs (server-sent events).
+#[derive(Debug)]
+pub struct LogFollower {
+    url: String,
+    resp: Response,
+    buf: Vec<u8>,
+}
+
+impl LogFollower {
+    /// The next line; `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<LogLine>, ClientError> {
+        loop {
+            // Events end with a blank line; the data of ours is one `data:` line of JSON.
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&event);
+                let data: String = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                if let Ok(line) = serde_json::from_str(&data) {
+                    return Ok(Some(line));
+                }
+                continue;
+            }
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => self.buf.extend_from_slice(&bytes),
+                Ok(None) => return Ok(None),
+                Err(source) => {
+                    return Err(ClientError::Transport {
+                        url: self.url.clone(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
 use hangar_data_plane::autoscaler::machine_worker_slots;
 use hangar_data_plane::bucket::Bucket;
+use hangar_data_plane::log_ship::ShipSettings;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_tenants::api::CellCapacity;
 use secrecy::SecretString;
@@ -53,6 +54,9 @@ pub struct AgentArgs {
     pub worker_slots: Option<u32>,
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
     pub uv: PathBuf,
+    /// Days the bucket keeps the environments' component and task logs.
+    #[arg(long, env = "HANGAR_LOG_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub log_retention_days: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,10 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
         tick: Duration::from_secs(2),
         on_shutdown: OnShutdown::Detach,
         scale_down_cooldown: Duration::from_secs(args.scale_down_cooldown_secs),
+        logs: ShipSettings {
+            retention: Duration::from_secs(args.log_retention_days * 86_400),
+            ..ShipSettings::default()
+        },
     };
     agent::run(client, settings, platform, shutdown).await;
     Ok(())

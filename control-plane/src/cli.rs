@@ -209,6 +209,109 @@ pub async fn airflow(opts: &ClientOpts, a: AirflowArgs) -> anyhow::Result<i32> {
     Ok(r.exit_code.unwrap_or(1))
 }
 
+/// `hangar logs ENV [--component C] [-f]`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The environment.
+    pub env: String,
+    #[arg(long, env = "HANGAR_TENANT")]
+    pub tenant: String,
+    /// api-server, scheduler (every one) or scheduler-N, dag-processor, triggerer, worker (every
+    /// worker) or worker-N.
+    #[arg(long, short = 'c')]
+    pub component: Option<String>,
+    /// From this time: RFC 3339 or an age (30s, 10m, 2h, 7d); default the last hour.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Up to this time (as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The least severe level shown (debug, info, warning, error, critical).
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only lines containing this text (any case).
+    #[arg(long, short = 'q')]
+    pub grep: Option<String>,
+    /// Lines at most (with -f: lines from before it starts following).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Keep printing new lines as they are written.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+fn print_log_line(opts: &ClientOpts, l: &hangar_tenants::api::LogLine) -> anyhow::Result<()> {
+    if opts.json {
+        println!("{}", serde_json::to_string(l)?);
+    } else {
+        println!(
+            "{} {:<13} {:<8} {}",
+            l.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            l.component,
+            l.level.as_str().to_uppercase(),
+            l.message
+        );
+    }
+    Ok(())
+}
+
+/// Prints the environment's component logs, oldest first; with `-f` it keeps following.
+pub async fn logs(opts: &ClientOpts, a: LogsArgs) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    let mut query: Vec<(&str, String)> = vec![];
+    for (k, v) in [
+        ("component", a.component),
+        ("since", a.since),
+        ("until", a.until),
+        ("level", a.level),
+        ("q", a.grep),
+        ("limit", a.limit.map(|n| n.to_string())),
+    ] {
+        if let Some(v) = v {
+            query.push((k, v));
+        }
+    }
+    if !a.follow {
+        let page = c.logs(&a.tenant, &a.env, &query).await?;
+        for l in &page.lines {
+            print_log_line(opts, l)?;
+        }
+        if page.truncated && !opts.json {
+            eprintln!("(more lines matched: narrow with --since/--until or raise --limit)");
+        }
+        return Ok(());
+    }
+    let mut follower = c.follow_logs(&a.tenant, &a.env, &query).await?;
+    while let Some(l) = follower.next().await? {
+        print_log_line(opts, &l)?;
+    }
+    Ok(())
+}
+
+/// `hangar task-log ENV DAG RUN TASK [--try N]`.
+#[derive(Debug, clap::Args)]
+pub struct TaskLogArgs {
+    /// The environment.
+    pub env: String,
+    #[arg(long, env = "HANGAR_TENANT")]
+    pub tenant: String,
+    pub dag: String,
+    pub run: String,
+    pub task: String,
+    /// The try; default the latest.
+    #[arg(long = "try")]
+    pub try_number: Option<u32>,
+}
+
+/// Prints one task try's log.
+pub async fn task_log(opts: &ClientOpts, a: TaskLogArgs) -> anyhow::Result<()> {
+    let text = client(opts)?
+        .task_log(&a.tenant, &a.env, &a.dag, &a.run, &a.task, a.try_number)
+        .await?;
+    print!("{text}");
+    Ok(())
+}
+
 pub async fn dags(opts: &ClientOpts, cmd: DagsCmd) -> anyhow::Result<()> {
     use futures::StreamExt;
     let c = client(opts)?;

@@ -41,6 +41,9 @@ pub struct DevSettings {
     /// Seconds an environment's lower worker target must hold before workers are drained.
     #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
     pub scale_down_cooldown_secs: u64,
+    /// Days the local bucket keeps the environments' component and task logs.
+    #[arg(long, env = "HANGAR_LOG_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub log_retention_days: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +255,10 @@ async fn serve(
         tick: std::time::Duration::from_secs(2),
         on_shutdown: OnShutdown::Stop,
         scale_down_cooldown: std::time::Duration::from_secs(settings.scale_down_cooldown_secs),
+        logs: hangar_data_plane::log_ship::ShipSettings {
+            retention: std::time::Duration::from_secs(settings.log_retention_days * 86_400),
+            ..Default::default()
+        },
     };
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(agent::run(

@@ -64,6 +64,20 @@ enum Command {
         #[command(flatten)]
         args: hangar_control_plane::cli::AirflowArgs,
     },
+    /// An environment's component logs: `hangar logs etl --tenant data --component scheduler -f`.
+    Logs {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        args: hangar_control_plane::cli::LogsArgs,
+    },
+    /// One task try's log: `hangar task-log etl --tenant data DAG RUN TASK [--try N]`.
+    TaskLog {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        args: hangar_control_plane::cli::TaskLogArgs,
+    },
     /// Data-plane cells (platform admin).
     Cell {
         #[command(flatten)]
@@ -163,6 +177,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
+        Command::Logs { opts, args } => cli::logs(&opts, args).await?,
+        Command::TaskLog { opts, args } => cli::task_log(&opts, args).await?,
         Command::Cell { opts, cmd } => cli::cell(&opts, cmd).await?,
         Command::Simulate { cmd } => hangar_control_plane::simulate_cmd::run(cmd)?,
     }

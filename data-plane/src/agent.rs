@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::autoscaler::{allocate, decide, wanted_workers, Cooldown, Demand, Step, WorkerRuntime};
+use crate::log_ship::{LogSource, LogSources};
 use crate::process_runtime::{Platform, ProcessEnvironment};
 
 /// What the agent does with its environments when it is told to stop.
@@ -39,6 +40,8 @@ pub struct AgentSettings {
     pub on_shutdown: OnShutdown,
     /// How long an environment's lower worker target must hold before workers are drained.
     pub scale_down_cooldown: Duration,
+    /// How the environments' logs are shipped and how long the bucket keeps them.
+    pub logs: crate::log_ship::ShipSettings,
 }
 
 /// Every environment of the cell in its worker pool: its task demand, which the pool is split
@@ -109,7 +112,16 @@ pub async fn run(
     let mut envs: HashMap<Uuid, watch::Sender<Assignment>> = HashMap::new();
     let pool: Pool = Arc::default();
     let targets: CliTargets = Arc::default();
+    let sources: LogSources = Arc::default();
     let mut tasks = JoinSet::new();
+    tasks.spawn(crate::log_ship::run(
+        client.clone(),
+        settings.cell.clone(),
+        platform.bucket.clone(),
+        sources.clone(),
+        settings.logs.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(cli_loop(
         client.clone(),
         settings.cell.clone(),
@@ -156,8 +168,11 @@ pub async fn run(
                                 settings.clone(),
                                 platform.clone(),
                                 rx,
-                                pool.clone(),
-                                targets.clone(),
+                                Shared {
+                                    pool: pool.clone(),
+                                    targets: targets.clone(),
+                                    sources: sources.clone(),
+                                },
                                 cancel.clone(),
                             ));
                         }
@@ -181,16 +196,27 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
     }
 }
 
+/// What an environment's reconciler shares with the rest of the cell's agent.
+struct Shared {
+    pool: Pool,
+    targets: CliTargets,
+    sources: LogSources,
+}
+
 /// Reconciles one environment until it is deleted or the agent stops.
 async fn environment_task(
     client: Client,
     settings: AgentSettings,
     platform: Platform,
     mut rx: watch::Receiver<Assignment>,
-    pool: Pool,
-    targets: CliTargets,
+    shared: Shared,
     cancel: CancellationToken,
 ) {
+    let Shared {
+        pool,
+        targets,
+        sources,
+    } = shared;
     let leave_pool = |pool: &Pool, id: Uuid| {
         if let Ok(mut p) = pool.lock() {
             p.remove(&id);
@@ -199,6 +225,16 @@ async fn environment_task(
     let first = rx.borrow().clone();
     let (id, name) = (first.id, format!("{}/{}", first.tenant, first.name));
     let mut env = ProcessEnvironment::new(platform, &first);
+    if let Ok(mut s) = sources.lock() {
+        s.insert(
+            id,
+            LogSource {
+                tenant: first.tenant.clone(),
+                name: first.name.clone(),
+                home: env.home().to_owned(),
+            },
+        );
+    }
     let mut applied: Option<i64> = None;
     // The assignment whose revision runs: scaling re-applies it, never a newer failing one.
     let mut running: Option<Assignment> = None;
@@ -214,6 +250,9 @@ async fn environment_task(
     loop {
         let a = rx.borrow_and_update().clone();
         if a.delete {
+            if let Ok(mut s) = sources.lock() {
+                s.remove(&id);
+            }
             match env.delete(&a).await {
                 Ok(()) => {
                     let gone = ObservedState {

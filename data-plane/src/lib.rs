@@ -5,7 +5,8 @@
 //! [`supervisor`] of an environment's processes, the Python [`runtime`] each environment runs on
 //! (a uv-built virtualenv per Airflow version and requirements, cached and shared), the
 //! [`process_runtime`] that runs an environment on this machine, and the [`agent`] that reconciles
-//! the environments assigned to this cell. The [`autoscaler`]'s decisions are pure functions, which
+//! the environments assigned to this cell, and
+//! [`log_ship`] captures their logs (live to the control plane, durably to the bucket). The [`autoscaler`]'s decisions are pure functions, which
 //! the [`simulator`] replays multi-tenant traces through to compare worker policies.
 
 pub mod agent;
@@ -15,6 +16,7 @@ pub mod bucket;
 pub mod cli_runner;
 pub mod dag_sync;
 pub mod embedded;
+pub mod log_ship;
 pub mod metadata_db;
 pub mod process_runtime;
 pub mod runtime;

@@ -359,6 +359,11 @@ impl ProcessEnvironment {
     }
 
     /// Where the environment's Airflow CLI commands run (after its first apply).
+    /// The environment's home on this machine (its files, its logs).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
     pub fn cli_target(&self) -> Option<&crate::cli_runner::Target> {
         self.cli_target.as_ref()
     }

@@ -462,3 +462,86 @@ pub struct CliCall {
 pub struct CliCalls {
     pub calls: Vec<CliCall>,
 }
+
+/// How severe a log line is, from the line itself (`WARNING`, `[error   ]`, `INFO/MainProcess`…);
+/// a line without one (a traceback's frames) has the level of the line before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+
+    /// A level by its name as log lines spell it (`warn`, `fatal` and any case included).
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warning" | "warn" => Some(LogLevel::Warning),
+            "error" => Some(LogLevel::Error),
+            "critical" | "fatal" => Some(LogLevel::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// One line of an environment component's log (api-server, scheduler, dag-processor,
+/// triggerer, worker-N), as the data plane captured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// The line's own time when it carries one, else the time it was captured.
+    pub ts: DateTime<Utc>,
+    pub component: String,
+    pub level: LogLevel,
+    pub message: String,
+    /// Where the line starts in the component's log file: with `component`, it names the line
+    /// (lines seen twice, live and from the bucket, are shown once).
+    pub offset: u64,
+}
+
+/// A page of component log lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// Whether more lines matched than `limit`: without `since` the oldest were left out, with
+    /// `since` the newest.
+    pub truncated: bool,
+}
+
+/// Lines an agent captured, sent as they come so followers see them at once (cell token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    pub environments: Vec<EnvironmentLogLines>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentLogLines {
+    pub environment_id: Uuid,
+    pub lines: Vec<LogLine>,
+}

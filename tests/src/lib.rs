@@ -454,6 +454,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         tick,
         on_shutdown: OnShutdown::Stop,
         scale_down_cooldown,
+        logs: hangar_data_plane::log_ship::ShipSettings::default(),
     };
     let agent_stop = CancellationToken::new();
     let agent = with_agent.then(|| {

@@ -3,14 +3,14 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hangar_tenants::api::{
     CreateUploadUrl, DagFile, DagFileList, ImportErrorList, Problem, UploadUrl,
 };
 
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::dags::UploadError;
@@ -34,13 +34,19 @@ pub async fn put_dag(
     }
 }
 
+/// A DAG file's content, or, for `{dag}/runs/{run}/tasks/{task}/logs`, a task log (the two
+/// routes share a prefix, see [`super::logs::task_log_target`]).
 pub async fn get_dag(
     State(s): State<AppState>,
     actor: Actor,
     Path((tenant, env, path)): Path<(String, String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
+    ApiQuery(q): ApiQuery<super::logs::TaskLogQuery>,
+) -> Result<Response, ApiError> {
+    if let Some((dag, run, task)) = super::logs::task_log_target(&path) {
+        return super::logs::task_log(&s, &actor, &tenant, &env, dag, run, task, &q).await;
+    }
     let bytes = s.services.get_dag(&actor, &tenant, &env, &path).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 pub async fn delete_dag(

@@ -8,6 +8,7 @@ pub mod dags;
 pub mod environments;
 pub mod error;
 pub mod extract;
+pub mod logs;
 pub mod ops;
 pub mod tenants;
 pub mod web_login;
@@ -46,6 +47,7 @@ pub struct AppState {
         description = "Self-hosted managed Apache Airflow: tenants, environments and data-plane cells.",
         version = "1"
     ),
+    paths(logs::task_log),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants and their tokens (platform admin, tenant admin)"),
@@ -86,6 +88,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(web_login::create_web_login_token))
         .routes(routes!(cli::run_airflow_cli))
+        .routes(routes!(logs::environment_logs))
         .routes(routes!(dags::import_errors))
         .routes(routes!(dags::dag_upload_url))
         .routes(routes!(web_login::web_login))
@@ -95,6 +98,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(cells::report_observed))
         .routes(routes!(cli::claim_cli_calls))
         .routes(routes!(cli::finish_cli_call))
+        .routes(routes!(logs::post_log_lines))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_document))

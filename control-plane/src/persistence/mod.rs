@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cells;
 pub mod cli_calls;
 pub mod environments;
+pub mod log_tail;
 pub mod tenants;
 pub mod tokens;
 

@@ -6,6 +6,7 @@ pub mod cells;
 pub mod cli;
 pub mod dags;
 pub mod environments;
+pub mod logs;
 pub mod tenants;
 pub mod web_login;
 
@@ -110,6 +111,8 @@ pub struct Services {
     pub(crate) http: reqwest::Client,
     /// The platform bucket, if configured.
     pub bucket: Option<hangar_data_plane::bucket::Bucket>,
+    /// When the live log tail was last pruned (Unix seconds).
+    pub(crate) log_pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -136,6 +139,7 @@ impl Services {
             airflow_tokens: std::sync::Arc::default(),
             http: reqwest::Client::new(),
             bucket: None,
+            log_pruned_at: std::sync::Arc::default(),
         }
     }
 

@@ -73,6 +73,13 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Live log tail: a line written to a component's log → received by a follower
+    /// (`GET …/logs?follow=true`), through the agent's shipper and the control plane.
+    Logs {
+        /// Lines measured, one after another at irregular gaps.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
     /// Simulated worker policies on a generated multi-tenant trace (`pool_utilization`):
     /// Hangar's shared pool vs dedicated (MWAA-like) workers vs KEDA, offline.
     Simulate {
@@ -970,6 +977,91 @@ Measured {date}.\n\n\
     )
 }
 
+/// `lines` times: append a line to the scheduler's log file and time its arrival at a
+/// follower of the scheduler's logs.
+async fn bench_logs(lines: usize) -> anyhow::Result<serde_json::Value> {
+    use std::io::Write;
+    let stack = hangar_tests::spawn_stack().await?;
+    let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    let id = c
+        .create_environment(
+            "bench",
+            &CreateEnvironment {
+                name: "etl".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?
+        .environment
+        .id;
+    wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
+    let mut follower = c
+        .follow_logs(
+            "bench",
+            "etl",
+            &[("component", "scheduler".into()), ("limit", "0".into())],
+        )
+        .await?;
+    let path = stack.env_home(id).join("components/scheduler-0.log");
+    let mut latencies = Vec::with_capacity(lines);
+    for i in 0..lines {
+        // Irregular gaps, so writes fall at every phase of the shipper's and follower's polls.
+        tokio::time::sleep(Duration::from_millis((i as u64 * 379) % 1000)).await;
+        let marker = format!("bench-tail-{i}-{}", uuid::Uuid::new_v4().simple());
+        let written = Instant::now();
+        {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
+            writeln!(
+                f,
+                "{} [info     ] {marker}",
+                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            )?;
+        }
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), follower.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("line {i} not received in 30 s"))??
+                .ok_or_else(|| anyhow::anyhow!("the follow ended"))?;
+            if line.message.ends_with(&marker) {
+                break;
+            }
+        }
+        latencies.push(written.elapsed().as_secs_f64());
+    }
+    drop(follower);
+    stack.shutdown().await;
+    let max = latencies.iter().copied().fold(0.0, f64::max);
+    Ok(json!({
+        "figure": "log_tail_s",
+        "p50": percentile(latencies.clone(), 0.5),
+        "p95": percentile(latencies, 0.95),
+        "max": (max * 1000.0).round() / 1000.0,
+        "lines": lines,
+        "target_p95": 2.0,
+    }))
+}
+
+fn logs_markdown(r: &serde_json::Value) -> String {
+    format!(
+        "## Live log tail (`log_tail_s`)\n\n\
+Command: `scripts/bench logs` (release build; the whole platform on this machine with one real Apache \
+Airflow 3.3.2 environment; {lines} marker lines appended to the environment's scheduler log file at \
+irregular gaps of 0–1 s, each timed from the write to its arrival at a follower of \
+`GET …/logs?component=scheduler&follow=true`: the agent reads the files every 0.5 s and posts new lines, \
+the follower's stream looks for new lines every 0.2 s). Measured {date}.\n\n\
+| figure | value | aim |\n|---|---|---|\n\
+| line written → received, p50 | {p50} s | |\n\
+| line written → received, p95 | {p95} s | ≤ 2 s |\n\
+| slowest | {max} s | |\n\n",
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+        lines = r["lines"],
+        p50 = r["p50"],
+        p95 = r["p95"],
+        max = r["max"],
+    )
+}
+
 /// Issue 5's targets for the hangar policy on the generated trace.
 const TARGET_UTILIZATION: f64 = 0.75;
 const TARGET_P95_WAIT_S: f64 = 30.0;
@@ -1279,6 +1371,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{r}");
             if !cli.no_docs {
                 write_section(&cli.docs, "cli", &cli_markdown(&r, runs))?;
+            }
+        }
+        Bench::Logs { lines } => {
+            anyhow::ensure!(lines > 0, "--lines must be at least 1");
+            let r = bench_logs(lines).await?;
+            println!("{r}");
+            if !cli.no_docs {
+                write_section(&cli.docs, "logs", &logs_markdown(&r))?;
             }
         }
         Bench::Simulate {

@@ -7,6 +7,7 @@ mod concurrency;
 mod dags;
 mod isolation;
 mod lifecycle;
+mod logs;
 mod ops;
 mod tenants;
 mod validation;

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+mod logs;
+
 use hangar_client::Client;
 use hangar_tenants::api::{
     CreateEnvironment, EnvironmentSecrets, Role, RunAirflowCli, UpdateEnvironment,
@@ -810,8 +812,14 @@ fn hangar_bin() -> std::path::PathBuf {
 }
 
 fn start_agent(stack: &Stack) -> std::process::Child {
+    start_agent_with(stack, &[])
+}
+
+/// `hangar agent` for the stack's cell, with extra environment variables.
+fn start_agent_with(stack: &Stack, extra: &[(&str, &str)]) -> std::process::Child {
     std::process::Command::new(hangar_bin())
         .arg("agent")
+        .envs(extra.iter().copied())
         .env("HANGAR_URL", &stack.app.address)
         .env("HANGAR_CELL", "local")
         .env("HANGAR_CELL_TOKEN", &stack.cell_token)
