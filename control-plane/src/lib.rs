@@ -13,3 +13,4 @@ pub mod service;
 pub mod settings;
 pub mod simulate_cmd;
 pub mod startup;
+pub mod telemetry;

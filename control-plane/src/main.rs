@@ -6,8 +6,8 @@ use hangar_control_plane::cli::{self, CellCmd, ClientOpts, EnvCmd, TenantCmd, To
 use hangar_control_plane::persistence::Db;
 use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
 use hangar_control_plane::startup::Application;
+use hangar_control_plane::telemetry::{self, Telemetry};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(name = "hangar", version, about = "Self-hosted managed Apache Airflow")]
@@ -93,12 +93,13 @@ enum Command {
     },
 }
 
-fn init_tracing() {
-    let filter = EnvFilter::try_from_env("HANGAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Logging, and traces when the `OTEL_*` variables ask for them (see `telemetry`).
+fn init_telemetry(service: &str) -> anyhow::Result<Telemetry> {
+    let t = telemetry::init(service)?;
+    if t.exporting() {
+        tracing::info!(service, "exporting traces with OTLP");
+    }
+    Ok(t)
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -138,31 +139,38 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => {
-            init_tracing();
+            let telemetry = init_telemetry("hangar-control-plane")?;
             let app = Application::build(settings).await?;
             let addr = app.local_addr()?;
             tracing::info!(%addr, "hangar control plane listening");
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
-            app.run(token).await.context("failed to serve")?;
+            let served = app.run(token).await.context("failed to serve");
+            telemetry.shutdown().await;
+            served?;
         }
         Command::Dev(settings) => {
-            init_tracing();
+            let telemetry = init_telemetry("hangar-dev")?;
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
-            hangar_control_plane::dev::run(settings, token).await?;
+            let ran = hangar_control_plane::dev::run(settings, token).await;
+            telemetry.shutdown().await;
+            ran?;
         }
         Command::Agent(args) => {
-            init_tracing();
+            let telemetry = init_telemetry("hangar-agent")?;
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
-            hangar_control_plane::agent_cmd::run(args, token).await?;
+            let ran = hangar_control_plane::agent_cmd::run(args, token).await;
+            telemetry.shutdown().await;
+            ran?;
         }
         Command::Migrate(db) => {
-            init_tracing();
+            let telemetry = init_telemetry("hangar-migrate")?;
             let db = Db::connect(&db.database_url, 2).await?;
             db.migrate().await?;
             tracing::info!("migrations applied");
+            telemetry.shutdown().await;
         }
         Command::Openapi => print!("{}", hangar_control_plane::api::openapi_json()),
         Command::Tenant { opts, cmd } => cli::tenant(&opts, cmd).await?,

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use hangar_client::Client;
 use hangar_tenants::api::{Assignment, CellCapacity, RegisterCell};
-use hangar_tenants::{FailedApply, ObservedState, WorkerStatus};
+use hangar_tenants::{FailedApply, ObservedState, ReconcileCounters, WorkerStatus};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::autoscaler::{allocate, decide, wanted_workers, Cooldown, Demand, Step, WorkerRuntime};
@@ -112,7 +113,7 @@ pub async fn run(
     let mut envs: HashMap<Uuid, watch::Sender<Assignment>> = HashMap::new();
     let pool: Pool = Arc::default();
     let targets: CliTargets = Arc::default();
-    let sources: LogSources = Arc::default();
+    let sources = LogSources::default();
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::log_ship::run(
         client.clone(),
@@ -224,17 +225,16 @@ async fn environment_task(
     };
     let first = rx.borrow().clone();
     let (id, name) = (first.id, format!("{}/{}", first.tenant, first.name));
+    let bucket = platform.bucket.clone();
     let mut env = ProcessEnvironment::new(platform, &first);
-    if let Ok(mut s) = sources.lock() {
-        s.insert(
-            id,
-            LogSource {
-                tenant: first.tenant.clone(),
-                name: first.name.clone(),
-                home: env.home().to_owned(),
-            },
-        );
-    }
+    sources.insert(
+        id,
+        LogSource {
+            tenant: first.tenant.clone(),
+            name: first.name.clone(),
+            home: env.home().to_owned(),
+        },
+    );
     let mut applied: Option<i64> = None;
     // The assignment whose revision runs: scaling re-applies it, never a newer failing one.
     let mut running: Option<Assignment> = None;
@@ -247,13 +247,32 @@ async fn environment_task(
     let mut attempts: (i64, u32) = (0, 0);
     let mut retry_at = Instant::now();
     let mut last: Option<(ObservedState, Instant)> = None;
+    let mut counters = ReconcileCounters::default();
     loop {
         let a = rx.borrow_and_update().clone();
         if a.delete {
-            if let Ok(mut s) = sources.lock() {
-                s.remove(&id);
+            // No shipper pass writes the environment's logs after this, so deleting them
+            // below leaves none behind.
+            sources.remove(id).await;
+            let span = reconcile_span("delete", &a);
+            let deleted = async {
+                match env.delete(&a).await {
+                    // Its logs go with it (kept for the retention only while it exists).
+                    Ok(()) => match &bucket {
+                        Some(b) => crate::log_ship::delete_logs(b, &a.tenant, &a.name, id)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
             }
-            match env.delete(&a).await {
+            .instrument(span.clone())
+            .await;
+            if deleted.is_err() {
+                failure(&span, &mut counters, "delete");
+            }
+            match deleted {
                 Ok(()) => {
                     let gone = ObservedState {
                         deleted: true,
@@ -279,10 +298,11 @@ async fn environment_task(
             let wanted = applied != Some(a.revision)
                 && failed.as_ref().map(|f| f.revision) != Some(a.revision);
             if wanted && Instant::now() >= retry_at {
-                let span = tracing::info_span!("apply", env = %name, revision = a.revision);
-                let _enter = span.enter();
+                let span = reconcile_span("apply", &a);
                 let started = Instant::now();
-                match env.apply(&a).await {
+                let result = env.apply(&a).instrument(span.clone()).await;
+                let _enter = span.enter();
+                match result {
                     Ok(()) => {
                         tracing::info!(
                             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -297,6 +317,7 @@ async fn environment_task(
                             attempts = (a.revision, 0);
                         }
                         attempts.1 += 1;
+                        failure(&span, &mut counters, e.category());
                         let message = format!("{e}{}", source_chain(&e));
                         tracing::warn!(error = %message, attempt = attempts.1, "apply failed");
                         if e.is_permanent() || attempts.1 >= REPORT_FAILURE_AFTER {
@@ -314,6 +335,7 @@ async fn environment_task(
                 match env.sync_bucket(&a).await {
                     Ok(out) => {
                         if out.dags.switched {
+                            counters.dag_syncs_changed += 1;
                             tracing::info!(
                                 env = %name,
                                 downloaded = out.dags.downloaded.len(),
@@ -324,12 +346,15 @@ async fn environment_task(
                         }
                         if out.plugins_changed && failed.is_none() {
                             tracing::info!(env = %name, "plugins changed; restarting what loads them");
-                            if let Err(e) = env.apply(&a).await {
+                            let span = reconcile_span("restart for plugins", &a);
+                            if let Err(e) = env.apply(&a).instrument(span.clone()).await {
+                                failure(&span, &mut counters, e.category());
                                 tracing::warn!(env = %name, error = %e, "failed to restart for new plugins");
                             }
                         }
                     }
                     Err(e) => {
+                        counters.dag_syncs_failed += 1;
                         tracing::warn!(env = %name, error = %e, "failed to sync from the bucket")
                     }
                 }
@@ -349,7 +374,8 @@ async fn environment_task(
                     all.insert(id, t.clone());
                 }
             }
-            let observed = env.observe(failed.clone()).await;
+            let mut observed = env.observe(failed.clone()).await;
+            observed.reconcile = Some(counters.clone());
             let due = last
                 .as_ref()
                 .is_none_or(|(o, at)| *o != observed || at.elapsed() >= REPORT_EVERY);
@@ -381,6 +407,26 @@ async fn environment_task(
             () = tokio::time::sleep(settings.tick) => {}
         }
     }
+}
+
+/// A reconcile step's span (exported as an OpenTelemetry trace when traces are on).
+fn reconcile_span(step: &'static str, a: &Assignment) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        otel.name = %format_args!("reconcile {step}"),
+        tenant = %a.tenant,
+        env = %a.name,
+        revision = a.revision,
+        otel.status_code = tracing::field::Empty,
+        error.category = tracing::field::Empty,
+    )
+}
+
+/// Counts a failed reconcile step under `category` and marks its span as failed.
+fn failure(span: &tracing::Span, counters: &mut ReconcileCounters, category: &str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("error.category", category);
+    *counters.failures.entry(category.to_owned()).or_default() += 1;
 }
 
 /// An environment's scale-down hysteresis and the scaling steps it took under this agent.

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bucket::Bucket;
+use crate::bucket::{Bucket, BucketError};
 
 /// An environment whose logs are shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,34 @@ pub struct LogSource {
 }
 
 /// The environments of the cell whose logs are shipped, kept by their reconcilers.
-pub type LogSources = Arc<Mutex<HashMap<Uuid, LogSource>>>;
+#[derive(Debug, Clone, Default)]
+pub struct LogSources {
+    map: Arc<Mutex<HashMap<Uuid, LogSource>>>,
+    /// Held by the shipper for each pass, from taking its list of sources to the last write.
+    pass: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LogSources {
+    pub fn insert(&self, id: Uuid, source: LogSource) {
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(id, source);
+        }
+    }
+
+    /// Stops shipping the environment's logs, and returns once no pass that still had it in
+    /// its list is running: nothing of the environment is written to the bucket afterwards
+    /// (so deleting its logs then deletes them all).
+    pub async fn remove(&self, id: Uuid) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&id);
+        }
+        drop(self.pass.lock().await);
+    }
+
+    fn snapshot(&self) -> HashMap<Uuid, LogSource> {
+        self.map.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ShipSettings {
@@ -104,7 +131,7 @@ pub fn tasks_prefix(bucket: &Bucket, tenant: &str, env: &str, id: Uuid) -> Objec
     logs_prefix(bucket, tenant, env, id).join("tasks")
 }
 
-/// A chunk's name: the times of its first and last lines (ms) and the offset of its first line.
+/// A chunk's name: the times of its earliest and latest lines (ms) and the offset of its first.
 pub fn chunk_name(first: DateTime<Utc>, last: DateTime<Utc>, offset: u64) -> String {
     format!(
         "{:013}-{:013}-{offset:012}.ndjson",
@@ -437,7 +464,13 @@ impl Shipper {
                 if !due {
                     continue;
                 }
-                let (Some(first), Some(last)) = (c.chunk.first(), c.chunk.last()) else {
+                // Lines' own times need not rise (a component's formats differ): the name
+                // carries the chunk's earliest and latest, so reads by time never miss it.
+                let (Some(first), Some(earliest), Some(latest)) = (
+                    c.chunk.first(),
+                    c.chunk.iter().map(|l| l.ts).min(),
+                    c.chunk.iter().map(|l| l.ts).max(),
+                ) else {
                     continue;
                 };
                 let mut body = Vec::with_capacity(c.chunk_bytes);
@@ -447,8 +480,8 @@ impl Shipper {
                     }
                 }
                 let path = prefix.clone().join(name.as_str()).join(chunk_name(
-                    first.ts,
-                    last.ts,
+                    earliest,
+                    latest,
                     first.offset,
                 ));
                 match bucket.put(&path, body.into()).await {
@@ -556,6 +589,25 @@ impl Shipper {
             }
         }
     }
+}
+
+/// Deletes everything kept of a deleted environment's logs.
+pub async fn delete_logs(
+    bucket: &Bucket,
+    tenant: &str,
+    env: &str,
+    id: Uuid,
+) -> Result<(), BucketError> {
+    let objects = bucket.list(&logs_prefix(bucket, tenant, env, id)).await?;
+    tracing::info!(%tenant, %env, objects = objects.len(), "deleting the environment's logs");
+    for o in objects {
+        match bucket.delete(&o.location).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn save(source: &LogSource, state: &EnvState) {
@@ -699,7 +751,8 @@ pub async fn run(
             () = cancel.cancelled() => true,
             () = tokio::time::sleep(pass) => false,
         };
-        let current = sources.lock().map(|s| s.clone()).unwrap_or_default();
+        let pass = sources.pass.lock().await;
+        let current = sources.snapshot();
         let batch = shipper.read(&current, Utc::now());
         for part in split(batch, BATCH_BYTES) {
             match client.post_log_lines(&cell, &part).await {
@@ -713,6 +766,7 @@ pub async fn run(
         shipper.flush(&current, stopping).await;
         shipper.ship_task_logs(&current, stopping).await;
         shipper.expire(&current, Utc::now()).await;
+        drop(pass);
         if stopping {
             return;
         }
@@ -968,6 +1022,80 @@ mod tests {
             bucket.get(&path).await.unwrap().as_ref(),
             b"first\nsecond\n"
         );
+    }
+
+    #[tokio::test]
+    async fn removing_a_source_waits_for_the_pass_that_still_ships_it() {
+        let sources = LogSources::default();
+        let id = Uuid::new_v4();
+        sources.insert(
+            id,
+            LogSource {
+                tenant: "acme".into(),
+                name: "etl".into(),
+                home: PathBuf::from("/nonexistent"),
+            },
+        );
+        let pass = sources.pass.clone().lock_owned().await;
+        assert!(sources.snapshot().contains_key(&id));
+        let removing = tokio::spawn({
+            let sources = sources.clone();
+            async move { sources.remove(id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!removing.is_finished(), "returned while a pass was running");
+        assert!(
+            !sources.snapshot().contains_key(&id),
+            "the next pass would ship it"
+        );
+        drop(pass);
+        tokio::time::timeout(Duration::from_secs(5), removing)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn deleting_an_environments_logs_leaves_no_file() {
+        let home = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(store.path().to_owned()).unwrap();
+        let dir = home
+            .path()
+            .join("logs/dag_id=etl/run_id=manual__2026-11-25T10:00:00.123456+00:00/task_id=load");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("attempt=1.log"), "first\n").unwrap();
+        std::fs::create_dir_all(home.path().join("components")).unwrap();
+        std::fs::write(home.path().join("components/scheduler-0.log"), "a line\n").unwrap();
+        let sources = source(home.path());
+        let mut s = Shipper::new(Some(bucket.clone()), ShipSettings::default());
+        s.read(&sources, Utc::now());
+        s.flush(&sources, true).await;
+        s.ship_task_logs(&sources, true).await;
+        let prefix = logs_prefix(&bucket, "acme", "etl", Uuid::nil());
+        assert_eq!(bucket.list(&prefix).await.unwrap().len(), 2);
+        delete_logs(&bucket, "acme", "etl", Uuid::nil())
+            .await
+            .unwrap();
+        let left: Vec<_> = walk_files(store.path());
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    fn walk_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .flat_map(|e| {
+                        if e.path().is_dir() {
+                            walk_files(&e.path())
+                        } else {
+                            vec![e.path()]
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     #[tokio::test]

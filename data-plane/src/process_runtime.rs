@@ -48,6 +48,19 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The failure's category, as `hangar_reconcile_failures_total` counts it.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::NoSecrets => "secrets",
+            ReconcileError::Runtime(RuntimeError::Resolve { .. }) => "requirements",
+            ReconcileError::Runtime(_) => "runtime",
+            ReconcileError::MetadataDb(_) => "metadata_db",
+            ReconcileError::Broker(_) => "broker",
+            ReconcileError::Supervisor(_) => "processes",
+            ReconcileError::Files { .. } => "files",
+        }
+    }
+
     /// Whether retrying the same revision cannot help (the tenant must change something).
     pub fn is_permanent(&self) -> bool {
         matches!(
@@ -502,6 +515,7 @@ impl ProcessEnvironment {
             dag_sync: self.sync_status.clone(),
             bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
             workers: self.worker_status.clone(),
+            reconcile: None,
         }
     }
 
@@ -598,6 +612,7 @@ impl ProcessEnvironment {
             dag_sync: None,
             bucket_requirements: None,
             workers: None,
+            reconcile: None,
         }
     }
 }

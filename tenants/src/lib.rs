@@ -15,7 +15,7 @@ pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};
 pub use phase::{
     derive_phase, ComponentStatus, DagSyncStatus, FailedApply, ObservedState, Phase, PhaseChange,
-    RefusedObject, WorkerStatus,
+    ReconcileCounters, RefusedObject, WorkerStatus,
 };
 pub use spec::{
     AirflowVersion, EnvironmentClass, EnvironmentSpec, Executor, Platform, DEFAULT_AIRFLOW_VERSION,

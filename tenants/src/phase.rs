@@ -133,6 +133,25 @@ pub struct ObservedState {
     /// Task demand and workers, as the autoscaler sees them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<WorkerStatus>,
+    /// What the reconciler met since the cell's agent started (Prometheus counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileCounters>,
+}
+
+/// Counters of an environment's reconciler, since the cell's agent started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileCounters {
+    /// Failed attempts by category: `requirements` (uv could not resolve them), `runtime`,
+    /// `metadata_db`, `broker`, `processes`, `files`, `secrets`, `delete`.
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    /// Syncs from the bucket that changed the DAG folder.
+    #[serde(default)]
+    pub dag_syncs_changed: u64,
+    /// Syncs from the bucket that failed (the folder kept its last good state).
+    #[serde(default)]
+    pub dag_syncs_failed: u64,
 }
 
 /// An environment's task demand and Celery workers.

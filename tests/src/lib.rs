@@ -3,6 +3,7 @@
 //! control plane on a free port. Also a fake data-plane agent that speaks the real cell API.
 
 pub mod emulators;
+pub mod otlp;
 
 use std::path::PathBuf;
 use std::time::Duration;

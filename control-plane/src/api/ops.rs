@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::persistence;
 use hangar_tenants::api::CellPool;
-use hangar_tenants::WorkerStatus;
+use hangar_tenants::{ObservedState, WorkerStatus};
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -43,7 +43,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics: request counts and latencies, environments by phase, each environment's
-/// tasks and workers, each cell's worker pool.
+/// health, reconcile failures, DAG syncs, tasks and workers, each cell's worker pool.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -61,15 +61,32 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     let db = &state.services.db.pool;
     match (
-        persistence::environments::worker_figures(db).await,
+        persistence::environments::observed_states(db).await,
         persistence::cells::list(db).await,
     ) {
-        (Ok(envs), Ok(cells)) => {
-            let envs: Vec<(String, String, Option<String>, WorkerStatus)> = envs
+        (Ok(rows), Ok(cells)) => {
+            let envs: Vec<EnvFigures> = rows
                 .into_iter()
                 .filter_map(|r| {
-                    let w = serde_json::from_value(r.workers).ok()?;
-                    Some((r.tenant, r.name, r.cell, w))
+                    let observed = serde_json::from_value(r.observed)
+                        .map_err(|e| {
+                            tracing::warn!(tenant = %r.tenant, env = %r.name, error = %e,
+                                "metrics: unreadable observed state");
+                        })
+                        .ok()?;
+                    Some(EnvFigures {
+                        tenant: r.tenant,
+                        env: r.name,
+                        cell: r.cell,
+                        observed,
+                    })
+                })
+                .collect();
+            let workers: Vec<(String, String, Option<String>, WorkerStatus)> = envs
+                .iter()
+                .filter_map(|e| {
+                    let w = e.observed.workers.clone()?;
+                    Some((e.tenant.clone(), e.env.clone(), e.cell.clone(), w))
                 })
                 .collect();
             let cells: Vec<(String, CellPool)> = cells
@@ -80,13 +97,84 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     Some((c.name, CellPool::new(slots, held)))
                 })
                 .collect();
-            text.push_str(&render_workers(&envs, &cells));
+            text.push_str(&render_environments(&envs));
+            text.push_str(&render_workers(&workers, &cells));
         }
         (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "metrics: failed to read worker figures");
+            tracing::warn!(error = %e, "metrics: failed to read environments and cells");
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// One live environment and what its agent last reported.
+struct EnvFigures {
+    tenant: String,
+    env: String,
+    cell: Option<String>,
+    observed: ObservedState,
+}
+
+/// Per environment: whether it is up (every component its agent reported is healthy, Airflow's
+/// own health check included), each component, and its reconciler's counters (failures by
+/// category, DAG syncs by outcome) since the cell's agent started.
+fn render_environments(envs: &[EnvFigures]) -> String {
+    use std::fmt::Write;
+    let mut up = String::new();
+    let mut components = String::new();
+    let mut failures = String::new();
+    let mut syncs = String::new();
+    for e in envs {
+        let labels = format!(
+            "tenant=\"{}\",environment=\"{}\",cell=\"{}\"",
+            label(&e.tenant),
+            label(&e.env),
+            label(e.cell.as_deref().unwrap_or(""))
+        );
+        let o = &e.observed;
+        let healthy = !o.components.is_empty() && o.components.iter().all(|c| c.healthy);
+        let _ = writeln!(
+            up,
+            "hangar_environment_up{{{labels}}} {}",
+            u8::from(healthy)
+        );
+        for c in &o.components {
+            let _ = writeln!(
+                components,
+                "hangar_environment_component_up{{{labels},component=\"{}\"}} {}",
+                label(&c.name),
+                u8::from(c.healthy)
+            );
+        }
+        if let Some(r) = &o.reconcile {
+            for (category, n) in &r.failures {
+                let _ = writeln!(
+                    failures,
+                    "hangar_reconcile_failures_total{{{labels},category=\"{}\"}} {n}",
+                    label(category)
+                );
+            }
+            for (outcome, n) in [
+                ("changed", r.dag_syncs_changed),
+                ("failed", r.dag_syncs_failed),
+            ] {
+                let _ = writeln!(
+                    syncs,
+                    "hangar_dag_sync_total{{{labels},outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+    }
+    let mut out = String::new();
+    out.push_str("# HELP hangar_environment_up 1 when every component of the environment is healthy (Airflow's health check included), else 0.\n# TYPE hangar_environment_up gauge\n");
+    out.push_str(&up);
+    out.push_str("# HELP hangar_environment_component_up 1 when the component is healthy, as last reported.\n# TYPE hangar_environment_component_up gauge\n");
+    out.push_str(&components);
+    out.push_str("# HELP hangar_reconcile_failures_total Failed reconcile steps by category since the cell's agent started.\n# TYPE hangar_reconcile_failures_total counter\n");
+    out.push_str(&failures);
+    out.push_str("# HELP hangar_dag_sync_total Syncs from the bucket that changed the DAG folder or failed, since the cell's agent started.\n# TYPE hangar_dag_sync_total counter\n");
+    out.push_str(&syncs);
+    out
 }
 
 /// The worker gauges and counters in Prometheus' text format: per environment (tenant,
@@ -243,6 +331,73 @@ mod tests {
                 "{line} missing from:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn environment_health_failures_and_syncs_per_environment() {
+        let mut sick = hangar_tenants::ObservedState {
+            components: vec![
+                hangar_tenants::ComponentStatus {
+                    name: "scheduler-0".into(),
+                    healthy: true,
+                    message: None,
+                },
+                hangar_tenants::ComponentStatus {
+                    name: "airflow".into(),
+                    healthy: false,
+                    message: Some("scheduler heartbeat late".into()),
+                },
+            ],
+            ..Default::default()
+        };
+        sick.reconcile = Some(hangar_tenants::ReconcileCounters {
+            failures: [("requirements".to_owned(), 3)].into(),
+            dag_syncs_changed: 2,
+            dag_syncs_failed: 1,
+        });
+        let mut well = sick.clone();
+        well.components[1].healthy = true;
+        well.reconcile = None;
+        let envs = [
+            EnvFigures {
+                tenant: "a".into(),
+                env: "etl".into(),
+                cell: Some("local".into()),
+                observed: sick,
+            },
+            EnvFigures {
+                tenant: "b".into(),
+                env: "ml".into(),
+                cell: Some("local".into()),
+                observed: well,
+            },
+            EnvFigures {
+                tenant: "c".into(),
+                env: "new".into(),
+                cell: None,
+                observed: ObservedState::default(),
+            },
+        ];
+        let text = render_environments(&envs);
+        for line in [
+            r#"hangar_environment_up{tenant="a",environment="etl",cell="local"} 0"#,
+            r#"hangar_environment_up{tenant="b",environment="ml",cell="local"} 1"#,
+            r#"hangar_environment_up{tenant="c",environment="new",cell=""} 0"#,
+            r#"hangar_environment_component_up{tenant="a",environment="etl",cell="local",component="airflow"} 0"#,
+            r#"hangar_environment_component_up{tenant="a",environment="etl",cell="local",component="scheduler-0"} 1"#,
+            r#"hangar_reconcile_failures_total{tenant="a",environment="etl",cell="local",category="requirements"} 3"#,
+            r#"hangar_dag_sync_total{tenant="a",environment="etl",cell="local",outcome="changed"} 2"#,
+            r#"hangar_dag_sync_total{tenant="a",environment="etl",cell="local",outcome="failed"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains(r#"hangar_dag_sync_total{tenant="b""#),
+            "{text}"
+        );
     }
 
     #[test]

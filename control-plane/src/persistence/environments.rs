@@ -264,24 +264,26 @@ pub async fn count_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::E
     Ok(rows.into_iter().map(|r| (r.phase, r.n)).collect())
 }
 
-/// One environment's worker figures as its agent last reported them (`observed.workers`).
+/// One live environment's phase and what its agent last reported (`observed`).
 #[derive(Debug, Clone)]
-pub struct WorkerRow {
+pub struct ObservedRow {
     pub tenant: String,
     pub name: String,
     pub cell: Option<String>,
-    pub workers: serde_json::Value,
+    pub phase: String,
+    pub observed: serde_json::Value,
 }
 
-/// Every live environment's last reported worker figures.
-pub async fn worker_figures(pool: &PgPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
+/// Every live environment's phase and last report, for the metrics.
+pub async fn observed_states(pool: &PgPool) -> Result<Vec<ObservedRow>, sqlx::Error> {
     sqlx::query_as!(
-        WorkerRow,
-        r#"SELECT t.name AS tenant, e.name, c.name AS "cell?", e.observed -> 'workers' AS "workers!"
+        ObservedRow,
+        r#"SELECT t.name AS tenant, e.name, c.name AS "cell?", e.phase,
+                  coalesce(e.observed, '{}'::jsonb) AS "observed!"
            FROM environments e
            JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
-           WHERE e.phase <> 'DELETED' AND e.observed ? 'workers'
+           WHERE e.phase <> 'DELETED'
            ORDER BY t.name, e.name"#
     )
     .fetch_all(pool)

@@ -9,6 +9,7 @@ mod isolation;
 mod lifecycle;
 mod logs;
 mod ops;
+mod telemetry;
 mod tenants;
 mod validation;
 mod web_login;

@@ -1,11 +1,13 @@
-//! Logs end to end (issue 6), with the real `hangar agent` binary and Airflow 3.3.2: component
-//! lines followed live, and a failing task's log after its worker scaled to zero and the agent
-//! was killed and replaced.
+//! Logs and the platform's own observability end to end (issue 6), with the real `hangar agent`
+//! binary and Airflow 3.3.2: component lines followed live, a failing task's log after its worker
+//! scaled to zero and the agent was killed and replaced, the agent's reconcile spans exported
+//! with OTLP, and the environment's health, syncs and reconcile failures in `/metrics`.
 
 use std::time::{Duration, Instant};
 
-use hangar_tenants::api::{CreateEnvironment, Role};
+use hangar_tenants::api::{CreateEnvironment, Role, UpdateEnvironment};
 use hangar_tenants::Phase;
+use hangar_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use hangar_tests::{airflow_api, spawn_stack_with, wait_for_phase as wait_for};
 use reqwest::Method;
 use serde_json::json;
@@ -47,7 +49,15 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
         .tenant_with_role("delta", Role::Viewer)
         .await
         .unwrap();
-    let mut first = start_agent_with(&stack, &[("HANGAR_SCALE_DOWN_COOLDOWN_SECS", "3")]);
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+    let mut first = start_agent_with(
+        &stack,
+        &[otel[0], otel[1], ("HANGAR_SCALE_DOWN_COOLDOWN_SECS", "3")],
+    );
     let id = editor
         .create_environment(
             "delta",
@@ -68,6 +78,20 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
         Phase::Available,
         Duration::from_secs(300),
     )
+    .await;
+    // The agent's apply is a trace of its own; the environment is up in the metrics.
+    let apply = wait_span(&receiver, |s| {
+        s.name == "reconcile apply" && s.attributes.get("revision").map(String::as_str) == Some("1")
+    })
+    .await;
+    assert_eq!(apply.service, "hangar-agent");
+    assert_eq!(apply.attributes["tenant"], "delta");
+    assert_eq!(apply.attributes["env"], "etl");
+    assert_ne!(apply.status, 2, "{apply:?}");
+    let series = r#"{tenant="delta",environment="etl",cell="local"}"#;
+    wait_metric(&stack, &format!("hangar_environment_up{series}"), |v| {
+        v == 1.0
+    })
     .await;
 
     // A viewer follows the scheduler; a line the scheduler's log gets is delivered at once.
@@ -132,6 +156,9 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let changed =
+        r#"hangar_dag_sync_total{tenant="delta",environment="etl",cell="local",outcome="changed"}"#;
+    wait_metric(&stack, changed, |v| v >= 1.0).await;
     let (s, _) = airflow_api(
         &editor,
         "delta",
@@ -191,7 +218,7 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut second = start_agent_with(&stack, &[]);
+    let mut second = start_agent_with(&stack, &otel);
 
     // The task log, through Hangar (as a viewer): the traceback and the exception.
     let start = Instant::now();
@@ -275,6 +302,37 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&marker));
 
+    // A requirement that does not exist: a failed apply, counted by category and traced as an
+    // error.
+    let bad = UpdateEnvironment {
+        requirements: Some("no-such-package-hangar-e2e==0\n".into()),
+        ..Default::default()
+    };
+    editor
+        .update_environment("delta", "etl", &bad, None)
+        .await
+        .unwrap();
+    wait_for(
+        &editor,
+        "delta",
+        "etl",
+        Phase::UpdateFailed,
+        Duration::from_secs(120),
+    )
+    .await;
+    wait_metric(
+        &stack,
+        r#"hangar_reconcile_failures_total{tenant="delta",environment="etl",cell="local",category="requirements"}"#,
+        |v| v >= 1.0,
+    )
+    .await;
+    let failed = wait_span(&receiver, |s| {
+        s.name == "reconcile apply" && s.attributes.get("revision").map(String::as_str) == Some("2")
+    })
+    .await;
+    assert_eq!(failed.status, 2, "{failed:?}");
+    assert_eq!(failed.attributes["error.category"], "requirements");
+
     editor.delete_environment("delta", "etl").await.unwrap();
     wait_for(
         &editor,
@@ -284,8 +342,85 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
         Duration::from_secs(120),
     )
     .await;
+    // Its logs went with it.
+    let kept = stack.bucket.join(format!(
+        "tenants/delta/environments/etl/logs/{}",
+        id.simple()
+    ));
+    assert_eq!(
+        files_under(&kept),
+        0,
+        "logs left in {}: {:?}\nagent log:\n{}",
+        kept.display(),
+        list_files(&kept),
+        std::fs::read_to_string(stack.dir.join("agent.log")).unwrap_or_default()
+    );
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+/// The first span `pred` holds for, within 20 s.
+async fn wait_span(receiver: &OtlpReceiver, pred: impl Fn(&ReceivedSpan) -> bool) -> ReceivedSpan {
+    match receiver.wait_for(Duration::from_secs(20), pred).await {
+        Some(s) => s,
+        None => panic!("span not received; got {:#?}", receiver.spans()),
+    }
+}
+
+/// Waits up to 30 s for the series in `/metrics` to have a value `ok` accepts.
+async fn wait_metric(stack: &hangar_tests::Stack, series: &str, ok: impl Fn(f64) -> bool) {
+    let start = Instant::now();
+    loop {
+        let text = reqwest::get(format!("{}/metrics", stack.app.address))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = text.lines().find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == series).then(|| v.parse::<f64>().ok())?
+        });
+        if value.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{series} is {value:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn list_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        if e.path().is_dir() {
+            out.extend(list_files(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                if e.path().is_dir() {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
 }
 
 /// A new viewer token of the tenant, for the `hangar` binary.
