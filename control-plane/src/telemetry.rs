@@ -79,11 +79,7 @@ pub fn traces_wanted(var: impl Fn(&str) -> Option<String>) -> Result<bool, Telem
             if let Some(v) = set(name) {
                 if v != "http/protobuf" {
                     return Err(TelemetryError::Protocol {
-                        var: if name.contains("TRACES") {
-                            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-                        } else {
-                            "OTEL_EXPORTER_OTLP_PROTOCOL"
-                        },
+                        var: name,
                         value: v,
                     });
                 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::persistence;
 use hangar_tenants::api::CellPool;
-use hangar_tenants::{ObservedState, WorkerStatus};
+use hangar_tenants::ObservedState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -82,13 +82,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     })
                 })
                 .collect();
-            let workers: Vec<(String, String, Option<String>, WorkerStatus)> = envs
-                .iter()
-                .filter_map(|e| {
-                    let w = e.observed.workers.clone()?;
-                    Some((e.tenant.clone(), e.env.clone(), e.cell.clone(), w))
-                })
-                .collect();
             let cells: Vec<(String, CellPool)> = cells
                 .into_iter()
                 .filter_map(|c| {
@@ -98,7 +91,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 })
                 .collect();
             text.push_str(&render_environments(&envs));
-            text.push_str(&render_workers(&workers, &cells));
+            text.push_str(&render_workers(&envs, &cells));
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "metrics: failed to read environments and cells");
@@ -115,6 +108,18 @@ struct EnvFigures {
     observed: ObservedState,
 }
 
+impl EnvFigures {
+    /// The environment's labels: `tenant="…",environment="…",cell="…"`.
+    fn labels(&self) -> String {
+        format!(
+            "tenant=\"{}\",environment=\"{}\",cell=\"{}\"",
+            label(&self.tenant),
+            label(&self.env),
+            label(self.cell.as_deref().unwrap_or(""))
+        )
+    }
+}
+
 /// Per environment: whether it is up (every component its agent reported is healthy, Airflow's
 /// own health check included), each component, and its reconciler's counters (failures by
 /// category, DAG syncs by outcome) since the cell's agent started.
@@ -125,12 +130,7 @@ fn render_environments(envs: &[EnvFigures]) -> String {
     let mut failures = String::new();
     let mut syncs = String::new();
     for e in envs {
-        let labels = format!(
-            "tenant=\"{}\",environment=\"{}\",cell=\"{}\"",
-            label(&e.tenant),
-            label(&e.env),
-            label(e.cell.as_deref().unwrap_or(""))
-        );
+        let labels = e.labels();
         let o = &e.observed;
         let healthy = !o.components.is_empty() && o.components.iter().all(|c| c.healthy);
         let _ = writeln!(
@@ -180,23 +180,17 @@ fn render_environments(envs: &[EnvFigures]) -> String {
 /// The worker gauges and counters in Prometheus' text format: per environment (tenant,
 /// environment, cell) its tasks and workers as last reported; per cell its pool (as
 /// `GET /v1/cells` shows it).
-fn render_workers(
-    envs: &[(String, String, Option<String>, WorkerStatus)],
-    cells: &[(String, CellPool)],
-) -> String {
+fn render_workers(envs: &[EnvFigures], cells: &[(String, CellPool)]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mut tasks = String::new();
     let mut workers = String::new();
     let mut scaling = String::new();
-    for (tenant, env, cell, w) in envs {
-        let cell = cell.as_deref().unwrap_or("");
-        let labels = format!(
-            "tenant=\"{}\",environment=\"{}\",cell=\"{}\"",
-            label(tenant),
-            label(env),
-            label(cell)
-        );
+    for e in envs {
+        let Some(w) = &e.observed.workers else {
+            continue;
+        };
+        let labels = e.labels();
         for (state, n) in [("queued", w.queued), ("running", w.running)] {
             let _ = writeln!(
                 tasks,
@@ -276,6 +270,7 @@ pub async fn openapi_document(State(state): State<AppState>) -> impl IntoRespons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hangar_tenants::WorkerStatus;
 
     fn w(queued: u32, running: u32, desired: u32, actual: u32, draining: u32) -> WorkerStatus {
         WorkerStatus {
@@ -291,25 +286,19 @@ mod tests {
 
     #[test]
     fn worker_metrics_per_environment_and_per_cell_pool() {
+        let env = |tenant: &str, env: &str, cell: &str, workers| EnvFigures {
+            tenant: tenant.into(),
+            env: env.into(),
+            cell: Some(cell.into()),
+            observed: ObservedState {
+                workers: Some(workers),
+                ..Default::default()
+            },
+        };
         let envs = vec![
-            (
-                "a".into(),
-                "etl".into(),
-                Some("local".into()),
-                w(4, 5, 2, 2, 1),
-            ),
-            (
-                "b".into(),
-                "ml".into(),
-                Some("local".into()),
-                w(0, 0, 0, 0, 0),
-            ),
-            (
-                "c".into(),
-                "x".into(),
-                Some("other".into()),
-                w(0, 1, 1, 1, 0),
-            ),
+            env("a", "etl", "local", w(4, 5, 2, 2, 1)),
+            env("b", "ml", "local", w(0, 0, 0, 0, 0)),
+            env("c", "x", "other", w(0, 1, 1, 1, 0)),
         ];
         let cells = vec![
             ("local".into(), CellPool::new(4, 3)),

@@ -264,22 +264,22 @@ pub async fn count_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::E
     Ok(rows.into_iter().map(|r| (r.phase, r.n)).collect())
 }
 
-/// One live environment's phase and what its agent last reported (`observed`).
+/// One live environment and what its agent last reported (`observed`).
 #[derive(Debug, Clone)]
 pub struct ObservedRow {
     pub tenant: String,
     pub name: String,
     pub cell: Option<String>,
-    pub phase: String,
     pub observed: serde_json::Value,
 }
 
-/// Every live environment's phase and last report, for the metrics.
+/// Every live environment's last report, for the metrics (without the parts the
+/// metrics never read and that can be long: the requirements text, the DAG sync's refusals).
 pub async fn observed_states(pool: &PgPool) -> Result<Vec<ObservedRow>, sqlx::Error> {
     sqlx::query_as!(
         ObservedRow,
-        r#"SELECT t.name AS tenant, e.name, c.name AS "cell?", e.phase,
-                  coalesce(e.observed, '{}'::jsonb) AS "observed!"
+        r#"SELECT t.name AS tenant, e.name, c.name AS "cell?",
+                  coalesce(e.observed, '{}'::jsonb) - 'bucket_requirements' - 'dag_sync' AS "observed!"
            FROM environments e
            JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id

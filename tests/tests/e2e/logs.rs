@@ -347,12 +347,11 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
         "tenants/delta/environments/etl/logs/{}",
         id.simple()
     ));
-    assert_eq!(
-        files_under(&kept),
-        0,
-        "logs left in {}: {:?}\nagent log:\n{}",
+    let left = list_files(&kept);
+    assert!(
+        left.is_empty(),
+        "logs left in {}: {left:?}\nagent log:\n{}",
         kept.display(),
-        list_files(&kept),
         std::fs::read_to_string(stack.dir.join("agent.log")).unwrap_or_default()
     );
     second.kill().unwrap();
@@ -406,21 +405,6 @@ fn list_files(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
-}
-
-fn files_under(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .map(|e| {
-                if e.path().is_dir() {
-                    files_under(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-    })
 }
 
 /// A new viewer token of the tenant, for the `hangar` binary.
