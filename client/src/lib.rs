@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 use url::Url;
 use uuid::Uuid;
 
+/// How long a request may take, unless it says otherwise (the CLI endpoint, log follows).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("failed to parse the Hangar URL {url:?}: {source}")]
@@ -26,7 +29,7 @@ pub enum ClientError {
         #[source]
         source: url::ParseError,
     },
-    #[error("failed to reach Hangar at {url}: {source}")]
+    #[error("{}", unreached(.url, .source))]
     Transport {
         url: String,
         #[source]
@@ -40,6 +43,22 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+}
+
+/// Why a request got no answer, in words: a timeout or a refused connection as such, else
+/// the innermost cause (`connection closed before message completed`).
+fn unreached(url: &str, e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("Hangar at {url} did not answer in time");
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_connect() {
+        return format!("failed to connect to Hangar at {url}: {cause}");
+    }
+    format!("failed to reach Hangar at {url}: {e}: {cause}")
 }
 
 fn describe(p: &Problem) -> String {
@@ -96,7 +115,9 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the 30 s after which the server closes an idle connection, so a request
+            // never goes out on one it is just closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|source| ClientError::Transport {
                 url: base.to_owned(),
@@ -128,10 +149,7 @@ impl Client {
             .base
             .join(path.trim_start_matches('/'))
             .unwrap_or_else(|_| self.base.clone());
-        let mut rb = self
-            .http
-            .request(method, url)
-            .timeout(Duration::from_secs(30));
+        let mut rb = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
         if let Some(t) = &self.token {
             rb = rb.header(
                 header::AUTHORIZATION,

@@ -75,11 +75,27 @@ impl Drop for TestApp {
     }
 }
 
+/// With `HANGAR_TEST_LOG` set (a `tracing` filter such as `hangar=debug,hyper=debug`), the
+/// control plane's and the agent's logs go to the test's output, shown when a test fails.
+fn test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Ok(filter) = std::env::var("HANGAR_TEST_LOG") else {
+        return;
+    };
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestApp {
+    test_logging();
     let database_url = match fresh_database().await {
         Ok(u) => u,
         Err(e) => {
@@ -332,7 +348,7 @@ pub async fn airflow_api(
     let r = rb
         .send()
         .await
-        .unwrap_or_else(|e| panic!("Airflow API {path}: {e}"));
+        .unwrap_or_else(|e| panic!("Airflow API {path}: {e:?}"));
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::Actor;
+use crate::service::airflow;
 use crate::service::web_login::WEB_SESSION_COOKIE;
 use crate::service::ServiceError;
 
@@ -157,18 +158,17 @@ async fn forward(
             .http()
             .request(method.clone(), format!("{}/{url_tail}", target.base_url))
             .bearer_auth(&target.token)
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(airflow::ANSWER_WITHIN)
             .body(body.clone());
         for name in FORWARDED {
             if let Some(v) = headers.get(&name) {
                 rb = rb.header(name, v);
             }
         }
-        let resp = rb.send().await.map_err(|e| {
-            ApiError::Service(ServiceError::Unavailable(format!(
-                "environment {env:?} did not answer: {e}"
-            )))
-        })?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| airflow::unanswered(&env, &e, airflow::ANSWER_WITHIN))?;
         if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
             s.services.forget_airflow_token(target.env_id);
             continue;
@@ -178,11 +178,10 @@ async fn forward(
             .iter()
             .filter_map(|h| Some((h.clone(), resp.headers().get(h)?.clone())))
             .collect();
-        let bytes = resp.bytes().await.map_err(|e| {
-            ApiError::Service(ServiceError::Unavailable(format!(
-                "environment {env:?} broke off its answer: {e}"
-            )))
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| airflow::unanswered(&env, &e, airflow::ANSWER_WITHIN))?;
         let mut out = (status, bytes).into_response();
         for (name, value) in returned {
             out.headers_mut().insert(name, value);

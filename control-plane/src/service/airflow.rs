@@ -17,6 +17,31 @@ use crate::persistence;
 
 /// How long a token from an environment's Airflow is reused (Airflow issues them for a day).
 const TOKEN_REUSE: Duration = Duration::from_secs(600);
+/// How long the platform waits for an environment's Airflow to answer: less than the Hangar
+/// client's own 30 s, so a slow environment is a 503 that names it, not the caller's timeout.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+/// How long the platform waits for its login to an environment's Airflow.
+const LOGIN_WITHIN: Duration = Duration::from_secs(10);
+
+/// `env`'s Airflow did not answer a request of the platform: why, without its internal address.
+pub fn unanswered(env: &str, e: &reqwest::Error, within: Duration) -> ServiceError {
+    if e.is_timeout() {
+        return ServiceError::Unavailable(format!(
+            "environment {env:?} did not answer within {} s",
+            within.as_secs()
+        ));
+    }
+    if e.is_connect() {
+        return ServiceError::Unavailable(format!(
+            "environment {env:?} did not answer: its api-server refused the connection (starting or stopped?)"
+        ));
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    ServiceError::Unavailable(format!("environment {env:?} did not answer: {cause}"))
+}
 
 /// Tokens of environments' Airflow APIs, by environment.
 #[derive(Debug, Default)]
@@ -112,12 +137,10 @@ impl Services {
             .json(
                 &serde_json::json!({ "username": ADMIN_USER, "password": secrets.admin_password }),
             )
-            .timeout(Duration::from_secs(10))
+            .timeout(LOGIN_WITHIN)
             .send()
             .await
-            .map_err(|e| {
-                ServiceError::Unavailable(format!("environment {env:?} does not answer: {e}"))
-            })?;
+            .map_err(|e| unanswered(env, &e, LOGIN_WITHIN))?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         let token = body["access_token"]
@@ -151,12 +174,10 @@ impl Services {
                 .get(format!("{}/api/v2/importErrors", target.base_url))
                 .query(&[("limit", "1000"), ("order_by", "filename")])
                 .bearer_auth(&target.token)
-                .timeout(Duration::from_secs(30))
+                .timeout(ANSWER_WITHIN)
                 .send()
                 .await
-                .map_err(|e| {
-                    ServiceError::Unavailable(format!("environment {env:?} does not answer: {e}"))
-                })?;
+                .map_err(|e| unanswered(env, &e, ANSWER_WITHIN))?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.forget_airflow_token(target.env_id);
                 continue;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod airflow_cli;
+mod airflow_proxy;
 mod cli;
 mod concurrency;
 mod dags;
