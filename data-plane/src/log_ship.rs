@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -103,6 +104,8 @@ impl Default for ShipSettings {
 
 /// Most bytes read from one file in one pass.
 const READ_LIMIT: u64 = 1024 * 1024;
+/// Holes are punched in whole blocks of this size.
+const HOLE_ALIGN: u64 = 4096;
 /// A line longer than this is cut (with `…`); a partial line this long is taken as it is.
 const MAX_LINE: usize = 16 * 1024;
 /// Live lines kept for the control plane while it cannot be reached, per environment.
@@ -275,16 +278,31 @@ fn clean(raw: &[u8]) -> String {
 fn read_lines(path: &Path, from: u64) -> std::io::Result<(Vec<(u64, String)>, u64)> {
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
-    let from = if len < from { 0 } else { from };
-    if len == from {
-        return Ok((vec![], from));
+    let asked = if len < from { 0 } else { from };
+    if len == asked {
+        return Ok((vec![], asked));
     }
+    // Shipped lines are a hole (see `release_shipped`). Reading from inside one (the shipping
+    // state was lost) starts at the first data, past the line the hole cut in two.
+    let from = match nix::unistd::lseek(
+        f.as_raw_fd(),
+        i64::try_from(asked).unwrap_or(i64::MAX),
+        nix::unistd::Whence::SeekData,
+    ) {
+        Ok(o) => u64::try_from(o).unwrap_or(asked).max(asked),
+        Err(nix::errno::Errno::ENXIO) => return Ok((vec![], len)),
+        Err(_) => asked,
+    };
     f.seek(SeekFrom::Start(from))?;
     let mut buf = Vec::new();
     f.take(READ_LIMIT).read_to_end(&mut buf)?;
     let mut lines = Vec::new();
-    let mut start = 0usize;
-    for (i, b) in buf.iter().enumerate() {
+    let mut start = if from > asked {
+        buf.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1)
+    } else {
+        0
+    };
+    for (i, b) in buf.iter().enumerate().skip(start) {
         if *b == b'\n' {
             lines.push((from + start as u64, clean(&buf[start..i])));
             start = i + 1;
@@ -317,6 +335,8 @@ struct Component {
     read: u64,
     /// Lines up to here are in the bucket.
     shipped: u64,
+    /// The file is a hole up to here.
+    released: u64,
     before: Option<(DateTime<Utc>, LogLevel)>,
     chunk: Vec<LogLine>,
     chunk_bytes: usize,
@@ -394,6 +414,7 @@ impl Shipper {
                 if lines.first().is_some_and(|(offset, _)| *offset < c.read) {
                     // The file was replaced: its lines start over.
                     c.shipped = 0;
+                    c.released = 0;
                     c.before = None;
                 }
                 c.read = next;
@@ -499,6 +520,18 @@ impl Shipper {
             }
             if changed {
                 save(source, state);
+                let dir = source.home.join("components");
+                for (name, c) in &mut state.components {
+                    let end = c.shipped / HOLE_ALIGN * HOLE_ALIGN;
+                    if end > c.released {
+                        let path = dir.join(format!("{name}.log"));
+                        if let Err(e) = release_shipped(&path, c.released, end) {
+                            tracing::debug!(file = %path.display(), error = %e, "failed to free shipped log lines");
+                        }
+                        // Not tried again on a filesystem without holes.
+                        c.released = end;
+                    }
+                }
             }
         }
     }
@@ -628,6 +661,21 @@ fn save(source: &LogSource, state: &EnvState) {
     if let Err(e) = written {
         tracing::warn!(file = %path.display(), error = %e, "failed to save log shipping state");
     }
+}
+
+/// Frees the disk blocks of `path` from `from` to `to`, lines that are in the bucket: the file
+/// keeps its size, so offsets stay valid and the process that writes it appends on.
+fn release_shipped(path: &Path, from: u64, to: u64) -> std::io::Result<()> {
+    use nix::fcntl::FallocateFlags;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let offset = |v: u64| i64::try_from(v).map_err(std::io::Error::other);
+    nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        offset(from)?,
+        offset(to - from)?,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// The components with a log file in `dir` (`scheduler` for `scheduler.log`).
@@ -950,6 +998,71 @@ mod tests {
             all.iter().map(|l| l.offset).collect::<Vec<_>>(),
             vec![0, 40, 75]
         );
+    }
+
+    #[tokio::test]
+    async fn shipped_lines_free_their_disk_blocks_and_the_file_goes_on() {
+        use std::os::unix::fs::MetadataExt;
+        let home = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(store.path().to_owned()).unwrap();
+        let comps = home.path().join("components");
+        std::fs::create_dir_all(&comps).unwrap();
+        let log = comps.join("scheduler.log");
+        let line = |i: usize| {
+            format!(
+                "2026-11-25T10:00:00Z [info     ] line {i:05} {}",
+                "x".repeat(80)
+            )
+        };
+        let written: Vec<String> = (0..500).map(line).collect();
+        std::fs::write(
+            &log,
+            written.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let len = std::fs::metadata(&log).unwrap().len();
+        assert!(len > 40_000);
+        let sources = source(home.path());
+        let now = at("2026-11-25T12:00:00Z");
+
+        let mut shipper = Shipper::new(Some(bucket.clone()), ShipSettings::default());
+        let batch = shipper.read(&sources, now);
+        shipper.sent(&batch);
+        shipper.flush(&sources, true).await;
+        assert_eq!(chunks(&bucket).await.len(), 500);
+        let m = std::fs::metadata(&log).unwrap();
+        assert_eq!(m.len(), len, "the file keeps its size and offsets");
+        assert!(
+            m.blocks() * 512 <= 2 * HOLE_ALIGN,
+            "{} bytes still on disk for {len} shipped",
+            m.blocks() * 512
+        );
+
+        // The process appends on; the next line is read at its offset.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, format!("{}\n", line(500)).as_bytes()).unwrap();
+        let next = shipper.read(&sources, now);
+        assert_eq!(next.environments[0].lines.len(), 1);
+        assert_eq!(next.environments[0].lines[0].offset, len);
+        assert_eq!(next.environments[0].lines[0].message, line(500));
+
+        // Without its shipping state an agent reads past the hole: whole lines, no zeros.
+        std::fs::remove_file(state_file(home.path())).unwrap();
+        let mut fresh = Shipper::new(Some(bucket.clone()), ShipSettings::default());
+        let lines = &fresh.read(&sources, now).environments[0].lines;
+        assert!(
+            !lines.is_empty() && lines.len() < 60,
+            "{} lines",
+            lines.len()
+        );
+        for l in lines {
+            let i: usize = l.message.split("line ").nth(1).unwrap()[..5]
+                .parse()
+                .unwrap();
+            assert_eq!(l.message, line(i));
+        }
+        assert_eq!(lines.last().unwrap().message, line(500));
     }
 
     #[test]
