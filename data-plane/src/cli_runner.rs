@@ -137,33 +137,36 @@ pub async fn run(
             read_capped(err, limits.max_output)
         )
     };
-    let finished = tokio::time::timeout(limits.timeout, async {
-        let (o, e) = reading.await;
-        (o, e, child.wait().await)
-    })
-    .await;
-    let (stdout, stderr, status, timed_out) = match finished {
-        Ok((o, e, status)) => (o?, e?, Some(status?), false),
-        Err(_) => {
-            if let Some(g) = group {
-                let _ = killpg(g, Signal::SIGKILL);
-            }
-            let _ = child.wait().await;
-            ((Vec::new(), false), (Vec::new(), false), None, true)
-        }
+    tokio::pin!(reading);
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let read = tokio::time::timeout_at(deadline, &mut reading).await.ok();
+    let status = match read {
+        Some(_) => tokio::time::timeout_at(deadline, child.wait()).await.ok(),
+        None => None,
     };
-    // Whatever the command left in its group (say, a task it started) goes with it.
+    let timed_out = status.is_none();
+    // Whatever the command left in its group (say, a task it started) goes with it; after the
+    // time limit, the command too, which closes its pipes: what it wrote until then is kept.
     if let Some(g) = group {
         let _ = killpg(g, Signal::SIGKILL);
     }
+    let (stdout, stderr) = match read {
+        Some(r) => r,
+        None => {
+            let _ = child.wait().await;
+            // A process that left the group may hold the pipes open: not waited for long.
+            tokio::time::timeout(Duration::from_secs(2), &mut reading)
+                .await
+                .unwrap_or((Ok((Vec::new(), false)), Ok((Vec::new(), false))))
+        }
+    };
+    let (stdout, stderr) = (stdout?, stderr?);
     Ok(CliOutput {
         stdout: String::from_utf8_lossy(&stdout.0).into_owned(),
-        stderr: if timed_out {
-            format!("killed after {} s", limits.timeout.as_secs())
-        } else {
-            String::from_utf8_lossy(&stderr.0).into_owned()
-        },
-        exit_code: status.and_then(|s| if s.signal().is_some() { None } else { s.code() }),
+        stderr: String::from_utf8_lossy(&stderr.0).into_owned(),
+        exit_code: status
+            .transpose()?
+            .and_then(|s| if s.signal().is_some() { None } else { s.code() }),
         timed_out,
         truncated: stdout.1 || stderr.1,
     })
@@ -239,10 +242,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_time_limit_kills_the_whole_group() {
+    async fn the_time_limit_kills_the_whole_group_and_keeps_what_it_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("child.pid");
-        let (p, a) = sh(&format!("sleep 60 & echo $! > {}; wait", pidfile.display()));
+        let (p, a) = sh(&format!(
+            "echo started; echo slow >&2; sleep 60 & echo $! > {}; wait",
+            pidfile.display()
+        ));
         let limits = Limits {
             timeout: Duration::from_millis(500),
             ..Limits::default()
@@ -253,6 +259,11 @@ mod tests {
             .unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(o.timed_out && o.exit_code.is_none(), "{o:?}");
+        assert_eq!(
+            (o.stdout.as_str(), o.stderr.as_str()),
+            ("started\n", "slow\n"),
+            "what it wrote before the limit is kept"
+        );
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
