@@ -216,6 +216,7 @@ async fn serve(
         cell_ttl_secs: 120,
         bucket: Some(format!("file://{}", dir.join("bucket").display())),
         token_cache_secs: 5,
+        metrics_token: None,
     })
     .await?;
     let addr = app.local_addr().map_err(DevError::Serve)?;

@@ -58,12 +58,20 @@ pub struct ServeSettings {
     /// Seconds after its last poll that a cell stops getting new environments.
     #[arg(long, env = "HANGAR_CELL_TTL_SECS", default_value_t = 120)]
     pub cell_ttl_secs: u64,
+    /// A bearer token (at least 16 characters) that may read `/metrics` and nothing else: what
+    /// Prometheus scrapes with. Without it only the platform admin token may.
+    #[arg(long, env = "HANGAR_METRICS_TOKEN", value_name = "HANGAR_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub metrics_token: Option<SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("HANGAR_ADMIN_TOKEN must be at least 16 characters")]
     AdminTokenTooShort,
+    #[error(
+        "HANGAR_METRICS_TOKEN must be at least 16 characters and differ from HANGAR_ADMIN_TOKEN"
+    )]
+    MetricsToken,
     #[error("HANGAR_AIRFLOW_VERSIONS must name at least one version")]
     NoAirflowVersion,
     #[error(transparent)]
@@ -82,6 +90,12 @@ impl ServeSettings {
         self.master_key()?;
         if self.admin_token.expose_secret().len() < 16 {
             return Err(SettingsError::AdminTokenTooShort);
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.expose_secret().len() < 16 || t.expose_secret() == self.admin_token.expose_secret()
+            {
+                return Err(SettingsError::MetricsToken);
+            }
         }
         if self.airflow_versions.iter().all(|v| v.trim().is_empty()) {
             return Err(SettingsError::NoAirflowVersion);

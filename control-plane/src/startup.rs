@@ -86,6 +86,10 @@ impl Application {
             std::time::Duration::from_secs(settings.token_cache_secs),
             settings.master_key()?,
         );
+        services.metrics_token_hash = settings
+            .metrics_token
+            .as_ref()
+            .map(|t| crate::auth::hash(t.expose_secret()));
         services.bucket = settings
             .bucket
             .as_deref()

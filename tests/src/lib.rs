@@ -22,6 +22,8 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-platform-admin-token-0123456789";
+/// The test control plane's `HANGAR_METRICS_TOKEN`.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 /// The server every test of this process creates its databases on: a superuser URL of its
 /// `postgres` database.
@@ -115,6 +117,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         cell_ttl_secs: 120,
         bucket: None,
         token_cache_secs: 5,
+        metrics_token: Some(SecretString::from(METRICS_TOKEN.to_owned())),
     };
     configure(&mut settings);
     let app = match Application::build(settings).await {
@@ -148,6 +151,19 @@ pub fn client(address: &str, token: Option<&str>) -> Client {
 }
 
 impl TestApp {
+    /// `/metrics`, scraped with the metrics token.
+    #[allow(clippy::panic, reason = "a test assertion")]
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::Client::new()
+            .get(format!("{}/metrics", self.address))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e:?}"));
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.unwrap_or_default()
+    }
+
     /// A client without a token.
     pub fn anonymous(&self) -> Client {
         client(&self.address, None)

@@ -120,16 +120,7 @@ impl FromRequestParts<AppState> for Actor {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let token = bearer.ok_or(ServiceError::Unauthenticated)?;
+        let token = bearer(&parts.headers).ok_or(ServiceError::Unauthenticated)?;
         let credential = Credential {
             kind: TokenKind::of(token),
             hash: crate::auth::hash(token),
@@ -144,6 +135,18 @@ impl FromRequestParts<AppState> for Actor {
             credential,
         })
     }
+}
+
+/// The bearer token of `Authorization`, if there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// The request's id (`x-request-id`, set by the middleware when the caller sent none).

@@ -1,14 +1,15 @@
 //! Operational endpoints: liveness with a database check, Prometheus metrics, the OpenAPI document.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::persistence;
-use hangar_tenants::api::CellPool;
+use hangar_tenants::api::{CellPool, Problem};
 use hangar_tenants::ObservedState;
 
 #[derive(Serialize, ToSchema)]
@@ -43,10 +44,21 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics: request counts and latencies, environments by phase, each environment's
-/// health, reconcile failures, DAG syncs, tasks and workers, each cell's worker pool.
+/// health, reconcile failures, DAG syncs, tasks and workers, each cell's worker pool. Takes the
+/// metrics token (`HANGAR_METRICS_TOKEN`) or the platform admin's.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 401, description = "No token, or an unknown one", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A tenant's or a cell's token", body = Problem, content_type = "application/problem+json")))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .services
+        .authorize_scrape(super::extract::bearer(&headers))
+        .await?;
     let mut text = state.metrics.render();
     text.push_str(
         "# HELP hangar_environments Environments by phase.\n# TYPE hangar_environments gauge\n",
@@ -97,7 +109,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(error = %e, "metrics: failed to read environments and cells");
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 /// One live environment and what its agent last reported.

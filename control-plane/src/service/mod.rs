@@ -111,6 +111,8 @@ pub struct Services {
     pub(crate) http: reqwest::Client,
     /// The platform bucket, if configured.
     pub bucket: Option<hangar_data_plane::bucket::Bucket>,
+    /// The hash of the token that may read `/metrics` (besides the platform admin's).
+    pub metrics_token_hash: Option<Vec<u8>>,
     /// When the live log tail was last pruned (Unix seconds).
     pub(crate) log_pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
@@ -139,6 +141,7 @@ impl Services {
             airflow_tokens: std::sync::Arc::default(),
             http: reqwest::Client::new(),
             bucket: None,
+            metrics_token_hash: None,
             log_pruned_at: std::sync::Arc::default(),
         }
     }
@@ -292,6 +295,26 @@ impl Services {
         .await
         .store("write the audit log")?;
         tx.commit().await.store("commit an audit entry")
+    }
+
+    /// Whether the bearer token `token` may read `/metrics`: the metrics token or the platform
+    /// admin's. Tenants' and cells' tokens may not (it names every tenant's environments).
+    pub async fn authorize_scrape(&self, token: Option<&str>) -> Result<(), ServiceError> {
+        let token = token.ok_or(ServiceError::Unauthenticated)?;
+        let hash = auth::hash(token);
+        if self
+            .metrics_token_hash
+            .as_deref()
+            .is_some_and(|m| auth::same_hash(&hash, m))
+        {
+            return Ok(());
+        }
+        match self.principal_of(TokenKind::of(token), &hash).await? {
+            Principal::PlatformAdmin => Ok(()),
+            _ => Err(ServiceError::Forbidden(
+                "/metrics names every tenant's environments: it takes the metrics token (HANGAR_METRICS_TOKEN) or the platform admin's".to_owned(),
+            )),
+        }
     }
 
     pub fn require_platform_admin(&self, actor: &Actor) -> Result<(), ServiceError> {

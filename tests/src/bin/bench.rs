@@ -275,6 +275,7 @@ async fn bench_api(
         cell_ttl_secs: 3600,
         bucket: None,
         token_cache_secs: 5,
+        metrics_token: None,
     })
     .await?;
     let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());

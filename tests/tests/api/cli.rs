@@ -300,6 +300,32 @@ fn hangar_serve_refuses_a_malformed_master_key() {
     );
 }
 
+#[test]
+fn hangar_serve_refuses_a_short_metrics_token_or_the_admins() {
+    for metrics in ["short", "0123456789abcdefghij"] {
+        let out = Command::new(hangar_bin())
+            .arg("serve")
+            .env(
+                "HANGAR_DATABASE_URL",
+                "postgres://nobody:x@127.0.0.1:1/none",
+            )
+            .env("HANGAR_ADMIN_TOKEN", "0123456789abcdefghij")
+            .env(
+                "HANGAR_MASTER_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            )
+            .env("HANGAR_METRICS_TOKEN", metrics)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("HANGAR_METRICS_TOKEN must be at least 16 characters and differ"),
+            "{metrics}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn dags_push_uploads_only_what_changed_and_can_remove_the_rest() {
     let bucket =

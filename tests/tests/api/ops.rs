@@ -1,6 +1,7 @@
+use hangar_tenants::api::Problem;
 use hangar_tenants::api::{CreateEnvironment, Role};
 use hangar_tenants::WorkerStatus;
-use hangar_tests::{healthy, spawn_app};
+use hangar_tests::{healthy, spawn_app, ADMIN_TOKEN, METRICS_TOKEN};
 
 #[tokio::test]
 async fn healthz_reports_the_database_ok() {
@@ -14,12 +15,7 @@ async fn healthz_reports_the_database_ok() {
 async fn metrics_expose_request_counts_and_environments_by_phase() {
     let app = spawn_app().await;
     app.anonymous().healthz().await.unwrap();
-    let text = reqwest::get(format!("{}/metrics", app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(
             "hangar_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}"
@@ -27,6 +23,53 @@ async fn metrics_expose_request_counts_and_environments_by_phase() {
         "{text}"
     );
     assert!(text.contains("# TYPE hangar_environments gauge"), "{text}");
+}
+
+/// `/metrics` names every tenant's environments: only the platform's monitoring reads it.
+#[tokio::test]
+async fn only_the_metrics_token_and_the_platform_admin_may_scrape_metrics() {
+    let app = spawn_app().await;
+    let tenant = app.tenant_with_role("data", Role::Admin).await.unwrap();
+    let scrape = |token: Option<String>| {
+        let mut rb = reqwest::Client::new().get(format!("{}/metrics", app.address));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            let status = r.status().as_u16();
+            let problem = if status == 200 {
+                None
+            } else {
+                Some(r.json::<Problem>().await.unwrap())
+            };
+            (status, problem)
+        }
+    };
+    assert_eq!(scrape(Some(METRICS_TOKEN.into())).await.0, 200);
+    assert_eq!(scrape(Some(ADMIN_TOKEN.into())).await.0, 200);
+    let (status, p) = scrape(None).await;
+    assert_eq!(status, 401, "{p:?}");
+    assert_eq!(scrape(Some("not-a-token-at-all-0123".into())).await.0, 401);
+    let tenant_token = tenant
+        .create_token(
+            "data",
+            &hangar_tenants::api::CreateToken {
+                name: "reader".into(),
+                role: Role::Viewer,
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let (status, p) = scrape(Some(tenant_token)).await;
+    assert_eq!(status, 403);
+    assert!(p.unwrap().detail.contains("HANGAR_METRICS_TOKEN"));
+
+    // The metrics token is no admin token.
+    let metrics_only = app.anonymous().with_token(METRICS_TOKEN);
+    let e = metrics_only.get_tenant("data").await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
 }
 
 #[tokio::test]
@@ -62,12 +105,7 @@ async fn metrics_show_reported_workers_and_the_cells_pool_utilization() {
     let e = agent.report(created.id, &observed).await.unwrap();
     assert_eq!(e.observed.and_then(|o| o.workers), observed.workers);
 
-    let text = reqwest::get(format!("{}/metrics", app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         r#"hangar_environment_tasks{tenant="data",environment="etl",cell="local",state="queued"} 7"#,
         r#"hangar_environment_workers{tenant="data",environment="etl",cell="local",state="actual"} 2"#,

@@ -370,12 +370,7 @@ async fn wait_span(receiver: &OtlpReceiver, pred: impl Fn(&ReceivedSpan) -> bool
 async fn wait_metric(stack: &hangar_tests::Stack, series: &str, ok: impl Fn(f64) -> bool) {
     let start = Instant::now();
     loop {
-        let text = reqwest::get(format!("{}/metrics", stack.app.address))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = stack.app.metrics().await;
         let value = text.lines().find_map(|l| {
             let (name, v) = l.rsplit_once(' ')?;
             (name == series).then(|| v.parse::<f64>().ok())?
