@@ -933,6 +933,21 @@ mod tests {
         )])
     }
 
+    /// An environment's home and a local bucket (in a folder kept as long as the second).
+    fn home_and_bucket() -> (tempfile::TempDir, tempfile::TempDir, Bucket) {
+        let home = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(store.path().to_owned()).unwrap();
+        (home, store, bucket)
+    }
+
+    /// The scheduler's log file in `home` (its folder made).
+    fn scheduler_log(home: &Path) -> PathBuf {
+        let comps = home.join("components");
+        std::fs::create_dir_all(&comps).unwrap();
+        comps.join("scheduler.log")
+    }
+
     async fn chunks(bucket: &Bucket) -> Vec<LogLine> {
         let prefix = components_prefix(bucket, "acme", "etl", Uuid::nil());
         let mut objects = bucket.list(&prefix).await.unwrap();
@@ -949,12 +964,8 @@ mod tests {
 
     #[tokio::test]
     async fn lines_are_sent_once_and_shipped_once_across_a_restart() {
-        let home = tempfile::tempdir().unwrap();
-        let store = tempfile::tempdir().unwrap();
-        let bucket = Bucket::local(store.path().to_owned()).unwrap();
-        let comps = home.path().join("components");
-        std::fs::create_dir_all(&comps).unwrap();
-        let log = comps.join("scheduler.log");
+        let (home, _store, bucket) = home_and_bucket();
+        let log = scheduler_log(home.path());
         std::fs::write(
             &log,
             "2026-11-25T10:00:00Z [error    ] failed\nTraceback (most recent call last):\n",
@@ -1003,12 +1014,8 @@ mod tests {
     #[tokio::test]
     async fn shipped_lines_free_their_disk_blocks_and_the_file_goes_on() {
         use std::os::unix::fs::MetadataExt;
-        let home = tempfile::tempdir().unwrap();
-        let store = tempfile::tempdir().unwrap();
-        let bucket = Bucket::local(store.path().to_owned()).unwrap();
-        let comps = home.path().join("components");
-        std::fs::create_dir_all(&comps).unwrap();
-        let log = comps.join("scheduler.log");
+        let (home, _store, bucket) = home_and_bucket();
+        let log = scheduler_log(home.path());
         let line = |i: usize| {
             format!(
                 "2026-11-25T10:00:00Z [info     ] line {i:05} {}",
@@ -1104,9 +1111,7 @@ mod tests {
 
     #[tokio::test]
     async fn task_logs_are_copied_when_they_change() {
-        let home = tempfile::tempdir().unwrap();
-        let store = tempfile::tempdir().unwrap();
-        let bucket = Bucket::local(store.path().to_owned()).unwrap();
+        let (home, _store, bucket) = home_and_bucket();
         let dir = home
             .path()
             .join("logs/dag_id=etl/run_id=manual__2026-11-25T10:00:00+00:00/task_id=load");
@@ -1170,9 +1175,7 @@ mod tests {
 
     #[tokio::test]
     async fn deleting_an_environments_logs_leaves_no_file() {
-        let home = tempfile::tempdir().unwrap();
-        let store = tempfile::tempdir().unwrap();
-        let bucket = Bucket::local(store.path().to_owned()).unwrap();
+        let (home, store, bucket) = home_and_bucket();
         let dir = home
             .path()
             .join("logs/dag_id=etl/run_id=manual__2026-11-25T10:00:00.123456+00:00/task_id=load");
@@ -1213,9 +1216,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_chunks_are_deleted_and_recent_ones_kept() {
-        let home = tempfile::tempdir().unwrap();
-        let store = tempfile::tempdir().unwrap();
-        let bucket = Bucket::local(store.path().to_owned()).unwrap();
+        let (home, _store, bucket) = home_and_bucket();
         let prefix = components_prefix(&bucket, "acme", "etl", Uuid::nil()).join("scheduler");
         let old = prefix.clone().join(chunk_name(
             at("2026-10-01T00:00:00Z"),

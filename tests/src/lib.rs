@@ -13,7 +13,8 @@ use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
 use hangar_control_plane::startup::Application;
 use hangar_data_plane::embedded::PrivatePostgres;
 use hangar_tenants::api::{
-    Assignments, CellCapacity, CreateCell, CreateTenant, CreateToken, RegisterCell, Role, Runtime,
+    Assignments, CellCapacity, CreateCell, CreateEnvironment, CreateTenant, CreateToken,
+    RegisterCell, Role, Runtime,
 };
 use hangar_tenants::ObservedState;
 use secrecy::{ExposeSecret, SecretString};
@@ -256,6 +257,50 @@ impl FakeAgent {
             .report_observed(&self.cell, env, observed)
             .await?)
     }
+}
+
+/// An answer that must be a problem document (`application/problem+json`): its status and the
+/// problem.
+#[allow(clippy::panic, reason = "a test assertion")]
+pub async fn problem_of(r: reqwest::Response) -> (u16, hangar_tenants::api::Problem) {
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{} answered {status}",
+        r.url()
+    );
+    let problem = r
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("a problem document: {e:?}"));
+    (status, problem)
+}
+
+/// Creates the tenant's environment `name` with every default; returns its id.
+pub async fn create_env(c: &Client, tenant: &str, name: &str) -> anyhow::Result<uuid::Uuid> {
+    let req = CreateEnvironment {
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    Ok(c.create_environment(tenant, &req, None)
+        .await?
+        .environment
+        .id)
+}
+
+/// A control plane with tenant `data`, an editor's client, and its environment `etl` running
+/// on cell `local`, whose (fake) agent is returned with the environment's id.
+pub async fn running_etl() -> anyhow::Result<(TestApp, Client, FakeAgent, uuid::Uuid)> {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await?;
+    let mut agent = app.registered_agent("local", 10).await?;
+    let id = create_env(&editor, "data", "etl").await?;
+    agent.poll(Duration::from_secs(5)).await?;
+    agent.report(id, &healthy(1)).await?;
+    Ok((app, editor, agent, id))
 }
 
 /// Observed state of `revision` running with every listed component healthy.

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use hangar_client::{Client, ClientError};
-use hangar_tenants::api::{AirflowCliResult, CreateEnvironment, Problem, Role, RunAirflowCli};
-use hangar_tests::{healthy, spawn_app, FakeAgent, TestApp};
+use hangar_tenants::api::{AirflowCliResult, Problem, Role, RunAirflowCli};
+use hangar_tests::{create_env, running_etl, spawn_app, FakeAgent, TestApp};
 
 fn run(args: &[&str]) -> RunAirflowCli {
     RunAirflowCli {
@@ -23,30 +23,11 @@ fn problem(r: Result<AirflowCliResult, ClientError>) -> Problem {
 }
 
 async fn created(c: &Client) -> uuid::Uuid {
-    c.create_environment(
-        "data",
-        &CreateEnvironment {
-            name: "etl".into(),
-            ..Default::default()
-        },
-        None,
-    )
-    .await
-    .unwrap()
-    .environment
-    .id
+    create_env(c, "data", "etl").await.unwrap()
 }
 
-/// A tenant `data` with an editor, and its environment `etl` running on cell `local`, whose
-/// (fake) agent is returned.
 async fn running() -> (TestApp, Client, FakeAgent, uuid::Uuid) {
-    let app = spawn_app().await;
-    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
-    let mut agent = app.registered_agent("local", 10).await.unwrap();
-    let id = created(&editor).await;
-    agent.poll(Duration::from_secs(5)).await.unwrap();
-    agent.report(id, &healthy(1)).await.unwrap();
-    (app, editor, agent, id)
+    running_etl().await.unwrap()
 }
 
 /// `args` with a time limit of `secs`.

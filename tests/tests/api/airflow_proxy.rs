@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use hangar_client::Client;
-use hangar_tenants::api::{CreateEnvironment, Problem, Role};
-use hangar_tests::{healthy, spawn_app, FakeAgent};
+use hangar_tenants::api::Problem;
+use hangar_tests::{healthy, running_etl, FakeAgent};
 use reqwest::Method;
 
 async fn get_dags(c: &Client) -> (u16, Problem) {
@@ -18,13 +18,7 @@ async fn get_dags(c: &Client) -> (u16, Problem) {
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    assert_eq!(
-        r.headers()["content-type"],
-        "application/problem+json",
-        "{status}"
-    );
-    (status, r.json().await.unwrap())
+    hangar_tests::problem_of(r).await
 }
 
 /// Reports `etl` running with its api-server at `api`.
@@ -36,23 +30,7 @@ async fn serving_at(agent: &FakeAgent, id: uuid::Uuid, api: &str) {
 
 #[tokio::test]
 async fn an_airflow_that_refuses_or_keeps_silent_is_a_503_naming_the_environment() {
-    let app = spawn_app().await;
-    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
-    let mut agent = app.registered_agent("local", 10).await.unwrap();
-    let id = editor
-        .create_environment(
-            "data",
-            &CreateEnvironment {
-                name: "etl".into(),
-                ..Default::default()
-            },
-            None,
-        )
-        .await
-        .unwrap()
-        .environment
-        .id;
-    agent.poll(Duration::from_secs(5)).await.unwrap();
+    let (_app, editor, agent, id) = running_etl().await.unwrap();
 
     // Nothing listens on the reported port.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -281,48 +281,37 @@ fn hangar_serve_without_settings_says_what_to_set() {
 }
 
 #[test]
-fn hangar_serve_refuses_a_malformed_master_key() {
-    let out = Command::new(hangar_bin())
-        .arg("serve")
-        .env(
-            "HANGAR_DATABASE_URL",
-            "postgres://nobody:x@127.0.0.1:1/none",
-        )
-        .env("HANGAR_ADMIN_TOKEN", "0123456789abcdefghij")
-        .env("HANGAR_MASTER_KEY", "too-short")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("HANGAR_MASTER_KEY must be 32 bytes"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn hangar_serve_refuses_a_short_metrics_token_or_the_admins() {
-    for metrics in ["short", "0123456789abcdefghij"] {
-        let out = Command::new(hangar_bin())
-            .arg("serve")
+fn hangar_serve_refuses_bad_settings_naming_them() {
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let admin = "0123456789abcdefghij";
+    for (master_key, metrics, says) in [
+        ("too-short", None, "HANGAR_MASTER_KEY must be 32 bytes"),
+        (
+            key,
+            Some("short"),
+            "HANGAR_METRICS_TOKEN must be at least 16 characters and differ",
+        ),
+        (
+            key,
+            Some(admin),
+            "HANGAR_METRICS_TOKEN must be at least 16 characters and differ",
+        ),
+    ] {
+        let mut cmd = Command::new(hangar_bin());
+        cmd.arg("serve")
             .env(
                 "HANGAR_DATABASE_URL",
                 "postgres://nobody:x@127.0.0.1:1/none",
             )
-            .env("HANGAR_ADMIN_TOKEN", "0123456789abcdefghij")
-            .env(
-                "HANGAR_MASTER_KEY",
-                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-            )
-            .env("HANGAR_METRICS_TOKEN", metrics)
-            .output()
-            .unwrap();
+            .env("HANGAR_ADMIN_TOKEN", admin)
+            .env("HANGAR_MASTER_KEY", master_key);
+        if let Some(m) = metrics {
+            cmd.env("HANGAR_METRICS_TOKEN", m);
+        }
+        let out = cmd.output().unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("HANGAR_METRICS_TOKEN must be at least 16 characters and differ"),
-            "{metrics}: {stderr}"
-        );
+        assert!(stderr.contains(says), "{says}: {stderr}");
     }
 }
 

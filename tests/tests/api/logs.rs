@@ -11,8 +11,8 @@ use chrono::Utc;
 use hangar_client::{Client, ClientError};
 use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::log_ship::{LogSource, ShipSettings, Shipper};
-use hangar_tenants::api::{CreateEnvironment, LogLevel, Role, RunAirflowCli};
-use hangar_tests::{healthy, spawn_app_with, FakeAgent, TestApp};
+use hangar_tenants::api::{LogLevel, Role, RunAirflowCli};
+use hangar_tests::{create_env, healthy, spawn_app_with, FakeAgent, TestApp};
 use uuid::Uuid;
 
 struct Setup {
@@ -41,19 +41,7 @@ async fn setup() -> Setup {
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     let viewer = app.tenant_with_role("data", Role::Viewer).await.unwrap();
     let mut agent = app.registered_agent("local", 10).await.unwrap();
-    let id = editor
-        .create_environment(
-            "data",
-            &CreateEnvironment {
-                name: "etl".into(),
-                ..Default::default()
-            },
-            None,
-        )
-        .await
-        .unwrap()
-        .environment
-        .id;
+    let id = create_env(&editor, "data", "etl").await.unwrap();
     agent.poll(Duration::from_secs(5)).await.unwrap();
     agent.report(id, &healthy(1)).await.unwrap();
     let home = std::env::temp_dir().join(format!("hangar-home-{}", id.simple()));

@@ -5,7 +5,6 @@ use rstest::rstest;
 use serde_json::json;
 
 async fn post_raw(
-    app: &TestApp,
     token: &hangar_client::Client,
     body: Vec<u8>,
     content_type: &str,
@@ -17,14 +16,7 @@ async fn post_raw(
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    assert_eq!(
-        r.headers()["content-type"],
-        "application/problem+json",
-        "{} answered {status}",
-        app.address
-    );
-    (status, r.json().await.unwrap())
+    hangar_tests::problem_of(r).await
 }
 
 /// Nothing was written: no environment, and no environment entry in the audit log.
@@ -68,7 +60,6 @@ async fn bad_create_bodies_get_422_naming_the_field(
     let app = spawn_app().await;
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     let (status, p) = post_raw(
-        &app,
         &editor,
         serde_json::to_vec(&body).unwrap(),
         "application/json",
@@ -87,13 +78,7 @@ async fn bad_create_bodies_get_422_naming_the_field(
 async fn malformed_json_gets_400() {
     let app = spawn_app().await;
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
-    let (status, p) = post_raw(
-        &app,
-        &editor,
-        b"{\"name\": \"etl\",".to_vec(),
-        "application/json",
-    )
-    .await;
+    let (status, p) = post_raw(&editor, b"{\"name\": \"etl\",".to_vec(), "application/json").await;
     assert_eq!(status, 400);
     assert!(p.detail.contains("malformed JSON"), "{p:?}");
     assert_nothing_written(&app).await;
@@ -105,7 +90,7 @@ async fn a_body_over_the_limit_gets_413() {
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     let body = serde_json::to_vec(&json!({"name": "etl", "requirements": "x".repeat(300 * 1024)}))
         .unwrap();
-    let (status, p) = post_raw(&app, &editor, body, "application/json").await;
+    let (status, p) = post_raw(&editor, body, "application/json").await;
     assert_eq!(status, 413);
     assert_eq!(p.status, 413);
     assert_nothing_written(&app).await;
@@ -116,7 +101,6 @@ async fn a_body_that_is_not_json_gets_415_naming_content_type() {
     let app = spawn_app().await;
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     let (status, p) = post_raw(
-        &app,
         &editor,
         b"name=etl".to_vec(),
         "application/x-www-form-urlencoded",
@@ -139,7 +123,7 @@ async fn create_env_returns_409_when_name_taken() {
         .await
         .unwrap();
     assert_eq!(first.status(), 201);
-    let (status, p) = post_raw(&app, &editor, body, "application/json").await;
+    let (status, p) = post_raw(&editor, body, "application/json").await;
     assert_eq!(status, 409);
     assert_eq!(p.errors[0].field, "name");
     assert_eq!(
