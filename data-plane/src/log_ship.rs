@@ -282,16 +282,17 @@ fn read_lines(path: &Path, from: u64) -> std::io::Result<(Vec<(u64, String)>, u6
     if len == asked {
         return Ok((vec![], asked));
     }
-    // Shipped lines are a hole (see `release_shipped`). Reading from inside one (the shipping
-    // state was lost) starts at the first data, past the line the hole cut in two.
-    let from = match nix::unistd::lseek(
-        f.as_raw_fd(),
-        i64::try_from(asked).unwrap_or(i64::MAX),
-        nix::unistd::Whence::SeekData,
-    ) {
-        Ok(o) => u64::try_from(o).unwrap_or(asked).max(asked),
-        Err(nix::errno::Errno::ENXIO) => return Ok((vec![], len)),
-        Err(_) => asked,
+    // Shipped lines are a hole (see `release_shipped`), which ends before the saved shipped
+    // offset; only a read from the start (the shipping state was lost) can begin in one. It
+    // starts at the first data, past the line the hole cut in two.
+    let from = if asked > 0 {
+        asked
+    } else {
+        match nix::unistd::lseek(f.as_raw_fd(), 0, nix::unistd::Whence::SeekData) {
+            Ok(o) => u64::try_from(o).unwrap_or(0),
+            Err(nix::errno::Errno::ENXIO) => return Ok((vec![], len)),
+            Err(_) => 0,
+        }
     };
     f.seek(SeekFrom::Start(from))?;
     let mut buf = Vec::new();

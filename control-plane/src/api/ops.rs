@@ -178,15 +178,34 @@ fn render_environments(envs: &[EnvFigures]) -> String {
         }
     }
     let mut out = String::new();
-    out.push_str("# HELP hangar_environment_up 1 when every component of the environment is healthy (Airflow's health check included), else 0.\n# TYPE hangar_environment_up gauge\n");
-    out.push_str(&up);
-    out.push_str("# HELP hangar_environment_component_up 1 when the component is healthy, as last reported.\n# TYPE hangar_environment_component_up gauge\n");
-    out.push_str(&components);
-    out.push_str("# HELP hangar_reconcile_failures_total Failed reconcile steps by category since the cell's agent started.\n# TYPE hangar_reconcile_failures_total counter\n");
-    out.push_str(&failures);
-    out.push_str("# HELP hangar_dag_sync_total Syncs from the bucket that changed the DAG folder or failed, since the cell's agent started.\n# TYPE hangar_dag_sync_total counter\n");
-    out.push_str(&syncs);
+    family(&mut out, "hangar_environment_up", "gauge",
+        "1 when every component of the environment is healthy (Airflow's health check included), else 0.", &up);
+    family(
+        &mut out,
+        "hangar_environment_component_up",
+        "gauge",
+        "1 when the component is healthy, as last reported.",
+        &components,
+    );
+    family(
+        &mut out,
+        "hangar_reconcile_failures_total",
+        "counter",
+        "Failed reconcile steps by category since the cell's agent started.",
+        &failures,
+    );
+    family(&mut out, "hangar_dag_sync_total", "counter",
+        "Syncs from the bucket that changed the DAG folder or failed, since the cell's agent started.", &syncs);
     out
+}
+
+/// A per-cell gauge: its name, its help, and its value from the cell's pool.
+type CellFigure = (&'static str, &'static str, fn(&CellPool) -> f64);
+
+/// A metric family in Prometheus' text format: its help and type lines, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &str) {
+    use std::fmt::Write;
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{samples}");
 }
 
 /// The worker gauges and counters in Prometheus' text format: per environment (tenant,
@@ -226,38 +245,55 @@ fn render_workers(envs: &[EnvFigures], cells: &[(String, CellPool)]) -> String {
             );
         }
     }
-    out.push_str("# HELP hangar_environment_tasks Task instances queued or running, as last reported.\n# TYPE hangar_environment_tasks gauge\n");
-    out.push_str(&tasks);
-    out.push_str("# HELP hangar_environment_workers Celery workers: desired (the environment's pool share), actual (taking tasks), draining.\n# TYPE hangar_environment_workers gauge\n");
-    out.push_str(&workers);
-    out.push_str("# HELP hangar_environment_scaling_total Scaling steps carried out since the cell's agent started.\n# TYPE hangar_environment_scaling_total counter\n");
-    out.push_str(&scaling);
-    out.push_str("# HELP hangar_cell_worker_slots Worker slots of the cell's shared pool.\n# TYPE hangar_cell_worker_slots gauge\n");
-    for (cell, pool) in cells {
-        let _ = writeln!(
-            out,
-            "hangar_cell_worker_slots{{cell=\"{}\"}} {}",
-            label(cell),
-            pool.worker_slots
-        );
-    }
-    out.push_str("# HELP hangar_cell_workers Worker slots held by workers taking tasks or draining.\n# TYPE hangar_cell_workers gauge\n");
-    for (cell, pool) in cells {
-        let _ = writeln!(
-            out,
-            "hangar_cell_workers{{cell=\"{}\"}} {}",
-            label(cell),
-            pool.workers
-        );
-    }
-    out.push_str("# HELP hangar_cell_pool_utilization Held worker slots / the pool's slots.\n# TYPE hangar_cell_pool_utilization gauge\n");
-    for (cell, pool) in cells {
-        let _ = writeln!(
-            out,
-            "hangar_cell_pool_utilization{{cell=\"{}\"}} {}",
-            label(cell),
-            pool.utilization
-        );
+    family(
+        &mut out,
+        "hangar_environment_tasks",
+        "gauge",
+        "Task instances queued or running, as last reported.",
+        &tasks,
+    );
+    family(
+        &mut out,
+        "hangar_environment_workers",
+        "gauge",
+        "Celery workers: desired (the environment's pool share), actual (taking tasks), draining.",
+        &workers,
+    );
+    family(
+        &mut out,
+        "hangar_environment_scaling_total",
+        "counter",
+        "Scaling steps carried out since the cell's agent started.",
+        &scaling,
+    );
+    let cell_figures: [CellFigure; 3] = [
+        (
+            "hangar_cell_worker_slots",
+            "Worker slots of the cell's shared pool.",
+            |p| f64::from(p.worker_slots),
+        ),
+        (
+            "hangar_cell_workers",
+            "Worker slots held by workers taking tasks or draining.",
+            |p| f64::from(p.workers),
+        ),
+        (
+            "hangar_cell_pool_utilization",
+            "Held worker slots / the pool's slots.",
+            |p| p.utilization,
+        ),
+    ];
+    for (name, help, figure) in cell_figures {
+        let mut samples = String::new();
+        for (cell, pool) in cells {
+            let _ = writeln!(
+                samples,
+                "{name}{{cell=\"{}\"}} {}",
+                label(cell),
+                figure(pool)
+            );
+        }
+        family(&mut out, name, "gauge", help, &samples);
     }
     out
 }
