@@ -136,6 +136,7 @@ pub async fn run(
             let req = RegisterCell {
                 capacity: settings.capacity,
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                isolation: None,
             };
             match client.register_cell(&settings.cell, &req).await {
                 Ok(_) => {

@@ -286,6 +286,31 @@ pub struct CellCreated {
 pub struct RegisterCell {
     pub capacity: CellCapacity,
     pub agent_version: String,
+    /// How the cell isolates its environments, as its agent found the machine (an agent that
+    /// sends none is shown as not isolated).
+    #[serde(default)]
+    pub isolation: Option<CellIsolation>,
+}
+
+/// How a cell keeps its environments from each other and from the platform. Tenants run
+/// hostile code: a cell that is not `isolated` is fit only for one trusted tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CellIsolation {
+    /// Every part of the isolation below is in force.
+    pub isolated: bool,
+    /// Every environment runs as its own Unix user (false: the agent runs them all as itself,
+    /// `HANGAR_INSECURE_SINGLE_USER=true`).
+    pub users: bool,
+    /// Per-environment memory, CPU and process limits: `v1` or `v2` (the cgroup version in
+    /// use); absent when they cannot be enforced.
+    pub cgroups: Option<String>,
+    /// The Landlock ABI the environments' processes are confined with; absent when the kernel
+    /// has none.
+    pub landlock: Option<u32>,
+    /// What is not in force, and why, one sentence each.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// One environment placed on a cell, as its agent must make it.

@@ -221,6 +221,7 @@ impl TestApp {
                         worker_slots: 8,
                     },
                     agent_version: "fake-agent/1".to_owned(),
+                    isolation: None,
                 },
             )
             .await?;

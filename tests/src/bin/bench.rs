@@ -131,6 +131,7 @@ async fn seed(
                     worker_slots: 64,
                 },
                 agent_version: "bench".into(),
+                isolation: None,
             },
         )
         .await?;
