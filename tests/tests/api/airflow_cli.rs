@@ -115,16 +115,56 @@ async fn commands_off_the_list_are_refused_by_argument_and_nothing_is_queued() {
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
     let agent = app.registered_agent("local", 10).await.unwrap();
     created(&editor).await;
-    for (args, field) in [
-        (vec!["db", "reset"], "args[0]"),
-        (vec!["dags list; rm -rf /"], "args[0]"),
-        (vec!["dags", "list", ";", "rm", "-rf", "/"], "args[5]"),
-        (vec!["dags", "list", "--subdir", "/etc"], "args[3]"),
-        (vec!["dags", "list", "-S", "../../other/dags"], "args[3]"),
-        (vec!["users", "list"], "args[0]"),
+    // (arguments, the argument named first, what its message says)
+    for (args, field, says) in [
+        (vec!["db", "reset"], "args[0]", "\"db\""),
+        (
+            vec!["dags list; rm -rf /"],
+            "args[0]",
+            "not an allowed command",
+        ),
+        (
+            vec!["dags", "list", ";", "rm", "-rf", "/"],
+            "args[4]",
+            "-rf",
+        ),
+        (
+            vec!["dags", "test", "etl", "-f", "/etc/passwd"],
+            "args[4]",
+            "absolute path",
+        ),
+        (
+            vec!["dags", "test", "etl", "--dagfile-path=/etc/passwd"],
+            "args[3]",
+            "absolute path",
+        ),
+        (
+            vec!["dags", "test", "etl", "-f", "../../other/dags/x.py"],
+            "args[4]",
+            "`..`",
+        ),
+        // A prefix argparse would expand to `--env-vars`, one of an allowed option.
+        (
+            vec!["tasks", "test", "etl", "extract", "--env-v", "{}"],
+            "args[4]",
+            "option --env-v is not accepted by `tasks test`",
+        ),
+        (
+            vec!["dags", "list", "--out", "json"],
+            "args[2]",
+            "option --out",
+        ),
+        // A glued short option argparse would read as `-S /etc`.
+        (
+            vec!["dags", "list", "-S/etc"],
+            "args[2]",
+            "option -S/etc is not accepted by `dags list`",
+        ),
+        (vec!["users", "list"], "args[0]", "\"users\""),
         (
             vec!["config", "get-value", "database", "sql_alchemy_conn"],
             "args[3]",
+            "set by the platform",
         ),
     ] {
         let p = problem(editor.run_airflow_cli("data", "etl", &run(&args)).await);
@@ -133,6 +173,7 @@ async fn commands_off_the_list_are_refused_by_argument_and_nothing_is_queued() {
             (422, field),
             "{args:?}: {p:?}"
         );
+        assert!(p.errors[0].message.contains(says), "{args:?}: {p:?}");
     }
     let p = problem(
         editor
