@@ -10,6 +10,7 @@ use hangar_data_plane::autoscaler::machine_worker_slots;
 use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::log_ship::ShipSettings;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
+use hangar_data_plane::sandbox::{Sandbox, SandboxError, SandboxSettings};
 use hangar_tenants::api::CellCapacity;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,38 @@ pub struct AgentArgs {
     /// Days the bucket keeps the environments' component and task logs.
     #[arg(long, env = "HANGAR_LOG_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
+}
+
+/// How the process runtime keeps tenants apart (docs/security.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IsolationArgs {
+    /// Run every environment as the agent's own user when it is not root, instead of refusing
+    /// to start: environments can then read each other's processes and files, so this is fit
+    /// only for one trusted tenant on a laptop. The cell reports itself not isolated.
+    #[arg(long, env = "HANGAR_INSECURE_SINGLE_USER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure_single_user: bool,
+    /// The cgroup (under each hierarchy) that holds the environments' own groups.
+    #[arg(long, env = "HANGAR_CGROUP_PARENT", default_value = "hangar")]
+    pub cgroup_parent: String,
+}
+
+impl IsolationArgs {
+    /// Finds how this machine can confine environments; refuses a non-root agent unless
+    /// `HANGAR_INSECURE_SINGLE_USER=true`.
+    pub async fn sandbox(&self) -> Result<Sandbox, SandboxError> {
+        let program = std::env::current_exe().map_err(|source| SandboxError::Files {
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        Sandbox::probe(&SandboxSettings {
+            program,
+            insecure_single_user: self.insecure_single_user,
+            cgroup_parent: self.cgroup_parent.clone(),
+        })
+        .await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,16 +100,20 @@ pub enum AgentCmdError {
     Platform(#[from] PlatformError),
     #[error("HANGAR_BUCKET_URL: {0}")]
     Bucket(#[from] hangar_data_plane::bucket::BucketError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
     let client = hangar_client::Client::new(&args.url, Some(args.cell_token.clone()))?;
+    let sandbox = args.isolation.sandbox().await?;
     let platform = Platform::connect(
         &args.postgres_url,
         &args.redis_url,
         &args.data_dir,
         &args.uv,
         args.bucket.as_deref().map(Bucket::from_url).transpose()?,
+        sandbox,
     )
     .await?;
     let settings = AgentSettings {

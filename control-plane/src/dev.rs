@@ -44,6 +44,8 @@ pub struct DevSettings {
     /// Days the local bucket keeps the environments' component and task logs.
     #[arg(long, env = "HANGAR_LOG_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,
+    #[command(flatten)]
+    pub isolation: crate::agent_cmd::IsolationArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,8 @@ pub enum DevError {
     NoUv(String),
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error(transparent)]
+    Sandbox(#[from] hangar_data_plane::sandbox::SandboxError),
     #[error("failed to set up the local bucket")]
     Bucket(#[from] hangar_data_plane::bucket::BucketError),
     #[error("failed to set up the local cell")]
@@ -154,6 +158,8 @@ pub async fn run(settings: DevSettings, shutdown: CancellationToken) -> Result<(
     if !uv_ok {
         return Err(DevError::NoUv(settings.uv.display().to_string()));
     }
+    // Before anything starts: a non-root `hangar dev` is refused here unless told otherwise.
+    let sandbox = settings.isolation.sandbox().await?;
     let token = admin_token(&dir)?;
     let master_key = master_key(&dir)?;
     let pg = PrivatePostgres::start(&dir.join("postgres")).await?;
@@ -164,7 +170,8 @@ pub async fn run(settings: DevSettings, shutdown: CancellationToken) -> Result<(
             return Err(e.into());
         }
     };
-    let served = serve(&settings, &dir, &pg, &redis, token, master_key, shutdown).await;
+    let keys = Keys { token, master_key };
+    let served = serve(&settings, &dir, (&pg, &redis), keys, sandbox, shutdown).await;
     if let Err(e) = redis.stop().await {
         tracing::warn!(error = %e, "failed to stop the private Redis");
     }
@@ -194,13 +201,18 @@ async fn cell_token(dir: &Path, admin: &hangar_client::Client) -> Result<String,
     Ok(created.token)
 }
 
+/// The platform admin token and the master key of this data directory.
+struct Keys {
+    token: String,
+    master_key: String,
+}
+
 async fn serve(
     settings: &DevSettings,
     dir: &Path,
-    pg: &PrivatePostgres,
-    redis: &PrivateRedis,
-    token: String,
-    master_key: String,
+    (pg, redis): (&PrivatePostgres, &PrivateRedis),
+    Keys { token, master_key }: Keys,
+    sandbox: hangar_data_plane::sandbox::Sandbox,
     shutdown: CancellationToken,
 ) -> Result<(), DevError> {
     ensure_database(pg, "hangar").await?;
@@ -242,6 +254,7 @@ async fn serve(
         dir,
         &settings.uv,
         Some(Bucket::local(dir.join("bucket"))?),
+        sandbox,
     )
     .await?;
     let agent_settings = AgentSettings {

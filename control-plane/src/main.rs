@@ -125,8 +125,20 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// `hangar sandbox-exec …` is how the agent starts every process of an environment, confined
+/// (`hangar_data_plane::sandbox::exec`). It is dispatched before anything else starts: no
+/// runtime threads, no telemetry, nothing but the confinement and the `execve`.
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "sandbox-exec") {
+        let code = hangar_data_plane::sandbox::exec::main(args);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    async_main()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn async_main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

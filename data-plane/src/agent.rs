@@ -129,6 +129,7 @@ pub async fn run(
         targets.clone(),
         cancel.clone(),
     ));
+    let isolation = platform.sandbox.report();
     let mut cursor = 0i64;
     let mut registered = false;
     while !cancel.is_cancelled() {
@@ -136,7 +137,7 @@ pub async fn run(
             let req = RegisterCell {
                 capacity: settings.capacity,
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                isolation: None,
+                isolation: Some(isolation.clone()),
             };
             match client.register_cell(&settings.cell, &req).await {
                 Ok(_) => {

@@ -54,6 +54,8 @@ pub struct Target {
     pub program: std::path::PathBuf,
     pub env: BTreeMap<String, String>,
     pub cwd: std::path::PathBuf,
+    /// How the environment's processes are confined: its commands are too.
+    pub confinement: crate::sandbox::Confinement,
 }
 
 /// Runs one command a cell's agent claimed, checking it against the allow-list again (the
@@ -83,7 +85,15 @@ pub async fn run_call(
         timeout,
         ..Limits::default()
     };
-    match run(&t.program, &command.args, &t.env, &t.cwd, limits).await {
+    let argv = t.confinement.wrap(
+        &std::iter::once(t.program.display().to_string())
+            .chain(command.args.iter().cloned())
+            .collect::<Vec<_>>(),
+    );
+    let Some((program, args)) = argv.split_first() else {
+        return refused("the environment has no program to run".to_owned());
+    };
+    match run(Path::new(program), args, &t.env, &t.cwd, limits).await {
         Ok(o) => AirflowCliResult {
             stdout: if command.masks_connections && o.exit_code == Some(0) {
                 mask_connections(&o.stdout)

@@ -20,5 +20,6 @@ pub mod log_ship;
 pub mod metadata_db;
 pub mod process_runtime;
 pub mod runtime;
+pub mod sandbox;
 pub mod simulator;
 pub mod supervisor;

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -556,12 +557,17 @@ impl Shipper {
             };
             let prefix = tasks_prefix(&bucket, &source.tenant, &source.name, *id);
             let root = source.home.join("logs");
+            // The folder belongs to the environment's user, and so do the logs it writes; a
+            // file of anyone else got there by a link and is never shipped.
+            let Ok(owner) = std::fs::symlink_metadata(&root).map(|m| m.uid()) else {
+                continue;
+            };
             let mut changed = false;
             for (rel, size, mtime) in task_log_files(&root) {
                 if state.tasks.get(&rel) == Some(&(size, mtime)) {
                     continue;
                 }
-                let body = match read_tail(&root.join(&rel), MAX_TASK_LOG) {
+                let body = match read_tail(&root.join(&rel), MAX_TASK_LOG, owner) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::debug!(file = %rel, error = %e, "failed to read a task log");
@@ -736,9 +742,24 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<(String, u64, i64)>) 
     }
 }
 
-fn read_tail(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
+/// The last `limit` bytes of a task log: a regular file owned by `owner`, opened without
+/// following a final symbolic link. A task's user can swap the folders of its own logs folder
+/// for links, but not make another user's file its own, so the owner check after opening is
+/// what keeps the agent (root) from reading anything else for it.
+fn read_tail(path: &Path, limit: u64, owner: u32) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.uid() != owner {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not a regular file of the environment's user",
+        ));
+    }
+    let len = meta.len();
     f.seek(SeekFrom::Start(len.saturating_sub(limit)))?;
     let mut buf = Vec::new();
     f.take(limit).read_to_end(&mut buf)?;

@@ -22,6 +22,7 @@ use crate::dag_sync::{DagSync, SyncError, SyncOutcome};
 use crate::embedded::free_port;
 use crate::metadata_db::{self, EnvDatabase, MetadataDbAdmin, MetadataDbError};
 use crate::runtime::python::{RuntimeCache, RuntimeError};
+use crate::sandbox::{Confinement, Sandbox, SandboxError};
 use crate::supervisor::{Supervisor, SupervisorError};
 
 /// How long a component gets to stop on SIGTERM before SIGKILL (workers finish their tasks).
@@ -39,6 +40,8 @@ pub enum ReconcileError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     #[error("failed to prepare {path}")]
     Files {
         path: PathBuf,
@@ -57,6 +60,7 @@ impl ReconcileError {
             ReconcileError::MetadataDb(_) => "metadata_db",
             ReconcileError::Broker(_) => "broker",
             ReconcileError::Supervisor(_) => "processes",
+            ReconcileError::Sandbox(_) => "isolation",
             ReconcileError::Files { .. } => "files",
         }
     }
@@ -84,12 +88,25 @@ pub struct Platform {
     pub envs_dir: PathBuf,
     /// The platform bucket, if there is one (the environments' DAGs come from it).
     pub bucket: Option<Bucket>,
+    /// How environments are kept apart from each other and from the platform.
+    pub sandbox: Sandbox,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     #[error("the {what} URL is not valid: it needs a host and a port")]
     Url { what: &'static str },
+    #[error(
+        "environment users cannot reach {dir}: {blocked} is not searchable by other users \
+         (chmod o+x it, or choose another data directory)"
+    )]
+    Unreachable { dir: PathBuf, blocked: PathBuf },
+    #[error("failed to prepare {path}")]
+    Files {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     MetadataDb(#[from] MetadataDbError),
     #[error(transparent)]
@@ -105,6 +122,7 @@ impl Platform {
         data_dir: &Path,
         uv: &Path,
         bucket: Option<Bucket>,
+        sandbox: Sandbox,
     ) -> Result<Self, PlatformError> {
         let host_port = |what, url: &secrecy::SecretString| {
             let u = reqwest::Url::parse(url.expose_secret())
@@ -116,6 +134,10 @@ impl Platform {
         };
         let (postgres_host, postgres_port) = host_port("Postgres", postgres_admin_url)?;
         let (redis_host, redis_port) = host_port("Redis", redis_admin_url)?;
+        if sandbox.has_users() {
+            reachable_by_everyone(data_dir)?;
+        }
+        let runtimes = runtime_cache(&sandbox, &data_dir.join("runtimes"), uv);
         Ok(Self {
             postgres_host,
             postgres_port,
@@ -123,11 +145,63 @@ impl Platform {
             redis_port,
             metadata: MetadataDbAdmin::connect(postgres_admin_url).await?,
             broker: BrokerAdmin::connect(redis_admin_url).await?,
-            runtimes: std::sync::Arc::new(RuntimeCache::new(&data_dir.join("runtimes"), uv)),
+            runtimes: std::sync::Arc::new(runtimes),
             envs_dir: data_dir.join("envs"),
             bucket,
+            sandbox,
         })
     }
+
+    /// A runtime cache at `root` whose runtimes the environments' users can run.
+    pub fn runtime_cache(&self, root: &Path, uv: &Path) -> RuntimeCache {
+        runtime_cache(&self.sandbox, root, uv)
+    }
+}
+
+/// The interpreter runtimes are built on when environments have users of their own: it must
+/// be readable by every user (uv's default may be one under root's home, which they cannot
+/// enter). `HANGAR_PYTHON` overrides it.
+const SHARED_PYTHON: &str = "/usr/bin/python3";
+
+fn runtime_cache(sandbox: &Sandbox, root: &Path, uv: &Path) -> RuntimeCache {
+    let cache = RuntimeCache::new(root, uv);
+    match std::env::var("HANGAR_PYTHON") {
+        Ok(p) if !p.is_empty() => cache.with_python(p),
+        _ if sandbox.has_users() && Path::new(SHARED_PYTHON).exists() => {
+            cache.with_python(SHARED_PYTHON)
+        }
+        _ => cache,
+    }
+}
+
+/// Environments' processes run as other users: the data directory (where their runtimes and
+/// homes are) must be searchable by them all the way down; it is made `0711` itself (they may
+/// pass through it, not list it), and its `runtimes` readable.
+fn reachable_by_everyone(data_dir: &Path) -> Result<(), PlatformError> {
+    use std::os::unix::fs::PermissionsExt;
+    let prepare = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PlatformError::Files { path, source }
+    };
+    std::fs::create_dir_all(data_dir).map_err(prepare(data_dir))?;
+    let dir = std::fs::canonicalize(data_dir).map_err(prepare(data_dir))?;
+    if let Some(blocked) = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+    {
+        return Err(PlatformError::Unreachable {
+            dir: dir.clone(),
+            blocked: blocked.to_owned(),
+        });
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(prepare(&dir))?;
+    let runtimes = dir.join("runtimes");
+    std::fs::create_dir_all(&runtimes).map_err(prepare(&runtimes))?;
+    std::fs::set_permissions(&runtimes, std::fs::Permissions::from_mode(0o755))
+        .map_err(prepare(&runtimes))?;
+    Ok(())
 }
 
 fn files(path: &Path) -> impl Fn(std::io::Error) -> ReconcileError + '_ {
@@ -164,6 +238,8 @@ pub struct ProcessEnvironment {
     worker_status: Option<hangar_tenants::WorkerStatus>,
     /// A connection to the environment's own database, for task counts.
     counts_conn: Option<sqlx::PgConnection>,
+    /// How its processes are confined, once prepared.
+    confinement: Confinement,
 }
 
 /// A revision's prepared inputs to the blueprint.
@@ -210,6 +286,7 @@ impl ProcessEnvironment {
             counts_conn: None,
             cli_target: None,
             prepared: None,
+            confinement: Confinement::default(),
         }
     }
 
@@ -268,8 +345,20 @@ impl ProcessEnvironment {
         let broker = BrokerUser::for_environment(a.id, secrets.broker_password.clone().into());
         self.platform.broker.ensure_user(&broker).await?;
 
-        let logs = self.home.join("logs");
-        std::fs::create_dir_all(&logs).map_err(files(&logs))?;
+        // Its user, folders and cgroups before anything of it runs (the first DAG sync writes
+        // into its home).
+        self.confinement = self
+            .platform
+            .sandbox
+            .prepare(
+                a.id,
+                &self.home,
+                &runtime.dir,
+                &[self.home.join(blueprint::PASSWORDS_FILE)],
+                &a.spec,
+            )
+            .await?;
+        self.supervisor.set_confinement(self.confinement.clone());
         // DAGs and plugins are there before Airflow starts; each folder is its sync's symlink,
         // or a plain folder without a bucket (or until the first sync succeeds).
         if self.platform.bucket.is_some() {
@@ -330,14 +419,16 @@ impl ProcessEnvironment {
         // Every component loads plugins: a new plugins generation restarts them (workers by
         // retiring, so running tasks finish).
         let plugins = self.plugin_sync.as_ref().map_or(0, DagSync::generation);
+        // The files are part of what a process was started from: a change restarts it.
+        let digest = files_digest(&bp.files);
         for p in &mut bp.processes {
             p.env
                 .insert("HANGAR_PLUGINS_GENERATION".to_owned(), plugins.to_string());
+            p.env
+                .insert("HANGAR_FILES_DIGEST".to_owned(), digest.clone());
         }
         for (path, contents) in &bp.files {
-            std::fs::write(path, contents).map_err(files(path))?;
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .map_err(files(path))?;
+            write_private(path, contents, self.confinement.owner())?;
         }
         self.supervisor.apply(&bp.processes, STOP_GRACE).await?;
         self.running_revision = Some(a.revision);
@@ -350,6 +441,7 @@ impl ProcessEnvironment {
                     program: p.argv.first()?.into(),
                     env: p.env.clone(),
                     cwd: layout.dags(),
+                    confinement: self.confinement.clone(),
                 })
             });
         self.api_url = Some(format!(
@@ -574,6 +666,7 @@ impl ProcessEnvironment {
         if self.home.exists() {
             std::fs::remove_dir_all(&self.home).map_err(files(&self.home))?;
         }
+        self.platform.sandbox.remove(a.id).await?;
         self.running_revision = None;
         self.api_url = None;
         Ok(())
@@ -615,6 +708,54 @@ impl ProcessEnvironment {
             reconcile: None,
         }
     }
+}
+
+/// A short digest of the blueprint's files (secrets included, so it never leaves the agent's
+/// processes' own environment as more than 64 bits of a hash).
+fn files_digest(files: &[(PathBuf, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (path, contents) in files {
+        h.update(path.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(contents.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes a file only `owner` (the environment's user; else the agent's) may read, replacing
+/// it whole: written beside it and renamed, so no reader sees half of it and no link the
+/// environment's user might have left at its name is followed.
+fn write_private(
+    path: &Path,
+    contents: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), ReconcileError> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Unchanged: keep the file (and its inode, which running processes' Landlock rules name).
+    let same_owner = |m: &std::fs::Metadata| owner.is_none_or(|(uid, _)| m.uid() == uid);
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && same_owner(&m))
+        && std::fs::read(path).is_ok_and(|b| b == contents.as_bytes())
+    {
+        return Ok(());
+    }
+    let tmp = path.with_extension("hangar-new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(files(&tmp))?;
+    f.write_all(contents.as_bytes()).map_err(files(&tmp))?;
+    crate::sandbox::own(&tmp, owner, 0o600)?;
+    std::fs::rename(&tmp, path).map_err(files(path))
 }
 
 /// Regular files under `root` (following the dags symlink), byte-code caches aside.

@@ -130,6 +130,8 @@ pub struct Supervisor {
     draining: Vec<Draining>,
     /// How long a retired worker may take to finish its tasks.
     drain_limit: Duration,
+    /// How every process is confined (its user, cgroups, Landlock).
+    confinement: crate::sandbox::Confinement,
 }
 
 /// The last word of a worker's pid file, so that a later agent that no longer wants it retires
@@ -147,7 +149,14 @@ impl Supervisor {
             procs: BTreeMap::new(),
             draining: Vec::new(),
             drain_limit: DEFAULT_DRAIN_LIMIT,
+            confinement: crate::sandbox::Confinement::default(),
         }
+    }
+
+    /// Starts every process from now on confined this way. It is not part of a process's
+    /// spec hash: how the agent confines is its own business, not a reason to restart.
+    pub fn set_confinement(&mut self, confinement: crate::sandbox::Confinement) {
+        self.confinement = confinement;
     }
 
     /// Sets how long a retired worker may take to finish its running tasks.
@@ -277,9 +286,14 @@ impl Supervisor {
             .open(&log)
             .map_err(files(&log))?;
         let err = out.try_clone().map_err(files(&log))?;
-        let program = m.spec.argv.first().cloned().unwrap_or_default();
-        let child = Command::new(&program)
-            .args(m.spec.argv.iter().skip(1))
+        let argv = self.confinement.wrap(&m.spec.argv);
+        let program = argv.first().cloned().unwrap_or_default();
+        let mut command = Command::new(&program);
+        if let Some(home) = self.run_dir.parent() {
+            command.current_dir(home);
+        }
+        let child = command
+            .args(argv.iter().skip(1))
             .env_clear()
             .envs(inherited_env())
             .envs(&m.spec.env)

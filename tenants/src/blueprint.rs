@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use crate::api::EnvironmentSecrets;
 use crate::spec::EnvironmentSpec;
 
+/// The simple auth manager's passwords file, in AIRFLOW_HOME. The api-server opens it for
+/// appending (to add a user it lacks), so it must be writable by the environment's processes.
+pub const PASSWORDS_FILE: &str = "simple_auth_manager_passwords.json";
+
 /// Where an environment lives on its machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -36,7 +40,15 @@ impl Layout {
         self.home.join("logs")
     }
     pub fn passwords_file(&self) -> PathBuf {
-        self.home.join("simple_auth_manager_passwords.json")
+        self.home.join(PASSWORDS_FILE)
+    }
+    /// The environment's secret settings (`AIRFLOW_CONFIG`), readable only by its own user.
+    pub fn config_file(&self) -> PathBuf {
+        self.home.join("airflow.cfg")
+    }
+    /// The only folder besides `logs` its processes may write: `HOME` and `TMPDIR`.
+    pub fn scratch(&self) -> PathBuf {
+        self.home.join("tmp")
     }
     pub fn airflow(&self) -> PathBuf {
         self.runtime.join("bin").join("airflow")
@@ -105,10 +117,19 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The settings [`airflow_cfg`] holds, never given as variables.
+const SECRET_SETTINGS: [(&str, &str); 6] = [
+    ("core", "fernet_key"),
+    ("database", "sql_alchemy_conn"),
+    ("celery", "broker_url"),
+    ("celery", "result_backend"),
+    ("api", "secret_key"),
+    ("api_auth", "jwt_secret"),
+];
+
 /// The environment variables every component of the environment shares.
 pub fn airflow_env(
     spec: &EnvironmentSpec,
-    secrets: &EnvironmentSecrets,
     layout: &Layout,
     ports: Ports,
     backends: &Backends,
@@ -125,18 +146,11 @@ pub fn airflow_env(
             env.insert(env_key(section, key), v.clone());
         }
     }
-    let result_backend = format!(
-        "db+{}",
-        backends
-            .sql_alchemy_conn
-            .replacen("postgresql+psycopg2://", "postgresql://", 1)
-    );
-    let platform: [(&str, &str, String); 21] = [
+    let platform: [(&str, &str, String); 15] = [
         ("core", "executor", "CeleryExecutor".to_owned()),
         ("core", "dags_folder", path(&layout.dags())),
         ("core", "plugins_folder", path(&layout.plugins())),
         ("core", "load_examples", "False".to_owned()),
-        ("core", "fernet_key", secrets.fernet_key.clone()),
         (
             "core",
             "execution_api_server_url",
@@ -155,13 +169,6 @@ pub fn airflow_env(
             "simple_auth_manager_passwords_file",
             path(&layout.passwords_file()),
         ),
-        (
-            "database",
-            "sql_alchemy_conn",
-            backends.sql_alchemy_conn.clone(),
-        ),
-        ("celery", "broker_url", backends.broker_url.clone()),
-        ("celery", "result_backend", result_backend),
         // Remote control needs PSUBSCRIBE on a pidbox channel, which Redis ACLs match literally
         // (not by the user's channel prefix); Hangar drains workers with SIGTERM instead.
         ("celery", "worker_enable_remote_control", "False".to_owned()),
@@ -176,8 +183,6 @@ pub fn airflow_env(
         // One API worker process: the UI and REST API of one environment need no more, and
         // each worker costs ~200 MB.
         ("api", "workers", "1".to_owned()),
-        ("api", "secret_key", secrets.api_secret_key.clone()),
-        ("api_auth", "jwt_secret", secrets.jwt_secret.clone()),
         (
             "logging",
             "worker_log_server_port",
@@ -192,9 +197,58 @@ pub fn airflow_env(
     for (section, key, value) in platform {
         env.insert(env_key(section, key), value);
     }
+    // The secret settings come from the configuration file only: a variable (or its `_CMD` /
+    // `_SECRET` form) would win over it.
+    for (section, key) in SECRET_SETTINGS {
+        let name = env_key(section, key);
+        for suffix in ["", "_CMD", "_SECRET"] {
+            env.remove(&format!("{name}{suffix}"));
+        }
+    }
     env.insert(env_key("logging", "base_log_folder"), path(&layout.logs()));
     env.insert("AIRFLOW_HOME".to_owned(), path(&layout.home));
+    env.insert("AIRFLOW_CONFIG".to_owned(), path(&layout.config_file()));
+    env.insert("HOME".to_owned(), path(&layout.scratch()));
+    env.insert("TMPDIR".to_owned(), path(&layout.scratch()));
     env
+}
+
+/// The environment's secret settings as an `airflow.cfg` (`AIRFLOW_CONFIG`): kept out of every
+/// process's environment and argv, where other users could read them (`/proc/<pid>/environ`),
+/// in a file only the environment's own user may read. Airflow's variables win over the file,
+/// so validation refuses tenant variables for these settings.
+pub fn airflow_cfg(secrets: &EnvironmentSecrets, backends: &Backends) -> String {
+    let result_backend = format!(
+        "db+{}",
+        backends
+            .sql_alchemy_conn
+            .replacen("postgresql+psycopg2://", "postgresql://", 1)
+    );
+    let sections: [(&str, &[(&str, &str)]); 5] = [
+        ("core", &[("fernet_key", &secrets.fernet_key)]),
+        (
+            "database",
+            &[("sql_alchemy_conn", &backends.sql_alchemy_conn)],
+        ),
+        (
+            "celery",
+            &[
+                ("broker_url", &backends.broker_url),
+                ("result_backend", &result_backend),
+            ],
+        ),
+        ("api", &[("secret_key", &secrets.api_secret_key)]),
+        ("api_auth", &[("jwt_secret", &secrets.jwt_secret)]),
+    ];
+    let mut out = String::from("# Written by Hangar: the environment's secrets. Do not edit.\n");
+    for (section, keys) in sections {
+        out.push_str(&format!("\n[{section}]\n"));
+        for (key, value) in keys {
+            // Airflow reads the file with configparser's interpolation: `%` must be doubled.
+            out.push_str(&format!("{key} = {}\n", value.replace('%', "%%")));
+        }
+    }
+    out
 }
 
 /// The environment's processes with `workers` Celery workers, and its files.
@@ -206,7 +260,7 @@ pub fn blueprint(
     backends: &Backends,
     workers: u32,
 ) -> Blueprint {
-    let env = airflow_env(spec, secrets, layout, ports, backends);
+    let env = airflow_env(spec, layout, ports, backends);
     let airflow = path(&layout.airflow());
     let process = |name: String, kind, args: &[&str]| ProcessSpec {
         name,
@@ -252,7 +306,10 @@ pub fn blueprint(
     let passwords = format!("{{\"{ADMIN_USER}\": \"{}\"}}\n", secrets.admin_password);
     Blueprint {
         processes,
-        files: vec![(layout.passwords_file(), passwords)],
+        files: vec![
+            (layout.passwords_file(), passwords),
+            (layout.config_file(), airflow_cfg(secrets, backends)),
+        ],
     }
 }
 
@@ -306,7 +363,7 @@ mod tests {
         let secrets = EnvironmentSecrets {
             fernet_key: "FERNET".into(),
             jwt_secret: "JWT".into(),
-            api_secret_key: "API".into(),
+            api_secret_key: "APIKEY".into(),
             db_password: "DBPW".into(),
             broker_password: "BRPW".into(),
             admin_password: "ADMINPW".into(),
@@ -332,7 +389,7 @@ mod tests {
     #[test]
     fn renders_the_whole_environment() {
         let (spec, secrets, layout, ports, backends) = fixture();
-        let env = airflow_env(&spec, &secrets, &layout, ports, &backends);
+        let env = airflow_env(&spec, &layout, ports, &backends);
         insta::assert_debug_snapshot!(env);
         let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 2);
         let argvs: Vec<(String, String)> = bp
@@ -342,6 +399,34 @@ mod tests {
             .collect();
         insta::assert_debug_snapshot!(argvs);
         assert_eq!(bp.files[0].1, "{\"hangar-admin\": \"ADMINPW\"}\n");
+        insta::assert_snapshot!("airflow_cfg", bp.files[1].1);
+    }
+
+    /// Secrets never reach a process's environment or argv, where another user of the machine
+    /// could read them; they are in the environment's own configuration file.
+    #[test]
+    fn no_secret_is_in_any_process_environment_or_argv() {
+        let (spec, secrets, layout, ports, backends) = fixture();
+        let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 2);
+        for p in &bp.processes {
+            let all: Vec<&str> = p
+                .env
+                .iter()
+                .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+                .chain(p.argv.iter().map(String::as_str))
+                .collect();
+            for secret in ["FERNET", "JWT", "APIKEY", "DBPW", "BRPW", "ADMINPW"] {
+                assert!(
+                    all.iter().all(|x| !x.contains(secret)),
+                    "{} carries {secret}",
+                    p.name
+                );
+            }
+        }
+        let cfg = airflow_cfg(&secrets, &backends);
+        for secret in ["FERNET", "JWT", "APIKEY", "DBPW", "BRPW"] {
+            assert!(cfg.contains(secret), "the config file lacks {secret}");
+        }
     }
 
     #[test]
@@ -351,9 +436,10 @@ mod tests {
             .insert("core.executor".into(), "LocalExecutor".into());
         spec.env_vars
             .insert("AIRFLOW__CORE__FERNET_KEY".into(), "mine".into());
-        let env = airflow_env(&spec, &secrets, &layout, ports, &backends);
+        let env = airflow_env(&spec, &layout, ports, &backends);
         assert_eq!(env["AIRFLOW__CORE__EXECUTOR"], "CeleryExecutor");
-        assert_eq!(env["AIRFLOW__CORE__FERNET_KEY"], "FERNET");
+        assert!(!env.contains_key("AIRFLOW__CORE__FERNET_KEY"));
+        assert!(airflow_cfg(&secrets, &backends).contains("fernet_key = FERNET\n"));
         assert_eq!(env["AIRFLOW__CORE__PARALLELISM"], "64");
         assert_eq!(env["TEAM"], "data");
     }

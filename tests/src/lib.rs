@@ -334,6 +334,8 @@ pub struct Stack {
     pub redis_admin: SecretString,
     pub redis_port: u16,
     pub postgres_admin: String,
+    /// The cell's parent cgroup (the environments' groups are under it).
+    pub cgroup_parent: String,
     agent_stop: CancellationToken,
     agent: Option<tokio::task::JoinHandle<()>>,
 }
@@ -415,6 +417,44 @@ pub async fn airflow_api(
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// The `hangar` binary of this build (target/<profile>/hangar, beside the test executables'
+/// `deps` folder): the agent confines environments' processes with its `sandbox-exec`.
+#[allow(clippy::panic, reason = "a test set-up failure")]
+pub fn hangar_bin() -> PathBuf {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("hangar")))
+        .filter(|b| b.exists());
+    bin.unwrap_or_else(|| panic!("build the binary first: cargo build -p hangar-control-plane"))
+}
+
+/// Removes what environments under `dir` leave on the machine besides their files: their Unix
+/// users (found by their home under `dir`) and the cgroups under `cgroup_parent`.
+pub fn remove_environment_users_and_cgroups(dir: &std::path::Path, cgroup_parent: &str) {
+    let prefix = format!("{}/", dir.display());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() > 5 && fields[5].starts_with(&prefix) {
+            let _ = std::process::Command::new("userdel")
+                .args(["-f", fields[0]])
+                .status();
+        }
+    }
+    let roots = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for root in std::iter::once(PathBuf::from("/sys/fs/cgroup")).chain(roots) {
+        let parent = root.join(cgroup_parent);
+        if let Ok(groups) = std::fs::read_dir(&parent) {
+            for g in groups.flatten().filter(|g| g.path().is_dir()) {
+                let _ = std::fs::remove_dir(g.path());
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
 /// Where the tests keep Python runtimes between runs, so Airflow is installed once per machine.
 pub fn test_runtime_dir() -> PathBuf {
     std::env::var("HANGAR_TEST_RUNTIME_DIR")
@@ -479,7 +519,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
     use hangar_data_plane::process_runtime::Platform;
-    use hangar_data_plane::runtime::python::RuntimeCache;
+    use hangar_data_plane::sandbox::{Sandbox, SandboxSettings};
     use std::os::unix::fs::PermissionsExt;
 
     let dir = PathBuf::from(format!(
@@ -489,12 +529,19 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     ));
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    // Environments' users and cgroups go with the stack: users by their home under `dir`,
+    // cgroups under this stack's own parent group.
+    let cgroup_parent = format!("hangar-test-{}", uuid::Uuid::new_v4().simple());
     run_after_exit(
         std::process::id(),
         &format!(
             "for f in {d}/envs/*/run/*.pid; do [ -f \"$f\" ] && kill -9 -$(cut -d' ' -f1 \"$f\") 2>/dev/null; done; \
-             kill $(cat {d}/redis/redis.pid 2>/dev/null) 2>/dev/null; sleep 0.5; rm -rf {d}",
-            d = dir.display()
+             kill $(cat {d}/redis/redis.pid 2>/dev/null) 2>/dev/null; sleep 0.5; \
+             for u in $(awk -F: '$6 ~ \"^{d}/\" {{print $1}}' /etc/passwd); do userdel -f \"$u\" 2>/dev/null; done; \
+             for g in /sys/fs/cgroup/{cg} /sys/fs/cgroup/*/{cg}; do [ -d \"$g\" ] && rmdir \"$g\"/* \"$g\" 2>/dev/null; done; \
+             rm -rf {d}",
+            d = dir.display(),
+            cg = cgroup_parent,
         ),
     )?;
     let redis = PrivateRedis::start(&dir.join("redis")).await?;
@@ -511,18 +558,24 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         .await?;
     let cell = app.admin.with_token(created.token.clone());
     let postgres_admin = server_url().await?;
+    let sandbox = Sandbox::probe(&SandboxSettings {
+        program: hangar_bin(),
+        insecure_single_user: false,
+        cgroup_parent: cgroup_parent.clone(),
+    })
+    .await?;
     let mut platform = Platform::connect(
         &SecretString::from(postgres_admin.clone()),
         &redis.admin_url(),
         &dir,
         std::path::Path::new("uv"),
         Some(platform_bucket),
+        sandbox,
     )
     .await?;
-    platform.runtimes = std::sync::Arc::new(RuntimeCache::new(
-        &test_runtime_dir(),
-        std::path::Path::new("uv"),
-    ));
+    platform.runtimes = std::sync::Arc::new(
+        platform.runtime_cache(&test_runtime_dir(), std::path::Path::new("uv")),
+    );
     let settings = AgentSettings {
         cell: "local".to_owned(),
         capacity: CellCapacity {
@@ -553,6 +606,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         redis_admin: redis.admin_url(),
         redis_port: redis.port(),
         postgres_admin,
+        cgroup_parent,
         agent_stop,
         agent,
     })

@@ -96,8 +96,18 @@ pub struct RuntimeKey(String);
 
 impl RuntimeKey {
     pub fn new(airflow_version: &str, requirements: &str) -> Self {
+        Self::with_python(airflow_version, requirements, None)
+    }
+
+    /// The key of a runtime built with a chosen interpreter ([`RuntimeCache::with_python`]),
+    /// so runtimes of different interpreters never share a folder.
+    pub fn with_python(airflow_version: &str, requirements: &str, python: Option<&str>) -> Self {
         let mut h = Sha256::new();
         h.update(RECIPE.as_bytes());
+        if let Some(python) = python {
+            h.update(b"\npython=");
+            h.update(python.as_bytes());
+        }
         h.update(b"\nairflow==");
         h.update(airflow_version.trim().as_bytes());
         h.update(b"\n");
@@ -296,7 +306,7 @@ impl RuntimeCache {
     }
 
     /// Builds runtimes with this Python (`uv venv --python`: a version such as `3.12` or an
-    /// interpreter path). It is not part of the key: use one root per Python.
+    /// interpreter path). It is part of the runtime's key.
     pub fn with_python(mut self, python: impl Into<String>) -> Self {
         self.python = Some(python.into());
         self
@@ -319,7 +329,7 @@ impl RuntimeCache {
         airflow_version: &str,
         requirements: &str,
     ) -> Result<Runtime, RuntimeError> {
-        let key = RuntimeKey::new(airflow_version, requirements);
+        let key = RuntimeKey::with_python(airflow_version, requirements, self.python.as_deref());
         let runtime = Runtime {
             dir: self.root.join(key.as_str()),
             key: key.clone(),

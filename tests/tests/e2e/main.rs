@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+mod isolation;
 mod logs;
 
 use hangar_client::Client;
@@ -194,8 +195,14 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         min_workers: Some(1),
         ..Default::default()
     };
+    // Alpha's memory limit is its class's: micro with one worker, 3 GiB (its memory hog below).
+    let env_a = CreateEnvironment {
+        environment_class: Some(hangar_tenants::EnvironmentClass::Micro),
+        max_workers: Some(1),
+        ..env.clone()
+    };
     let a = alpha
-        .create_environment("alpha", &env, None)
+        .create_environment("alpha", &env_a, None)
         .await
         .unwrap()
         .environment;
@@ -531,6 +538,20 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
     );
     let _ = sb;
 
+    // A hostile task of alpha reaches nothing of beta or the platform; a memory hog of alpha is
+    // killed inside alpha while beta runs a DAG.
+    isolation::a_hostile_task_reaches_nothing_of_another_tenant_or_the_platform(
+        &stack, &alpha, a.id, b.id,
+    )
+    .await;
+    isolation::a_memory_hog_is_killed_inside_its_environment(
+        &stack,
+        &alpha,
+        a.id,
+        run_dag(&beta, "beta"),
+    )
+    .await;
+
     // kill -9 a scheduler: it is restarted and the environment is AVAILABLE again.
     let sched_file = stack.env_home(a.id).join("run/scheduler-0.pid");
     let old: i32 = std::fs::read_to_string(&sched_file)
@@ -824,6 +845,7 @@ fn start_agent_with(stack: &Stack, extra: &[(&str, &str)]) -> std::process::Chil
         .env("HANGAR_CELL", "local")
         .env("HANGAR_CELL_TOKEN", &stack.cell_token)
         .env("HANGAR_AGENT_DIR", &stack.dir)
+        .env("HANGAR_CGROUP_PARENT", &stack.cgroup_parent)
         .env("HANGAR_PLATFORM_POSTGRES_URL", &stack.postgres_admin)
         .env(
             "HANGAR_PLATFORM_REDIS_URL",
@@ -934,6 +956,9 @@ fn processes_under(dir: &std::path::Path) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// The parent cgroup of `hangar dev` in these tests (removed after them).
+const DEV_CGROUP_PARENT: &str = "hangar-e2e-dev";
+
 /// Starts `hangar dev` on `dir` and waits for its dev.json; returns it with an admin client.
 async fn start_dev(dir: &std::path::Path) -> (std::process::Child, Client) {
     let _ = std::fs::remove_file(dir.join("dev.json"));
@@ -945,6 +970,7 @@ async fn start_dev(dir: &std::path::Path) -> (std::process::Child, Client) {
     let child = std::process::Command::new(hangar_bin())
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .env("HANGAR_CGROUP_PARENT", DEV_CGROUP_PARENT)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -1060,6 +1086,7 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
         assert!(start.elapsed() < Duration::from_secs(10), "left running");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    hangar_tests::remove_environment_users_and_cgroups(&dir, DEV_CGROUP_PARENT);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
 }
