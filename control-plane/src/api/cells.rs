@@ -64,7 +64,8 @@ pub struct AssignmentsQuery {
     /// The `cursor` of the previous answer; 0 for everything.
     #[serde(default)]
     pub since: i64,
-    /// Seconds to wait for a change when there is none (long poll), at most 60.
+    /// Seconds to wait for a change when there is none (long poll): at most 60, and at most
+    /// half of the control plane's `HANGAR_CELL_TTL_SECS`.
     #[serde(default)]
     pub wait: u64,
 }

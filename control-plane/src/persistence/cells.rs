@@ -126,6 +126,7 @@ pub async fn register(
     Ok(())
 }
 
+/// Records that the cell's agent was heard from (a poll or a report).
 pub async fn touch(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!("UPDATE cells SET last_seen_at = now() WHERE id = $1", id)
         .execute(pool)

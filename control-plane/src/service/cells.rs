@@ -7,7 +7,7 @@ use hangar_tenants::api::{
     Assignment, Cell, CellCapacity, CellCreated, CellPool, CreateCell, Environment, RegisterCell,
     Runtime, UpdateEnvironment,
 };
-use hangar_tenants::{derive_phase, CellName, FieldErrors, ObservedState, Phase};
+use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState, Phase};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -61,6 +61,15 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         registered_at: row.registered_at,
         last_seen_at: row.last_seen_at,
         created_at: row.created_at,
+    })
+}
+
+/// When the cell `cell` was last heard from, given the seconds since (by the database's clock;
+/// a read that began just before the agent's latest contact may see a negative age: none).
+pub(crate) fn contact(cell: Option<&str>, silent_secs: Option<f64>) -> Option<CellContact<'_>> {
+    Some(CellContact {
+        cell: cell?,
+        silent_for: Duration::try_from_secs_f64(silent_secs?.max(0.0)).unwrap_or(Duration::MAX),
     })
 }
 
@@ -257,7 +266,9 @@ impl Services {
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         self.place_pending(&mut tx).await?;
         tx.commit().await.store("commit placements")?;
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        // A poll is the heartbeat of an agent with nothing to report: it never outlasts half
+        // the cell's TTL, so an agent waiting in one is not taken for a silent one.
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT).min(self.cell_ttl / 2);
         let mut changes = self.changes.clone();
         loop {
             changes.borrow_and_update();
@@ -310,6 +321,11 @@ impl Services {
         observed: ObservedState,
     ) -> Result<Environment, ServiceError> {
         let cell_id = own_cell(actor, cell)?;
+        // Before the transaction: it locks the environment, and changes of an environment lock
+        // its cell first (see `persistence::cells`).
+        persistence::cells::touch(&self.db.pool, cell_id)
+            .await
+            .store("record a cell's heartbeat")?;
         let not_found = || ServiceError::not_found("environment", env.to_string());
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         let locked = persistence::environments::lock(&mut tx, env)

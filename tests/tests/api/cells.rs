@@ -1,0 +1,102 @@
+//! Cells as tenants and operators see them: environments of a cell whose agent went silent,
+//! and how each cell isolates its environments.
+
+use std::time::{Duration, Instant};
+
+use hangar_tenants::api::Role;
+use hangar_tenants::Phase;
+use hangar_tests::{create_env, healthy, spawn_app_with};
+
+/// A status message with its figures as `N` (how long a silence lasted depends on the machine).
+fn figures_as_n(message: Option<&str>) -> Option<String> {
+    message.map(|m| {
+        m.replace(|c: char| c.is_ascii_digit(), "N")
+            .replace("NN", "N")
+    })
+}
+
+#[tokio::test]
+async fn environments_of_a_silent_cell_read_unavailable_until_its_agent_reports_again() {
+    let app = spawn_app_with(|s| s.cell_ttl_secs = 2).await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let mut agent = app.registered_agent("local", 10).await.unwrap();
+    let etl = create_env(&editor, "data", "etl").await.unwrap();
+    create_env(&editor, "data", "old").await.unwrap();
+    agent.poll(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        agent.report(etl, &healthy(1)).await.unwrap().phase,
+        Phase::Available
+    );
+    editor.delete_environment("data", "old").await.unwrap();
+    let up = r#"hangar_environment_up{tenant="data",environment="etl",cell="local"}"#;
+    assert!(app.metrics().await.contains(&format!("{up} 1")));
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let silent = "cell local has not reported for N s; its agent may be down";
+    let e = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!(
+        (e.phase, figures_as_n(e.status_message.as_deref())),
+        (Phase::Unavailable, Some(silent.to_owned()))
+    );
+    let listed = editor.list_environments("data").await.unwrap().environments;
+    let phases: Vec<_> = listed
+        .iter()
+        .map(|e| {
+            let m = figures_as_n(e.status_message.as_deref());
+            (e.name.as_str(), e.phase, m)
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("etl", Phase::Unavailable, Some(silent.to_owned())),
+            (
+                "old",
+                Phase::Deleting,
+                Some(
+                    "waiting for cell local, which has not reported for N s; its agent may be down"
+                        .to_owned()
+                )
+            ),
+        ]
+    );
+    let text = app.metrics().await;
+    for line in [
+        format!("{up} 0"),
+        r#"hangar_environments{phase="UNAVAILABLE"} 1"#.to_owned(),
+        r#"hangar_environments{phase="DELETING"} 1"#.to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(!text.contains(r#"hangar_environments{phase="AVAILABLE"}"#));
+
+    let e = agent.report(etl, &healthy(1)).await.unwrap();
+    assert_eq!((e.phase, e.status_message), (Phase::Available, None));
+    let e = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!((e.phase, e.status_message), (Phase::Available, None));
+    assert!(app.metrics().await.contains(&format!("{up} 1")));
+}
+
+/// An agent waiting in a long poll has nothing to report; the poll answers within half the
+/// cell's TTL, so its next one comes before the cell counts as silent.
+#[tokio::test]
+async fn a_long_poll_answers_within_half_the_cell_ttl_so_a_waiting_cell_stays_live() {
+    let app = spawn_app_with(|s| s.cell_ttl_secs = 2).await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let mut agent = app.registered_agent("local", 10).await.unwrap();
+    let etl = create_env(&editor, "data", "etl").await.unwrap();
+    agent.poll(Duration::from_secs(1)).await.unwrap();
+    agent.report(etl, &healthy(1)).await.unwrap();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let a = agent.poll(Duration::from_secs(30)).await.unwrap();
+        assert!(a.environments.is_empty());
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "answered after {:?}",
+            start.elapsed()
+        );
+    }
+    let e = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!(e.phase, Phase::Available, "{:?}", e.status_message);
+}
