@@ -45,7 +45,8 @@ pub async fn list_cells(
     }))
 }
 
-/// An agent registers its cell's capacity (cell token); waiting environments get placed.
+/// An agent registers its cell's capacity and how it isolates environments (cell token); each
+/// registration replaces the last. Waiting environments get placed.
 #[utoipa::path(put, path = "/v1/cells/{cell}/registration", tag = "cells", request_body = RegisterCell,
     security(("bearer" = [])), params(("cell" = String, Path)),
     responses((status = 200, body = Cell), (status = 422, body = Problem, content_type = "application/problem+json")))]

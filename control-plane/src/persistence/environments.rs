@@ -20,6 +20,8 @@ pub struct EnvRow {
     pub cell: Option<String>,
     /// Seconds since the cell's agent was last heard from (by the database's clock).
     pub cell_silent_secs: Option<f64>,
+    /// The cell's isolation report (`CellIsolation`), if its agent sent one.
+    pub cell_isolation: Option<serde_json::Value>,
     pub observed: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -75,7 +77,7 @@ pub async fn by_name(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.name = $2
@@ -93,7 +95,7 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<EnvRow>, 
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.id = $1"#,
@@ -110,7 +112,7 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::E
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.phase <> 'DELETED'

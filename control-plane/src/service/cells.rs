@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use hangar_tenants::api::{
-    Assignment, Cell, CellCapacity, CellCreated, CellPool, CreateCell, Environment, RegisterCell,
-    Runtime, UpdateEnvironment,
+    Assignment, Cell, CellCapacity, CellCreated, CellIsolation, CellPool, CreateCell, Environment,
+    RegisterCell, Runtime, UpdateEnvironment,
 };
 use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState, Phase};
 use serde_json::json;
@@ -50,7 +50,12 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         capacity.as_ref().map_or(0, |c| c.worker_slots),
         u32::try_from(row.workers).unwrap_or(0),
     );
+    let isolation = isolation_from(row.isolation).map_err(|e| ServiceError::Corrupt {
+        action: "read a cell's isolation report",
+        message: format!("cell {}: {e}", row.name),
+    })?;
     Ok(Cell {
+        isolation,
         id: row.id,
         name: row.name,
         runtime,
@@ -62,6 +67,41 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         last_seen_at: row.last_seen_at,
         created_at: row.created_at,
     })
+}
+
+/// A cell's stored isolation report; `None` when its agent sent none.
+pub(crate) fn isolation_from(
+    stored: Option<serde_json::Value>,
+) -> Result<Option<CellIsolation>, serde_json::Error> {
+    stored.map(serde_json::from_value).transpose()
+}
+
+/// Problems an agent may list in its isolation report, and the length of each.
+const MAX_ISOLATION_PROBLEMS: usize = 32;
+const MAX_ISOLATION_PROBLEM_LEN: usize = 500;
+
+fn validate_isolation(isolation: &CellIsolation, errors: &mut FieldErrors) {
+    if isolation
+        .cgroups
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "v1" | "v2"))
+    {
+        errors.push("isolation.cgroups", "must be v1 or v2 when given");
+    }
+    if isolation.problems.len() > MAX_ISOLATION_PROBLEMS
+        || isolation
+            .problems
+            .iter()
+            .any(|p| p.trim().is_empty() || p.len() > MAX_ISOLATION_PROBLEM_LEN)
+    {
+        errors.push(
+            "isolation.problems",
+            format!(
+                "must be at most {MAX_ISOLATION_PROBLEMS} sentences of 1 to \
+                 {MAX_ISOLATION_PROBLEM_LEN} characters"
+            ),
+        );
+    }
 }
 
 /// When the cell `cell` was last heard from, given the seconds since (by the database's clock;
@@ -176,7 +216,19 @@ impl Services {
         if req.agent_version.is_empty() || req.agent_version.len() > 64 {
             errors.push("agent_version", "must be 1 to 64 characters");
         }
+        if let Some(isolation) = &req.isolation {
+            validate_isolation(isolation, &mut errors);
+        }
         errors.into_result(())?;
+        let isolation = req
+            .isolation
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| ServiceError::Corrupt {
+                action: "serialise a cell's isolation report",
+                message: e.to_string(),
+            })?;
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         persistence::cells::register(
             &mut tx,
@@ -184,6 +236,7 @@ impl Services {
             i32::try_from(req.capacity.max_environments).unwrap_or(i32::MAX),
             i32::try_from(req.capacity.worker_slots).unwrap_or(i32::MAX),
             &req.agent_version,
+            isolation.as_ref(),
         )
         .await
         .store("register a cell")?;

@@ -48,6 +48,12 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| corrupt("read an environment's observed state", e.to_string()))?;
+    let isolation = super::cells::isolation_from(row.cell_isolation.clone())
+        .map_err(|e| corrupt("read its cell's isolation report", e.to_string()))?;
+    let isolated = row
+        .cell
+        .as_ref()
+        .map(|_| isolation.is_some_and(|i| i.isolated));
     let webserver_url = (phase != Phase::Deleted)
         .then(|| hangar_tenants::api::webserver_path(&row.tenant, &row.name));
     Ok(Environment {
@@ -61,6 +67,7 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         status_message: row.status_message,
         spec,
         cell: row.cell,
+        isolated,
         observed,
         created_at: row.created_at,
         updated_at: row.updated_at,

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use hangar_tenants::api::Role;
+use hangar_tenants::api::{CellIsolation, Role};
 use hangar_tenants::Phase;
-use hangar_tests::{create_env, healthy, spawn_app_with};
+use hangar_tests::{create_env, healthy, spawn_app, spawn_app_with};
 
 /// A status message with its figures as `N` (how long a silence lasted depends on the machine).
 fn figures_as_n(message: Option<&str>) -> Option<String> {
@@ -99,4 +99,118 @@ async fn a_long_poll_answers_within_half_the_cell_ttl_so_a_waiting_cell_stays_li
     }
     let e = editor.get_environment("data", "etl").await.unwrap();
     assert_eq!(e.phase, Phase::Available, "{:?}", e.status_message);
+}
+
+fn single_user() -> CellIsolation {
+    CellIsolation {
+        isolated: false,
+        users: false,
+        cgroups: Some("v2".into()),
+        landlock: None,
+        problems: vec![
+            "HANGAR_INSECURE_SINGLE_USER=true: every environment runs as the agent's user".into(),
+            "the kernel has no Landlock".into(),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn a_cells_isolation_report_is_shown_on_the_cell_and_its_environments() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let agent = app
+        .registered_agent_reporting("shared", 10, Some(single_user()))
+        .await
+        .unwrap();
+    let cells = app.admin.list_cells().await.unwrap().cells;
+    assert_eq!(cells[0].isolation, Some(single_user()));
+    create_env(&editor, "data", "etl").await.unwrap();
+    let e = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!(
+        (e.cell.as_deref(), e.isolated),
+        (Some("shared"), Some(false))
+    );
+
+    // Each registration replaces the report: the agent now runs environments isolated.
+    let isolated = CellIsolation {
+        isolated: true,
+        users: true,
+        cgroups: Some("v2".into()),
+        landlock: Some(4),
+        problems: vec![],
+    };
+    let cell = agent.register(10, Some(isolated.clone())).await.unwrap();
+    assert_eq!(cell.isolation, Some(isolated));
+    let listed = editor.list_environments("data").await.unwrap().environments;
+    assert_eq!(listed[0].isolated, Some(true));
+}
+
+#[tokio::test]
+async fn a_cell_that_reports_no_isolation_shows_none_and_its_environments_not_isolated() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    create_env(&editor, "data", "etl").await.unwrap();
+    let waiting = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!((waiting.cell, waiting.isolated), (None, None));
+
+    app.registered_agent("local", 10).await.unwrap();
+    let cells = app.admin.list_cells().await.unwrap().cells;
+    assert_eq!(cells[0].isolation, None);
+    let raw: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/cells", app.address))
+        .bearer_auth(hangar_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["cells"][0]["isolation"], serde_json::Value::Null);
+    let e = editor.get_environment("data", "etl").await.unwrap();
+    assert_eq!(
+        (e.cell.as_deref(), e.isolated),
+        (Some("local"), Some(false))
+    );
+}
+
+#[tokio::test]
+async fn an_isolation_report_is_refused_naming_the_field_that_is_wrong() {
+    let app = spawn_app().await;
+    let agent = app.registered_agent("local", 10).await.unwrap();
+    for (isolation, field) in [
+        (
+            CellIsolation {
+                cgroups: Some("v3".into()),
+                ..single_user()
+            },
+            "isolation.cgroups",
+        ),
+        (
+            CellIsolation {
+                problems: vec!["x".repeat(501)],
+                ..single_user()
+            },
+            "isolation.problems",
+        ),
+        (
+            CellIsolation {
+                problems: vec!["a problem".into(); 33],
+                ..single_user()
+            },
+            "isolation.problems",
+        ),
+    ] {
+        let err = agent.register(10, Some(isolation)).await.unwrap_err();
+        assert_eq!(err.status(), Some(422), "{err}");
+        let fields: Vec<_> = err
+            .problem()
+            .unwrap()
+            .errors
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect();
+        assert_eq!(fields, [field]);
+    }
+    let cells = app.admin.list_cells().await.unwrap().cells;
+    assert_eq!(cells[0].isolation, None, "a refused report is not kept");
 }
