@@ -7,7 +7,7 @@ use std::io::Read;
 use anyhow::{bail, Context};
 use hangar_client::Client;
 use hangar_tenants::api::{
-    CreateCell, CreateEnvironment, CreateTenant, CreateToken, Environment, Role, Runtime,
+    Cell, CreateCell, CreateEnvironment, CreateTenant, CreateToken, Environment, Role, Runtime,
     UpdateEnvironment,
 };
 use secrecy::SecretString;
@@ -574,7 +574,31 @@ fn print_env(opts: &ClientOpts, e: &Environment) -> anyhow::Result<()> {
     if let Some(m) = &e.status_message {
         println!("\n{m}");
     }
+    if let Some(w) = isolation_warning(e) {
+        eprintln!("\n{w}");
+    }
     Ok(())
+}
+
+/// The warning for an environment whose cell does not keep it apart from other tenants'.
+fn isolation_warning(e: &Environment) -> Option<String> {
+    (e.isolated == Some(false)).then(|| {
+        format!(
+            "warning: cell {} does not isolate its environments from each other (own Unix user, \
+             cgroup limits, Landlock): run only code you trust on it",
+            e.cell.as_deref().unwrap_or("-")
+        )
+    })
+}
+
+/// A cell's ISOLATED column: `unknown` when its agent sent no report (the API then counts its
+/// environments as not isolated).
+fn isolated_column(cell: &Cell) -> &'static str {
+    match &cell.isolation {
+        Some(i) if i.isolated => "yes",
+        Some(_) => "no",
+        None => "unknown",
+    }
 }
 
 pub async fn tenant(opts: &ClientOpts, cmd: TenantCmd) -> anyhow::Result<()> {
@@ -696,13 +720,21 @@ pub async fn cell(opts: &ClientOpts, cmd: CellCmd) -> anyhow::Result<()> {
                         cell.environments.to_string(),
                         cell.capacity
                             .map_or_else(|| "-".to_owned(), |c| c.max_environments.to_string()),
+                        isolated_column(cell).to_owned(),
                         cell.last_seen_at
                             .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
                     ]
                 })
                 .collect();
             print_table(
-                &["NAME", "RUNTIME", "ENVIRONMENTS", "MAX", "LAST SEEN"],
+                &[
+                    "NAME",
+                    "RUNTIME",
+                    "ENVIRONMENTS",
+                    "MAX",
+                    "ISOLATED",
+                    "LAST SEEN",
+                ],
                 &rows,
             );
         }

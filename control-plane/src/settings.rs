@@ -55,8 +55,11 @@ pub struct ServeSettings {
     /// `tenants/{tenant}/environments/{env}/`.
     #[arg(long = "bucket-url", env = "HANGAR_BUCKET_URL")]
     pub bucket: Option<String>,
-    /// Seconds after its last poll that a cell stops getting new environments.
-    #[arg(long, env = "HANGAR_CELL_TTL_SECS", default_value_t = 120)]
+    /// Seconds after its agent was last heard from (registration, poll or report) that a cell
+    /// counts as lost: it gets no new environments, and its environments read `UNAVAILABLE`
+    /// (those being created, updated or deleted keep their phase) until the agent is back.
+    #[arg(long, env = "HANGAR_CELL_TTL_SECS", default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..))]
     pub cell_ttl_secs: u64,
     /// A bearer token (at least 16 characters) that may read `/metrics` and nothing else: what
     /// Prometheus scrapes with. Without it only the platform admin token may.

@@ -169,6 +169,13 @@ pub struct Environment {
     pub spec: EnvironmentSpec,
     /// The data-plane cell running the environment; `None` until one with room is registered.
     pub cell: Option<String>,
+    /// Whether its cell keeps it apart from other tenants' environments and from the platform
+    /// (its own Unix user, cgroup limits, Landlock), as the cell's agent reported when it
+    /// registered; `false` also when the agent reported nothing. `None` while it has no cell.
+    /// An environment on a cell that is not isolated is fit only for a tenant the platform
+    /// trusts.
+    #[serde(default)]
+    pub isolated: Option<bool>,
     /// The newest state reported by the cell's agent.
     pub observed: Option<ObservedState>,
     /// The environment's Airflow UI and REST API through Hangar (path on this API): the REST
@@ -241,6 +248,10 @@ pub struct Cell {
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// How the cell isolates its environments, as its agent reported when it last registered;
+    /// absent when it reported nothing (not isolated).
+    #[serde(default)]
+    pub isolation: Option<CellIsolation>,
 }
 
 /// A cell's shared worker pool.

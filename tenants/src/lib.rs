@@ -14,8 +14,8 @@ pub mod spec;
 pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};
 pub use phase::{
-    derive_phase, ComponentStatus, DagSyncStatus, FailedApply, ObservedState, Phase, PhaseChange,
-    ReconcileCounters, RefusedObject, WorkerStatus,
+    derive_phase, phase_as_read, CellContact, ComponentStatus, DagSyncStatus, FailedApply,
+    ObservedState, Phase, PhaseChange, ReconcileCounters, RefusedObject, WorkerStatus,
 };
 pub use spec::{
     AirflowVersion, EnvironmentClass, EnvironmentSpec, Executor, Platform, DEFAULT_AIRFLOW_VERSION,

@@ -1,9 +1,11 @@
-//! Lifecycle phases (MWAA's names, plus hibernation) and the pure rule by which a data-plane
-//! agent's observed state moves an environment from one phase to the next.
+//! Lifecycle phases (MWAA's names, plus hibernation), the pure rule by which a data-plane
+//! agent's observed state moves an environment from one phase to the next, and the rule by which
+//! an environment reads while its cell's agent is silent.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -65,6 +67,34 @@ impl Phase {
             | Phase::Hibernated => Some(Phase::Updating),
             Phase::Deleting | Phase::Deleted => None,
         }
+    }
+
+    /// The phase an environment reads as while its cell's agent is silent (see
+    /// [`phase_as_read`]). Phases that say the environment runs (`AVAILABLE`, `UNAVAILABLE`,
+    /// and `UPDATE_FAILED`, whose previous revision keeps running) read `UNAVAILABLE`: nobody
+    /// can tell whether anything runs. Every other phase stays: the transitional ones
+    /// (`CREATING`, `UPDATING`, `DELETING`, `HIBERNATING`) are the platform's intent, which the
+    /// agent carries out when it is back; `CREATE_FAILED` and `HIBERNATED` run nothing anyway,
+    /// and `DELETED` is final.
+    pub fn while_cell_silent(self) -> Phase {
+        match self {
+            Phase::Available | Phase::Unavailable | Phase::UpdateFailed => Phase::Unavailable,
+            Phase::Creating
+            | Phase::CreateFailed
+            | Phase::Updating
+            | Phase::Deleting
+            | Phase::Deleted
+            | Phase::Hibernating
+            | Phase::Hibernated => self,
+        }
+    }
+
+    /// The platform waits for the cell's agent to finish something in this phase.
+    fn is_transitional(self) -> bool {
+        matches!(
+            self,
+            Phase::Creating | Phase::Updating | Phase::Deleting | Phase::Hibernating
+        )
     }
 }
 
@@ -284,6 +314,67 @@ pub fn derive_phase(
     }
 }
 
+/// When an environment's cell was last heard from: its name, and how long its agent has been
+/// silent (no registration, poll or report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellContact<'a> {
+    pub cell: &'a str,
+    pub silent_for: Duration,
+}
+
+impl CellContact<'_> {
+    /// Silent for `ttl` (`HANGAR_CELL_TTL_SECS`) or longer: its agent may be down, and its
+    /// environments' last reports no longer say how they are.
+    pub fn is_lost(&self, ttl: Duration) -> bool {
+        self.silent_for >= ttl
+    }
+}
+
+/// The phase and message an environment reads as: what its agent's reports made of it
+/// (`stored`), unless its cell (`contact`, `None` when it has none) has been silent for `ttl`
+/// or longer. Then the phase is [`Phase::while_cell_silent`] and the message names the cell
+/// and how long it has been silent; `CREATE_FAILED` and `DELETED` keep their own message.
+///
+/// Computed at every read, not stored, so nothing has to notice the silence and nothing has
+/// to undo it: once the agent registers, polls or reports again, the environment reads as its
+/// reports made it (an agent that restarted reports afresh within seconds of its first poll).
+pub fn phase_as_read(
+    stored: PhaseChange,
+    contact: Option<CellContact<'_>>,
+    ttl: Duration,
+) -> PhaseChange {
+    let Some(contact) = contact.filter(|c| c.is_lost(ttl)) else {
+        return stored;
+    };
+    if matches!(stored.phase, Phase::CreateFailed | Phase::Deleted) {
+        return stored;
+    }
+    let silence = format!(
+        "has not reported for {}; its agent may be down",
+        human_duration(contact.silent_for)
+    );
+    let message = if stored.phase.is_transitional() {
+        format!("waiting for cell {}, which {silence}", contact.cell)
+    } else {
+        format!("cell {} {silence}", contact.cell)
+    };
+    PhaseChange {
+        phase: stored.phase.while_cell_silent(),
+        message: Some(message),
+    }
+}
+
+/// A duration as a person says it, rounded down: `45 s`, `3 min`, `5 h`, `2 days`.
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7_200 => format!("{} min", s / 60),
+        7_200..172_800 => format!("{} h", s / 3_600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +466,75 @@ mod tests {
         for p in Phase::ALL {
             assert_eq!(p.as_str().parse::<Phase>(), Ok(p));
         }
+    }
+
+    fn stored(phase: Phase) -> PhaseChange {
+        PhaseChange {
+            phase,
+            message: Some("as reported".to_owned()),
+        }
+    }
+
+    fn local(secs: u64) -> Option<CellContact<'static>> {
+        Some(CellContact {
+            cell: "local",
+            silent_for: Duration::from_secs(secs),
+        })
+    }
+
+    const TTL: Duration = Duration::from_secs(120);
+    const DOWN: &str = "cell local has not reported for 3 min; its agent may be down";
+    const WAITING: &str =
+        "waiting for cell local, which has not reported for 3 min; its agent may be down";
+
+    #[rstest]
+    #[case::heard_from(Phase::Available, local(119), Phase::Available, "as reported")]
+    #[case::no_cell(Phase::Creating, None, Phase::Creating, "as reported")]
+    #[case::at_the_ttl(
+        Phase::Available,
+        local(120),
+        Phase::Unavailable,
+        "cell local has not reported for 2 min; its agent may be down"
+    )]
+    #[case::available(Phase::Available, local(180), Phase::Unavailable, DOWN)]
+    #[case::unavailable(Phase::Unavailable, local(180), Phase::Unavailable, DOWN)]
+    #[case::update_failed(Phase::UpdateFailed, local(180), Phase::Unavailable, DOWN)]
+    #[case::hibernated(Phase::Hibernated, local(180), Phase::Hibernated, DOWN)]
+    #[case::creating(Phase::Creating, local(180), Phase::Creating, WAITING)]
+    #[case::updating(Phase::Updating, local(180), Phase::Updating, WAITING)]
+    #[case::deleting(Phase::Deleting, local(180), Phase::Deleting, WAITING)]
+    #[case::hibernating(Phase::Hibernating, local(180), Phase::Hibernating, WAITING)]
+    #[case::create_failed(Phase::CreateFailed, local(180), Phase::CreateFailed, "as reported")]
+    #[case::deleted(Phase::Deleted, local(180), Phase::Deleted, "as reported")]
+    fn a_silent_cell_changes_how_its_environments_read(
+        #[case] phase: Phase,
+        #[case] contact: Option<CellContact<'static>>,
+        #[case] expected: Phase,
+        #[case] message: &str,
+    ) {
+        let read = phase_as_read(stored(phase), contact, TTL);
+        assert_eq!(read.phase, expected);
+        assert_eq!(read.message.as_deref(), Some(message));
+    }
+
+    #[test]
+    fn a_heard_from_cell_keeps_an_empty_message_empty() {
+        let available = PhaseChange {
+            phase: Phase::Available,
+            message: None,
+        };
+        assert_eq!(phase_as_read(available.clone(), local(5), TTL), available);
+    }
+
+    #[rstest]
+    #[case(0, "0 s")]
+    #[case(119, "119 s")]
+    #[case(120, "2 min")]
+    #[case(7_199, "119 min")]
+    #[case(7_200, "2 h")]
+    #[case(172_799, "47 h")]
+    #[case(172_800, "2 days")]
+    fn silences_read_as_a_person_says_them(#[case] secs: u64, #[case] says: &str) {
+        assert_eq!(human_duration(Duration::from_secs(secs)), says);
     }
 }

@@ -13,8 +13,8 @@ use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
 use hangar_control_plane::startup::Application;
 use hangar_data_plane::embedded::PrivatePostgres;
 use hangar_tenants::api::{
-    Assignments, CellCapacity, CreateCell, CreateEnvironment, CreateTenant, CreateToken,
-    RegisterCell, Role, Runtime,
+    Assignments, CellCapacity, CellIsolation, CreateCell, CreateEnvironment, CreateTenant,
+    CreateToken, RegisterCell, Role, Runtime,
 };
 use hangar_tenants::ObservedState;
 use secrecy::{ExposeSecret, SecretString};
@@ -193,11 +193,23 @@ impl TestApp {
         Ok(self.admin.with_token(t.token))
     }
 
-    /// Creates a cell and returns an agent for it, registered with room for `max_environments`.
+    /// Creates a cell and returns an agent for it, registered with room for `max_environments`
+    /// (and no isolation report).
     pub async fn registered_agent(
         &self,
         cell: &str,
         max_environments: u32,
+    ) -> anyhow::Result<FakeAgent> {
+        self.registered_agent_reporting(cell, max_environments, None)
+            .await
+    }
+
+    /// As [`Self::registered_agent`], with an agent that reports `isolation` when it registers.
+    pub async fn registered_agent_reporting(
+        &self,
+        cell: &str,
+        max_environments: u32,
+        isolation: Option<CellIsolation>,
     ) -> anyhow::Result<FakeAgent> {
         let created = self
             .admin
@@ -211,20 +223,7 @@ impl TestApp {
             client: self.admin.with_token(created.token),
             cursor: 0,
         };
-        agent
-            .client
-            .register_cell(
-                cell,
-                &RegisterCell {
-                    capacity: CellCapacity {
-                        max_environments,
-                        worker_slots: 8,
-                    },
-                    agent_version: "fake-agent/1".to_owned(),
-                    isolation: None,
-                },
-            )
-            .await?;
+        agent.register(max_environments, isolation).await?;
         Ok(agent)
     }
 }
@@ -238,6 +237,27 @@ pub struct FakeAgent {
 }
 
 impl FakeAgent {
+    /// Registers (again) with room for `max_environments`, reporting `isolation`.
+    pub async fn register(
+        &self,
+        max_environments: u32,
+        isolation: Option<CellIsolation>,
+    ) -> Result<hangar_tenants::api::Cell, hangar_client::ClientError> {
+        self.client
+            .register_cell(
+                &self.cell,
+                &RegisterCell {
+                    capacity: CellCapacity {
+                        max_environments,
+                        worker_slots: 8,
+                    },
+                    agent_version: "fake-agent/1".to_owned(),
+                    isolation,
+                },
+            )
+            .await
+    }
+
     /// Long-polls for changes after the last cursor, up to `wait`.
     pub async fn poll(&mut self, wait: Duration) -> anyhow::Result<Assignments> {
         let a = self

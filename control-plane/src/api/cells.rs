@@ -45,7 +45,8 @@ pub async fn list_cells(
     }))
 }
 
-/// An agent registers its cell's capacity (cell token); waiting environments get placed.
+/// An agent registers its cell's capacity and how it isolates environments (cell token); each
+/// registration replaces the last. Waiting environments get placed.
 #[utoipa::path(put, path = "/v1/cells/{cell}/registration", tag = "cells", request_body = RegisterCell,
     security(("bearer" = [])), params(("cell" = String, Path)),
     responses((status = 200, body = Cell), (status = 422, body = Problem, content_type = "application/problem+json")))]
@@ -64,7 +65,8 @@ pub struct AssignmentsQuery {
     /// The `cursor` of the previous answer; 0 for everything.
     #[serde(default)]
     pub since: i64,
-    /// Seconds to wait for a change when there is none (long poll), at most 60.
+    /// Seconds to wait for a change when there is none (long poll): at most 60, and at most
+    /// half of the control plane's `HANGAR_CELL_TTL_SECS`.
     #[serde(default)]
     pub wait: u64,
 }

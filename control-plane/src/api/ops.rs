@@ -8,9 +8,11 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::persistence;
+use crate::persistence::{self, environments::PhaseCount};
+use crate::service::cells::contact;
 use hangar_tenants::api::{CellPool, Problem};
-use hangar_tenants::ObservedState;
+use hangar_tenants::{ObservedState, Phase};
+use std::collections::BTreeMap;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -60,15 +62,9 @@ pub async fn metrics(
         .authorize_scrape(super::extract::bearer(&headers))
         .await?;
     let mut text = state.metrics.render();
-    text.push_str(
-        "# HELP hangar_environments Environments by phase.\n# TYPE hangar_environments gauge\n",
-    );
+    let ttl = state.services.cell_ttl;
     match persistence::environments::count_by_phase(&state.services.db.pool).await {
-        Ok(rows) => {
-            for (phase, n) in rows {
-                text.push_str(&format!("hangar_environments{{phase=\"{phase}\"}} {n}\n"));
-            }
-        }
+        Ok(rows) => text.push_str(&render_phases(&rows, ttl)),
         Err(e) => tracing::warn!(error = %e, "metrics: failed to count environments"),
     }
     let db = &state.services.db.pool;
@@ -86,10 +82,13 @@ pub async fn metrics(
                                 "metrics: unreadable observed state");
                         })
                         .ok()?;
+                    let cell_lost = contact(r.cell.as_deref(), r.cell_silent_secs)
+                        .is_some_and(|c| c.is_lost(ttl));
                     Some(EnvFigures {
                         tenant: r.tenant,
                         env: r.name,
                         cell: r.cell,
+                        cell_lost,
                         observed,
                     })
                 })
@@ -112,11 +111,45 @@ pub async fn metrics(
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
+/// `hangar_environments{phase}`: environments by phase as they read, so those of a lost cell
+/// count where `GET` shows them.
+fn render_phases(rows: &[PhaseCount], ttl: std::time::Duration) -> String {
+    use std::fmt::Write;
+    let mut by_phase: BTreeMap<String, i64> = BTreeMap::new();
+    for r in rows {
+        let lost = contact(r.cell.as_deref(), r.cell_silent_secs).is_some_and(|c| c.is_lost(ttl));
+        let phase = match r.phase.parse::<Phase>() {
+            Ok(p) if lost => p.while_cell_silent().as_str().to_owned(),
+            _ => r.phase.clone(),
+        };
+        *by_phase.entry(phase).or_default() += r.n;
+    }
+    let mut samples = String::new();
+    for (phase, n) in by_phase {
+        let _ = writeln!(
+            samples,
+            "hangar_environments{{phase=\"{}\"}} {n}",
+            label(&phase)
+        );
+    }
+    let mut out = String::new();
+    family(
+        &mut out,
+        "hangar_environments",
+        "gauge",
+        "Environments by phase.",
+        &samples,
+    );
+    out
+}
+
 /// One live environment and what its agent last reported.
 struct EnvFigures {
     tenant: String,
     env: String,
     cell: Option<String>,
+    /// Its cell has been silent for `HANGAR_CELL_TTL_SECS`: its last report is stale.
+    cell_lost: bool,
     observed: ObservedState,
 }
 
@@ -133,8 +166,8 @@ impl EnvFigures {
 }
 
 /// Per environment: whether it is up (every component its agent reported is healthy, Airflow's
-/// own health check included), each component, and its reconciler's counters (failures by
-/// category, DAG syncs by outcome) since the cell's agent started.
+/// own health check included, and its cell is not lost), each component, and its reconciler's
+/// counters (failures by category, DAG syncs by outcome) since the cell's agent started.
 fn render_environments(envs: &[EnvFigures]) -> String {
     use std::fmt::Write;
     let mut up = String::new();
@@ -144,7 +177,8 @@ fn render_environments(envs: &[EnvFigures]) -> String {
     for e in envs {
         let labels = e.labels();
         let o = &e.observed;
-        let healthy = !o.components.is_empty() && o.components.iter().all(|c| c.healthy);
+        let healthy =
+            !e.cell_lost && !o.components.is_empty() && o.components.iter().all(|c| c.healthy);
         let _ = writeln!(
             up,
             "hangar_environment_up{{{labels}}} {}",
@@ -179,7 +213,7 @@ fn render_environments(envs: &[EnvFigures]) -> String {
     }
     let mut out = String::new();
     family(&mut out, "hangar_environment_up", "gauge",
-        "1 when every component of the environment is healthy (Airflow's health check included), else 0.", &up);
+        "1 when every component of the environment is healthy (Airflow's health check included) and its cell reports, else 0.", &up);
     family(
         &mut out,
         "hangar_environment_component_up",
@@ -338,6 +372,7 @@ mod tests {
             tenant: tenant.into(),
             env: env.into(),
             cell: Some(cell.into()),
+            cell_lost: false,
             observed: ObservedState {
                 workers: Some(workers),
                 ..Default::default()
@@ -400,19 +435,29 @@ mod tests {
                 tenant: "a".into(),
                 env: "etl".into(),
                 cell: Some("local".into()),
+                cell_lost: false,
                 observed: sick,
             },
             EnvFigures {
                 tenant: "b".into(),
                 env: "ml".into(),
                 cell: Some("local".into()),
-                observed: well,
+                cell_lost: false,
+                observed: well.clone(),
             },
             EnvFigures {
                 tenant: "c".into(),
                 env: "new".into(),
                 cell: None,
+                cell_lost: false,
                 observed: ObservedState::default(),
+            },
+            EnvFigures {
+                tenant: "d".into(),
+                env: "old".into(),
+                cell: Some("gone".into()),
+                cell_lost: true,
+                observed: well,
             },
         ];
         let text = render_environments(&envs);
@@ -420,6 +465,7 @@ mod tests {
             r#"hangar_environment_up{tenant="a",environment="etl",cell="local"} 0"#,
             r#"hangar_environment_up{tenant="b",environment="ml",cell="local"} 1"#,
             r#"hangar_environment_up{tenant="c",environment="new",cell=""} 0"#,
+            r#"hangar_environment_up{tenant="d",environment="old",cell="gone"} 0"#,
             r#"hangar_environment_component_up{tenant="a",environment="etl",cell="local",component="airflow"} 0"#,
             r#"hangar_environment_component_up{tenant="a",environment="etl",cell="local",component="scheduler-0"} 1"#,
             r#"hangar_reconcile_failures_total{tenant="a",environment="etl",cell="local",category="requirements"} 3"#,
@@ -434,6 +480,35 @@ mod tests {
         assert!(
             !text.contains(r#"hangar_dag_sync_total{tenant="b""#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn environments_of_a_lost_cell_count_as_they_read() {
+        let count = |phase: &str, cell: Option<&str>, silent: f64, n| PhaseCount {
+            phase: phase.into(),
+            cell: cell.map(str::to_owned),
+            cell_silent_secs: cell.map(|_| silent),
+            n,
+        };
+        let rows = [
+            count("AVAILABLE", Some("live"), 5.0, 2),
+            count("AVAILABLE", Some("gone"), 600.0, 3),
+            count("CREATING", None, 0.0, 1),
+            count("DELETING", Some("gone"), 600.0, 1),
+            count("UNAVAILABLE", Some("live"), 5.0, 1),
+        ];
+        let text = render_phases(&rows, std::time::Duration::from_secs(120));
+        assert_eq!(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            [
+                r#"hangar_environments{phase="AVAILABLE"} 2"#,
+                r#"hangar_environments{phase="CREATING"} 1"#,
+                r#"hangar_environments{phase="DELETING"} 1"#,
+                r#"hangar_environments{phase="UNAVAILABLE"} 4"#,
+            ]
         );
     }
 

@@ -23,6 +23,8 @@ pub struct CellRow {
     pub registered_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The agent's isolation report (`CellIsolation`), if it sent one.
+    pub isolation: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +69,7 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<CellRow>, sqlx:
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
                    FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
-                  c.registered_at, c.last_seen_at, c.created_at
+                  c.registered_at, c.last_seen_at, c.created_at, c.isolation
            FROM cells c WHERE c.name = $1"#,
         name
     )
@@ -85,7 +87,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CellRow>, sqlx::Error> {
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
                    FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
-                  c.registered_at, c.last_seen_at, c.created_at
+                  c.registered_at, c.last_seen_at, c.created_at, c.isolation
            FROM cells c ORDER BY c.name"#
     )
     .fetch_all(pool)
@@ -105,27 +107,33 @@ pub async fn by_token(
     .await
 }
 
+/// Records an agent's registration: its capacity, version and isolation report (replacing the
+/// previous one: the newest registration is what the cell is now).
 pub async fn register(
     conn: &mut PgConnection,
     id: Uuid,
     max_environments: i32,
     worker_slots: i32,
     agent_version: &str,
+    isolation: Option<&serde_json::Value>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE cells SET max_environments = $2, worker_slots = $3, agent_version = $4,
+                isolation = $5,
                 registered_at = COALESCE(registered_at, now()), last_seen_at = now()
          WHERE id = $1",
         id,
         max_environments,
         worker_slots,
-        agent_version
+        agent_version,
+        isolation
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
+/// Records that the cell's agent was heard from (a poll or a report).
 pub async fn touch(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!("UPDATE cells SET last_seen_at = now() WHERE id = $1", id)
         .execute(pool)

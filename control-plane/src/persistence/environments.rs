@@ -18,6 +18,10 @@ pub struct EnvRow {
     pub delete_requested: bool,
     pub cell_id: Option<Uuid>,
     pub cell: Option<String>,
+    /// Seconds since the cell's agent was last heard from (by the database's clock).
+    pub cell_silent_secs: Option<f64>,
+    /// The cell's isolation report (`CellIsolation`), if its agent sent one.
+    pub cell_isolation: Option<serde_json::Value>,
     pub observed: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -72,7 +76,8 @@ pub async fn by_name(
         EnvRow,
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
-                  e.observed, e.created_at, e.updated_at
+                  extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.name = $2
@@ -89,7 +94,8 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<EnvRow>, 
         EnvRow,
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
-                  e.observed, e.created_at, e.updated_at
+                  extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.id = $1"#,
@@ -105,7 +111,8 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::E
         EnvRow,
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
-                  e.observed, e.created_at, e.updated_at
+                  extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.phase <> 'DELETED'
@@ -255,13 +262,28 @@ pub async fn assignments(
     .await
 }
 
-pub async fn count_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"SELECT phase, count(*) AS "n!" FROM environments GROUP BY phase ORDER BY phase"#
+/// How many environments of one cell (or of none) are in one phase.
+#[derive(Debug, Clone)]
+pub struct PhaseCount {
+    pub phase: String,
+    pub cell: Option<String>,
+    /// Seconds since the cell's agent was last heard from (by the database's clock).
+    pub cell_silent_secs: Option<f64>,
+    pub n: i64,
+}
+
+/// Environments by phase and cell.
+pub async fn count_by_phase(pool: &PgPool) -> Result<Vec<PhaseCount>, sqlx::Error> {
+    sqlx::query_as!(
+        PhaseCount,
+        r#"SELECT e.phase, c.name AS "cell?",
+                  extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
+                  count(*) AS "n!"
+           FROM environments e LEFT JOIN cells c ON c.id = e.cell_id
+           GROUP BY e.phase, c.id ORDER BY e.phase, c.name"#
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.phase, r.n)).collect())
+    .await
 }
 
 /// One live environment and what its agent last reported (`observed`).
@@ -270,6 +292,8 @@ pub struct ObservedRow {
     pub tenant: String,
     pub name: String,
     pub cell: Option<String>,
+    /// Seconds since the cell's agent was last heard from (by the database's clock).
+    pub cell_silent_secs: Option<f64>,
     pub observed: serde_json::Value,
 }
 
@@ -279,6 +303,7 @@ pub async fn observed_states(pool: &PgPool) -> Result<Vec<ObservedRow>, sqlx::Er
     sqlx::query_as!(
         ObservedRow,
         r#"SELECT t.name AS tenant, e.name, c.name AS "cell?",
+                  extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
                   coalesce(e.observed, '{}'::jsonb) - 'bucket_requirements' - 'dag_sync' AS "observed!"
            FROM environments e
            JOIN tenants t ON t.id = e.tenant_id

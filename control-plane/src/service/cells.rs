@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use hangar_tenants::api::{
-    Assignment, Cell, CellCapacity, CellCreated, CellPool, CreateCell, Environment, RegisterCell,
-    Runtime, UpdateEnvironment,
+    Assignment, Cell, CellCapacity, CellCreated, CellIsolation, CellPool, CreateCell, Environment,
+    RegisterCell, Runtime, UpdateEnvironment,
 };
-use hangar_tenants::{derive_phase, CellName, FieldErrors, ObservedState, Phase};
+use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState, Phase};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -50,7 +50,12 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         capacity.as_ref().map_or(0, |c| c.worker_slots),
         u32::try_from(row.workers).unwrap_or(0),
     );
+    let isolation = isolation_from(row.isolation).map_err(|e| ServiceError::Corrupt {
+        action: "read a cell's isolation report",
+        message: format!("cell {}: {e}", row.name),
+    })?;
     Ok(Cell {
+        isolation,
         id: row.id,
         name: row.name,
         runtime,
@@ -61,6 +66,50 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
         registered_at: row.registered_at,
         last_seen_at: row.last_seen_at,
         created_at: row.created_at,
+    })
+}
+
+/// A cell's stored isolation report; `None` when its agent sent none.
+pub(crate) fn isolation_from(
+    stored: Option<serde_json::Value>,
+) -> Result<Option<CellIsolation>, serde_json::Error> {
+    stored.map(serde_json::from_value).transpose()
+}
+
+/// Problems an agent may list in its isolation report, and the length of each.
+const MAX_ISOLATION_PROBLEMS: usize = 32;
+const MAX_ISOLATION_PROBLEM_LEN: usize = 500;
+
+fn validate_isolation(isolation: &CellIsolation, errors: &mut FieldErrors) {
+    if isolation
+        .cgroups
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "v1" | "v2"))
+    {
+        errors.push("isolation.cgroups", "must be v1 or v2 when given");
+    }
+    if isolation.problems.len() > MAX_ISOLATION_PROBLEMS
+        || isolation
+            .problems
+            .iter()
+            .any(|p| p.trim().is_empty() || p.len() > MAX_ISOLATION_PROBLEM_LEN)
+    {
+        errors.push(
+            "isolation.problems",
+            format!(
+                "must be at most {MAX_ISOLATION_PROBLEMS} sentences of 1 to \
+                 {MAX_ISOLATION_PROBLEM_LEN} characters"
+            ),
+        );
+    }
+}
+
+/// When the cell `cell` was last heard from, given the seconds since (by the database's clock;
+/// a read that began just before the agent's latest contact may see a negative age: none).
+pub(crate) fn contact(cell: Option<&str>, silent_secs: Option<f64>) -> Option<CellContact<'_>> {
+    Some(CellContact {
+        cell: cell?,
+        silent_for: Duration::try_from_secs_f64(silent_secs?.max(0.0)).unwrap_or(Duration::MAX),
     })
 }
 
@@ -167,7 +216,19 @@ impl Services {
         if req.agent_version.is_empty() || req.agent_version.len() > 64 {
             errors.push("agent_version", "must be 1 to 64 characters");
         }
+        if let Some(isolation) = &req.isolation {
+            validate_isolation(isolation, &mut errors);
+        }
         errors.into_result(())?;
+        let isolation = req
+            .isolation
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| ServiceError::Corrupt {
+                action: "serialise a cell's isolation report",
+                message: e.to_string(),
+            })?;
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         persistence::cells::register(
             &mut tx,
@@ -175,6 +236,7 @@ impl Services {
             i32::try_from(req.capacity.max_environments).unwrap_or(i32::MAX),
             i32::try_from(req.capacity.worker_slots).unwrap_or(i32::MAX),
             &req.agent_version,
+            isolation.as_ref(),
         )
         .await
         .store("register a cell")?;
@@ -257,7 +319,9 @@ impl Services {
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         self.place_pending(&mut tx).await?;
         tx.commit().await.store("commit placements")?;
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        // A poll is the heartbeat of an agent with nothing to report: it never outlasts half
+        // the cell's TTL, so an agent waiting in one is not taken for a silent one.
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT).min(self.cell_ttl / 2);
         let mut changes = self.changes.clone();
         loop {
             changes.borrow_and_update();
@@ -310,6 +374,11 @@ impl Services {
         observed: ObservedState,
     ) -> Result<Environment, ServiceError> {
         let cell_id = own_cell(actor, cell)?;
+        // Before the transaction: it locks the environment, and changes of an environment lock
+        // its cell first (see `persistence::cells`).
+        persistence::cells::touch(&self.db.pool, cell_id)
+            .await
+            .store("record a cell's heartbeat")?;
         let not_found = || ServiceError::not_found("environment", env.to_string());
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         let locked = persistence::environments::lock(&mut tx, env)

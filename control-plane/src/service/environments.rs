@@ -2,7 +2,7 @@
 //! read, update (optimistic concurrency on `revision`) and delete.
 
 use hangar_tenants::api::{CreateEnvironment, Environment, Role, UpdateEnvironment};
-use hangar_tenants::{EnvironmentSpec, FieldError, Phase};
+use hangar_tenants::{phase_as_read, EnvironmentSpec, FieldError, Phase, PhaseChange};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -48,6 +48,12 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| corrupt("read an environment's observed state", e.to_string()))?;
+    let isolation = super::cells::isolation_from(row.cell_isolation.clone())
+        .map_err(|e| corrupt("read its cell's isolation report", e.to_string()))?;
+    let isolated = row
+        .cell
+        .as_ref()
+        .map(|_| isolation.is_some_and(|i| i.isolated));
     let webserver_url = (phase != Phase::Deleted)
         .then(|| hangar_tenants::api::webserver_path(&row.tenant, &row.name));
     Ok(Environment {
@@ -61,6 +67,7 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         status_message: row.status_message,
         spec,
         cell: row.cell,
+        isolated,
         observed,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -88,8 +95,21 @@ fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Strin
 
 impl Services {
     /// An environment as the API shows it: its row, and where its files are in the bucket.
+    /// Its phase and message are as its agent's reports made them unless its cell has been
+    /// silent for `HANGAR_CELL_TTL_SECS` ([`hangar_tenants::phase_as_read`]).
     pub(crate) fn environment_out(&self, row: EnvRow) -> Result<Environment, ServiceError> {
+        let silent_secs = row.cell_silent_secs;
         let mut e = environment_from_row(row)?;
+        let read = phase_as_read(
+            PhaseChange {
+                phase: e.phase,
+                message: e.status_message.take(),
+            },
+            super::cells::contact(e.cell.as_deref(), silent_secs),
+            self.cell_ttl,
+        );
+        e.phase = read.phase;
+        e.status_message = read.message;
         if e.phase != Phase::Deleted {
             e.bucket = self.bucket.as_ref().map(|b| {
                 let prefix = b.env_prefix(&e.tenant, &e.name);

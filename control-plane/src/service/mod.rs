@@ -101,7 +101,8 @@ pub struct Services {
     pub db: Db,
     pub platform: Platform,
     admin_token_hash: Vec<u8>,
-    /// A cell not heard from for this long gets no new environments.
+    /// A cell not heard from for this long gets no new environments, and its environments
+    /// read as its silence makes them ([`hangar_tenants::phase_as_read`]).
     pub cell_ttl: Duration,
     /// Bumped whenever any cell's assignments change (Postgres NOTIFY), for long polls.
     pub changes: watch::Receiver<u64>,

@@ -280,6 +280,69 @@ fn hangar_serve_without_settings_says_what_to_set() {
     );
 }
 
+#[tokio::test]
+async fn cell_list_shows_each_cells_isolation_and_env_get_warns_on_a_cell_without_it() {
+    let app = spawn_app().await;
+    let editor = app
+        .tenant_with_role("data", hangar_tenants::api::Role::Editor)
+        .await
+        .unwrap();
+    let isolated = hangar_tenants::api::CellIsolation {
+        isolated: true,
+        users: true,
+        cgroups: Some("v2".into()),
+        landlock: Some(4),
+        problems: vec![],
+    };
+    app.registered_agent_reporting("fenced", 1, Some(isolated))
+        .await
+        .unwrap();
+    hangar_tests::create_env(&editor, "data", "safe")
+        .await
+        .unwrap();
+    app.registered_agent("open", 1).await.unwrap();
+    hangar_tests::create_env(&editor, "data", "risky")
+        .await
+        .unwrap();
+    let token = app
+        .admin
+        .create_token(
+            "data",
+            &hangar_tenants::api::CreateToken {
+                name: "cli".into(),
+                role: hangar_tenants::api::Role::Viewer,
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let url = app.address.clone();
+    tokio::task::spawn_blocking(move || {
+        let cells = ok(hangar(&url, ADMIN_TOKEN, &["cell", "list"]));
+        let rows: Vec<Vec<&str>> = cells
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][4], "ISOLATED", "{cells}");
+        assert_eq!((rows[1][0], rows[1][4]), ("fenced", "yes"), "{cells}");
+        assert_eq!((rows[2][0], rows[2][4]), ("open", "unknown"), "{cells}");
+
+        let get = |env: &str| hangar(&url, &token, &["env", "get", env, "--tenant", "data"]);
+        let risky = get("risky");
+        let warning = String::from_utf8_lossy(&risky.stderr).into_owned();
+        assert!(ok(risky).contains("open"));
+        assert!(
+            warning.contains("warning: cell open does not isolate its environments"),
+            "{warning}"
+        );
+        let safe = get("safe");
+        assert!(safe.stderr.is_empty(), "{safe:?}");
+        assert!(ok(safe).contains("fenced"));
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn hangar_serve_refuses_bad_settings_naming_them() {
     let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";

@@ -3,6 +3,7 @@
 
 mod airflow_cli;
 mod airflow_proxy;
+mod cells;
 mod cli;
 mod concurrency;
 mod dags;
