@@ -559,9 +559,16 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
              kill $(cat {d}/redis/redis.pid 2>/dev/null) 2>/dev/null; sleep 0.5; \
              for u in $(awk -F: '$6 ~ \"^{d}/\" {{print $1}}' /etc/passwd); do userdel -f \"$u\" 2>/dev/null; done; \
              for g in /sys/fs/cgroup/{cg} /sys/fs/cgroup/*/{cg}; do [ -d \"$g\" ] && rmdir \"$g\"/* \"$g\" 2>/dev/null; done; \
-             rm -rf {d}",
+             {keep}rm -rf {d}",
             d = dir.display(),
             cg = cgroup_parent,
+            // HANGAR_TEST_KEEP=1 keeps the environments' files (logs included) for a look after
+            // a failure, in /tmp/hangar-kept-<test pid>.
+            keep = if std::env::var_os("HANGAR_TEST_KEEP").is_some() {
+                format!("cp -a {}/envs /tmp/hangar-kept-{} 2>/dev/null; ", dir.display(), std::process::id())
+            } else {
+                String::new()
+            },
         ),
     )?;
     let redis = PrivateRedis::start(&dir.join("redis")).await?;

@@ -78,7 +78,6 @@ pub struct Sandbox {
     users: bool,
     cgroups: Option<Cgroups>,
     landlock: bool,
-    private_proc: bool,
     report: CellIsolation,
     /// The user database takes one change at a time.
     user_lock: Arc<tokio::sync::Mutex<()>>,
@@ -143,10 +142,7 @@ impl Sandbox {
         };
         let probe = run_probe(&settings.program)
             .await
-            .unwrap_or_else(|e| exec::Probe {
-                landlock: Err(e.clone()),
-                private_proc: Err(e),
-            });
+            .unwrap_or_else(|e| exec::Probe { landlock: Err(e) });
         let landlock = probe.landlock;
         match landlock.as_deref() {
             Ok("full") => {}
@@ -160,12 +156,6 @@ impl Sandbox {
             Err(e) => problems.push(format!("no filesystem confinement: {e}")),
         }
         let landlock_on = matches!(landlock.as_deref(), Ok("full" | "partial"));
-        let private_proc = root && probe.private_proc.is_ok();
-        if let (true, Err(e)) = (root, &probe.private_proc) {
-            problems.push(format!(
-                "environments can list every process of the machine (no private /proc: {e})"
-            ));
-        }
         let report = CellIsolation {
             isolated: problems.is_empty(),
             users: root,
@@ -181,7 +171,6 @@ impl Sandbox {
             users: root,
             cgroups,
             landlock: landlock_on,
-            private_proc,
             report,
             user_lock: Arc::default(),
         })
@@ -241,7 +230,6 @@ impl Sandbox {
         write.extend(SYSTEM_WRITE.iter().map(PathBuf::from));
         let args = ExecArgs {
             user: owner,
-            private_proc: self.private_proc,
             cgroups,
             landlock: self.landlock,
             read,
