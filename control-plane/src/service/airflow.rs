@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hangar_tenants::api::{ImportError, Role};
-use hangar_tenants::blueprint::ADMIN_USER;
+use hangar_tenants::airflow_users::ADMIN_USER;
 use hangar_tenants::Phase;
 use uuid::Uuid;
 
