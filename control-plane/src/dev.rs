@@ -217,6 +217,7 @@ async fn serve(
         bucket: Some(format!("file://{}", dir.join("bucket").display())),
         token_cache_secs: 5,
         metrics_token: None,
+        proxy_max_response_bytes: crate::service::airflow::MAX_RESPONSE_BYTES,
     })
     .await?;
     let addr = app.local_addr().map_err(DevError::Serve)?;

@@ -62,6 +62,9 @@ pub struct ServeSettings {
     /// Prometheus scrapes with. Without it only the platform admin token may.
     #[arg(long, env = "HANGAR_METRICS_TOKEN", value_name = "HANGAR_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
+    /// The largest answer of an environment's Airflow passed on through the proxy, in bytes.
+    #[arg(long, env = "HANGAR_PROXY_MAX_RESPONSE_BYTES", default_value_t = crate::service::airflow::MAX_RESPONSE_BYTES)]
+    pub proxy_max_response_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

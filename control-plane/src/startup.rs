@@ -95,6 +95,7 @@ impl Application {
             .as_deref()
             .map(hangar_data_plane::bucket::Bucket::from_url)
             .transpose()?;
+        services.proxy_max_response = settings.proxy_max_response_bytes;
         let services = Arc::new(services);
         let state = AppState {
             services: services.clone(),

@@ -2,6 +2,7 @@
 //! router with its middleware, and the OpenAPI document generated from the handlers.
 
 pub mod airflow;
+pub mod airflow_answer;
 pub mod cells;
 pub mod cli;
 pub mod dags;

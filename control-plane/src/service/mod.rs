@@ -40,6 +40,10 @@ pub enum ServiceError {
     /// The environment cannot serve this now (not running yet, not answering).
     #[error("{0}")]
     Unavailable(String),
+    /// The environment answered something the platform does not pass on (larger than the
+    /// proxy's bound, a redirect out of the environment).
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -115,6 +119,8 @@ pub struct Services {
     pub metrics_token_hash: Option<Vec<u8>>,
     /// When the live log tail was last pruned (Unix seconds).
     pub(crate) log_pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The largest answer of an environment's Airflow the proxy passes on.
+    pub proxy_max_response: u64,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -139,10 +145,11 @@ impl Services {
             principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
             master_key,
             airflow_tokens: std::sync::Arc::default(),
-            http: reqwest::Client::new(),
+            http: airflow::airflow_client(),
             bucket: None,
             metrics_token_hash: None,
             log_pruned_at: std::sync::Arc::default(),
+            proxy_max_response: airflow::MAX_RESPONSE_BYTES,
         }
     }
 
