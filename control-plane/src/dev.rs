@@ -44,6 +44,11 @@ pub struct DevSettings {
     /// Days the local bucket keeps the environments' component and task logs.
     #[arg(long, env = "HANGAR_LOG_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,
+    /// Serve each environment's Airflow UI on an origin of its own, `{env}--{tenant}.<domain>`
+    /// on this server's port (as `hangar serve`). `localhost` needs no DNS: browsers send
+    /// `*.localhost` to this machine.
+    #[arg(long, env = "HANGAR_UI_DOMAIN", value_parser = crate::ui_domain::UiDomain::parse)]
+    pub ui_domain: Option<crate::ui_domain::UiDomain>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +222,7 @@ async fn serve(
         bucket: Some(format!("file://{}", dir.join("bucket").display())),
         token_cache_secs: 5,
         metrics_token: None,
+        ui_domain: settings.ui_domain.clone(),
         proxy_max_response_bytes: crate::service::airflow::MAX_RESPONSE_BYTES,
     })
     .await?;

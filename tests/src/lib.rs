@@ -120,6 +120,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         bucket: None,
         token_cache_secs: 5,
         metrics_token: Some(SecretString::from(METRICS_TOKEN.to_owned())),
+        ui_domain: None,
         proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
     };
     configure(&mut settings);

@@ -1,18 +1,21 @@
 //! `…/environments/{env}/airflow/{path}`: the environment's own Airflow, its REST API called
 //! with Hangar's token (MWAA's InvokeRestApi) and its UI in a browser with a web session cookie
-//! (see `web_login`). Neither credential reaches Airflow: the platform's login for the environment,
+//! (see `web_login`), on the control plane's origin or on the environment's own UI host
+//! (`ui_host`). Neither credential reaches Airflow: the platform's login for the environment,
 //! with the Airflow role of the caller's Hangar role, is used instead. The environment's
 //! Airflow serves under this same path (`[api] base_url`; its reported `api` endpoint includes
 //! it), so the UI's own links stay inside the proxy. What comes back is bounded and never
 //! followed (`airflow_answer`).
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
+use hangar_tenants::api::webserver_path;
 
 use super::airflow_answer::answer;
 use super::error::ApiError;
+use super::ui_host::UiHost;
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::airflow;
@@ -30,7 +33,8 @@ const FORWARDED: [header::HeaderName; 6] = [
     header::IF_MODIFIED_SINCE,
 ];
 
-/// The caller: a bearer token if one was sent, else the environment's web session cookie.
+/// The caller: a bearer token if one was sent, else the environment's web session cookie
+/// (accepted only on the origin it was issued for).
 async fn caller(
     s: &AppState,
     bearer: Result<Actor, ApiError>,
@@ -48,7 +52,7 @@ async fn caller(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Ok(s.services
-        .web_session_actor(&req.tenant, &req.env, session, request_id)
+        .web_session_actor(&req.tenant, &req.env, session, req.on_ui_host, request_id)
         .await?)
 }
 
@@ -77,6 +81,7 @@ pub async fn proxy_root(
     let req = Forward {
         tenant,
         env,
+        on_ui_host: false,
         path: String::new(),
         query,
         method,
@@ -97,8 +102,38 @@ pub async fn proxy(
     let req = Forward {
         tenant,
         env,
+        on_ui_host: false,
         path,
         query,
+        method,
+    };
+    forward(&s, bearer, req, headers, body).await
+}
+
+/// Any path on an environment's own UI host: `/{path}` is `…/airflow/{path}`, and so is the
+/// environment's own `…/airflow/{path}` (the UI's links carry it, as its `base_url`).
+pub async fn ui_proxy(
+    State(s): State<AppState>,
+    Extension(host): Extension<UiHost>,
+    bearer: Result<Actor, ApiError>,
+    uri: Uri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (tenant, env) = (host.tenant.to_string(), host.env.to_string());
+    let own = webserver_path(&tenant, &env);
+    let path = uri.path();
+    let tail = path
+        .strip_prefix(own.as_str())
+        .or_else(|| (path == own.trim_end_matches('/')).then_some(""))
+        .unwrap_or(path);
+    let req = Forward {
+        path: tail.to_owned(),
+        tenant,
+        env,
+        on_ui_host: true,
+        query: uri.query().map(str::to_owned),
         method,
     };
     forward(&s, bearer, req, headers, body).await
@@ -108,6 +143,8 @@ pub async fn proxy(
 struct Forward {
     tenant: String,
     env: String,
+    /// It came in on the environment's own UI host.
+    on_ui_host: bool,
     /// Under the environment's Airflow path.
     path: String,
     query: Option<String>,

@@ -91,6 +91,7 @@ impl Services {
     pub(crate) fn environment_out(&self, row: EnvRow) -> Result<Environment, ServiceError> {
         let mut e = environment_from_row(row)?;
         if e.phase != Phase::Deleted {
+            e.webserver_url = Some(self.webserver_url(&e.tenant, &e.name));
             e.bucket = self.bucket.as_ref().map(|b| {
                 let prefix = b.env_prefix(&e.tenant, &e.name);
                 hangar_tenants::api::EnvironmentBucket {

@@ -119,8 +119,12 @@ pub struct Services {
     pub metrics_token_hash: Option<Vec<u8>>,
     /// When the live log tail was last pruned (Unix seconds).
     pub(crate) log_pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Where each environment's UI has an origin of its own (`HANGAR_UI_DOMAIN`).
+    pub ui_domain: Option<crate::ui_domain::UiDomain>,
     /// The largest answer of an environment's Airflow the proxy passes on.
     pub proxy_max_response: u64,
+    /// Web login tokens already exchanged for a session, so each works once.
+    pub(crate) used_web_logins: std::sync::Arc<web_login::UsedWebLogins>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -149,7 +153,9 @@ impl Services {
             bucket: None,
             metrics_token_hash: None,
             log_pruned_at: std::sync::Arc::default(),
+            ui_domain: None,
             proxy_max_response: airflow::MAX_RESPONSE_BYTES,
+            used_web_logins: std::sync::Arc::default(),
         }
     }
 
