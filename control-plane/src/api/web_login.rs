@@ -19,8 +19,9 @@ use crate::service::web_login::{web_login_path, WEB_SESSION_COOKIE, WEB_SESSION_
 use crate::service::ServiceError;
 
 /// A web login token for the environment's Airflow UI (MWAA's CreateWebLoginToken). Open its
-/// `login_url` in a browser within a minute; the session lasts 12 hours with the rights of the
-/// token that asked for it (viewers read, editors and admins may also trigger and change).
+/// `login_url` in a browser within a minute, once; the session lasts 12 hours with the rights of
+/// the token that asked for it (as Airflow roles: viewers read, editors and admins may also
+/// trigger and change).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/web-login-token",
     tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path)),
