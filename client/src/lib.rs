@@ -414,8 +414,9 @@ impl Client {
         .await
     }
 
-    /// A web login token for the environment's Airflow UI: open `login_url` (on this client's
-    /// base URL) in a browser within a minute.
+    /// A web login token for the environment's Airflow UI: open `login_url` (a URL of the
+    /// environment's own UI origin, or a path on this client's base URL) in a browser within a
+    /// minute, once.
     pub async fn web_login_token(
         &self,
         tenant: &str,

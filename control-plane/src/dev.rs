@@ -46,6 +46,11 @@ pub struct DevSettings {
     pub log_retention_days: u64,
     #[command(flatten)]
     pub isolation: crate::agent_cmd::IsolationArgs,
+    /// Serve each environment's Airflow UI on an origin of its own, `{env}--{tenant}.<domain>`
+    /// on this server's port (as `hangar serve`). `localhost` needs no DNS: browsers send
+    /// `*.localhost` to this machine.
+    #[arg(long, env = "HANGAR_UI_DOMAIN", value_parser = crate::ui_domain::UiDomain::parse)]
+    pub ui_domain: Option<crate::ui_domain::UiDomain>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +234,8 @@ async fn serve(
         bucket: Some(format!("file://{}", dir.join("bucket").display())),
         token_cache_secs: 5,
         metrics_token: None,
+        ui_domain: settings.ui_domain.clone(),
+        proxy_max_response_bytes: crate::service::airflow::MAX_RESPONSE_BYTES,
     })
     .await?;
     let addr = app.local_addr().map_err(DevError::Serve)?;

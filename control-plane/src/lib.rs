@@ -14,3 +14,4 @@ pub mod settings;
 pub mod simulate_cmd;
 pub mod startup;
 pub mod telemetry;
+pub mod ui_domain;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::ui_domain::UiDomain;
+
 fn secret(s: &str) -> Result<SecretString, String> {
     if s.is_empty() {
         return Err("must not be empty".to_owned());
@@ -65,6 +67,16 @@ pub struct ServeSettings {
     /// Prometheus scrapes with. Without it only the platform admin token may.
     #[arg(long, env = "HANGAR_METRICS_TOKEN", value_name = "HANGAR_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
+    /// Serve each environment's Airflow UI on an origin of its own, `{env}--{tenant}.<domain>`
+    /// (a wildcard DNS name, and certificate, for `*.<domain>` pointing here): `ui.example.com`
+    /// (http, on this server's port), `ui.example.com:8443`, or `https://ui.example.com` behind
+    /// a TLS proxy. Without it every environment's UI shares this server's origin, so one
+    /// tenant's plugin JavaScript could act on another tenant's UI session in the same browser.
+    #[arg(long, env = "HANGAR_UI_DOMAIN", value_parser = UiDomain::parse)]
+    pub ui_domain: Option<UiDomain>,
+    /// The largest answer of an environment's Airflow passed on through the proxy, in bytes.
+    #[arg(long, env = "HANGAR_PROXY_MAX_RESPONSE_BYTES", default_value_t = crate::service::airflow::MAX_RESPONSE_BYTES)]
+    pub proxy_max_response_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -95,12 +95,6 @@ impl Application {
             .as_deref()
             .map(hangar_data_plane::bucket::Bucket::from_url)
             .transpose()?;
-        let services = Arc::new(services);
-        let state = AppState {
-            services: services.clone(),
-            metrics: metrics_handle(),
-            openapi_json: Arc::new(api::openapi_json()),
-        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -108,6 +102,22 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
+        let port = listener
+            .local_addr()
+            .map_or(settings.listen.port(), |a| a.port());
+        services.ui_domain = settings.ui_domain.clone().map(|d| d.on_port(port));
+        if services.ui_domain.is_none() {
+            tracing::warn!(
+                "HANGAR_UI_DOMAIN is not set: every environment's Airflow UI is served on this one origin, so a tenant's plugin JavaScript could act on another tenant's UI session in the same browser; set it to give each environment's UI an origin of its own"
+            );
+        }
+        services.proxy_max_response = settings.proxy_max_response_bytes;
+        let services = Arc::new(services);
+        let state = AppState {
+            services: services.clone(),
+            metrics: metrics_handle(),
+            openapi_json: Arc::new(api::openapi_json()),
+        };
         Ok(Self {
             listener,
             router: api::router(state),

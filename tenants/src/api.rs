@@ -178,9 +178,11 @@ pub struct Environment {
     pub isolated: Option<bool>,
     /// The newest state reported by the cell's agent.
     pub observed: Option<ObservedState>,
-    /// The environment's Airflow UI and REST API through Hangar (path on this API): the REST
-    /// API with a Hangar token (viewers may read, editors may also write), the UI in a browser
-    /// after `POST …/web-login-token`.
+    /// The environment's Airflow UI and REST API through Hangar: its own origin
+    /// (`http(s)://{env}--{tenant}.{HANGAR_UI_DOMAIN}/`) when the platform gives environments
+    /// one, else its path on this API (`…/environments/{env}/airflow/`). The REST API takes a
+    /// Hangar token (its role is the Airflow role the call acts with), the UI in a browser a
+    /// session from `POST …/web-login-token`.
     pub webserver_url: Option<String>,
     /// Where the environment's files are in the platform bucket, for the cloud's own tools
     /// (`aws s3 cp`, `gcloud storage cp`, `az storage blob upload`); `None` without a bucket.
@@ -431,13 +433,14 @@ pub fn webserver_path(tenant: &str, env: &str) -> String {
     format!("/v1/tenants/{tenant}/environments/{env}/airflow/")
 }
 
-/// A short-lived, single-purpose token that opens a browser session on an environment's
-/// Airflow UI (MWAA's CreateWebLoginToken). Open `login_url` in the browser within
-/// `expires_at`; the session it starts acts with the rights of the token that asked for it.
+/// A short-lived, single-use token that opens a browser session on an environment's Airflow UI
+/// (MWAA's CreateWebLoginToken). Open `login_url` in the browser within `expires_at`, once; the
+/// session it starts acts with the rights of the token that asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WebLoginToken {
     pub web_token: String,
-    /// Path on this API that exchanges the token for a session cookie and redirects to the UI.
+    /// Where the browser exchanges the token for a session cookie and is sent on to the UI: a
+    /// URL on the environment's own UI origin when it has one, else a path on this API.
     pub login_url: String,
     pub webserver_url: String,
     pub expires_at: DateTime<Utc>,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::airflow_users;
 use crate::api::EnvironmentSecrets;
 use crate::spec::EnvironmentSpec;
 
@@ -73,10 +74,6 @@ pub struct Backends {
     /// The key prefix its broker user is confined to.
     pub broker_key_prefix: String,
 }
-
-/// The platform's internal Airflow user (simple auth manager), used by the control plane's
-/// proxy; tenants never see its password.
-pub const ADMIN_USER: &str = "hangar-admin";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComponentKind {
@@ -162,7 +159,7 @@ pub fn airflow_env(
         (
             "core",
             "simple_auth_manager_users",
-            format!("{ADMIN_USER}:admin"),
+            airflow_users::simple_auth_manager_users(),
         ),
         (
             "core",
@@ -303,7 +300,7 @@ pub fn blueprint(
     for i in 0..workers {
         processes.push(worker(&process, spec, i));
     }
-    let passwords = format!("{{\"{ADMIN_USER}\": \"{}\"}}\n", secrets.admin_password);
+    let passwords = airflow_users::passwords_file(secrets);
     Blueprint {
         processes,
         files: vec![
@@ -342,7 +339,7 @@ fn worker(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::api::CreateEnvironment;
     use crate::spec::Platform;
@@ -398,7 +395,29 @@ mod tests {
             .map(|p| (p.name.clone(), p.argv[1..].join(" ")))
             .collect();
         insta::assert_debug_snapshot!(argvs);
-        assert_eq!(bp.files[0].1, "{\"hangar-admin\": \"ADMINPW\"}\n");
+        // One Airflow user per role a Hangar role maps to, with passwords derived from the
+        // admin's (HMAC-SHA256 of the role's name, hex).
+        assert_eq!(
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"],
+            "hangar-viewer:viewer,hangar-op:op,hangar-admin:admin"
+        );
+        let (path, file) = &bp.files[0];
+        assert_eq!(path, &layout.passwords_file());
+        let users: BTreeMap<String, String> = serde_json::from_str(file).unwrap();
+        assert_eq!(
+            users,
+            BTreeMap::from([
+                ("hangar-admin".to_owned(), "ADMINPW".to_owned()),
+                (
+                    "hangar-op".to_owned(),
+                    "467cf9354b2552ff137e23346878282fc9700d3743064254ad96fe065b69659b".to_owned()
+                ),
+                (
+                    "hangar-viewer".to_owned(),
+                    "8c421fb7e9e8972105ed76a5b11df2c2873ffc783c847ee261c47b9edbacff0d".to_owned()
+                ),
+            ])
+        );
         insta::assert_snapshot!("airflow_cfg", bp.files[1].1);
     }
 

@@ -3,6 +3,7 @@
 //! state drives them, and the JSON types of the API. Nothing here does I/O.
 
 pub mod airflow_cli;
+pub mod airflow_users;
 pub mod api;
 pub mod blueprint;
 pub mod dag_path;

@@ -3,6 +3,7 @@
 //! control plane on a free port. Also a fake data-plane agent that speaks the real cell API.
 
 pub mod emulators;
+pub mod fake_airflow;
 pub mod otlp;
 
 use std::path::PathBuf;
@@ -119,6 +120,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         bucket: None,
         token_cache_secs: 5,
         metrics_token: Some(SecretString::from(METRICS_TOKEN.to_owned())),
+        ui_domain: None,
+        proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
     };
     configure(&mut settings);
     let app = match Application::build(settings).await {
@@ -172,6 +175,13 @@ impl TestApp {
 
     /// Creates a tenant and returns a client holding a token of `role` for it.
     pub async fn tenant_with_role(&self, tenant: &str, role: Role) -> anyhow::Result<Client> {
+        Ok(self
+            .admin
+            .with_token(self.token_with_role(tenant, role).await?))
+    }
+
+    /// Creates a tenant and returns a token of `role` for it.
+    pub async fn token_with_role(&self, tenant: &str, role: Role) -> anyhow::Result<String> {
         if self.admin.get_tenant(tenant).await.is_err() {
             self.admin
                 .create_tenant(&CreateTenant {
@@ -190,7 +200,7 @@ impl TestApp {
                 },
             )
             .await?;
-        Ok(self.admin.with_token(t.token))
+        Ok(t.token)
     }
 
     /// Creates a cell and returns an agent for it, registered with room for `max_environments`
@@ -315,7 +325,14 @@ pub async fn create_env(c: &Client, tenant: &str, name: &str) -> anyhow::Result<
 /// A control plane with tenant `data`, an editor's client, and its environment `etl` running
 /// on cell `local`, whose (fake) agent is returned with the environment's id.
 pub async fn running_etl() -> anyhow::Result<(TestApp, Client, FakeAgent, uuid::Uuid)> {
-    let app = spawn_app().await;
+    running_etl_with(|_| {}).await
+}
+
+/// `running_etl` with the control plane's settings changed by `configure`.
+pub async fn running_etl_with(
+    configure: impl FnOnce(&mut ServeSettings),
+) -> anyhow::Result<(TestApp, Client, FakeAgent, uuid::Uuid)> {
+    let app = spawn_app_with(configure).await;
     let editor = app.tenant_with_role("data", Role::Editor).await?;
     let mut agent = app.registered_agent("local", 10).await?;
     let id = create_env(&editor, "data", "etl").await?;

@@ -1,15 +1,21 @@
 //! `…/environments/{env}/airflow/{path}`: the environment's own Airflow, its REST API called
 //! with Hangar's token (MWAA's InvokeRestApi) and its UI in a browser with a web session cookie
-//! (see `web_login`). Neither reaches Airflow: the platform's login for the environment is used
-//! instead. The environment's Airflow serves under this same path (`[api] base_url`; its
-//! reported `api` endpoint includes it), so the UI's own links stay inside the proxy.
+//! (see `web_login`), on the control plane's origin or on the environment's own UI host
+//! (`ui_host`). Neither credential reaches Airflow: the platform's login for the environment,
+//! with the Airflow role of the caller's Hangar role, is used instead. The environment's
+//! Airflow serves under this same path (`[api] base_url`; its reported `api` endpoint includes
+//! it), so the UI's own links stay inside the proxy. What comes back is bounded and never
+//! followed (`airflow_answer`).
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use hangar_tenants::api::webserver_path;
 
+use super::airflow_answer::answer;
 use super::error::ApiError;
+use super::ui_host::UiHost;
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::airflow;
@@ -26,23 +32,14 @@ const FORWARDED: [header::HeaderName; 6] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
 ];
-/// Response headers passed back (no Set-Cookie: Airflow's own session stays in the platform).
-const RETURNED: [header::HeaderName; 6] = [
-    header::CONTENT_TYPE,
-    header::CACHE_CONTROL,
-    header::ETAG,
-    header::LAST_MODIFIED,
-    header::LOCATION,
-    header::CONTENT_DISPOSITION,
-];
 
-/// The caller: a bearer token if one was sent, else the environment's web session cookie.
+/// The caller: a bearer token if one was sent, else the environment's web session cookie
+/// (accepted only on the origin it was issued for).
 async fn caller(
     s: &AppState,
     bearer: Result<Actor, ApiError>,
     headers: &HeaderMap,
-    tenant: &str,
-    env: &str,
+    req: &Forward,
 ) -> Result<Actor, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
         return bearer;
@@ -55,7 +52,7 @@ async fn caller(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Ok(s.services
-        .web_session_actor(tenant, env, session, request_id)
+        .web_session_actor(&req.tenant, &req.env, session, req.on_ui_host, request_id)
         .await?)
 }
 
@@ -71,7 +68,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// `…/airflow/`: the UI's start page.
 pub async fn proxy_root(
     State(s): State<AppState>,
@@ -85,13 +81,12 @@ pub async fn proxy_root(
     let req = Forward {
         tenant,
         env,
+        on_ui_host: false,
         path: String::new(),
         query,
         method,
-        headers,
-        body,
     };
-    forward(&s, bearer, req).await
+    forward(&s, bearer, req, headers, body).await
 }
 
 /// `…/airflow/{path}`.
@@ -107,52 +102,77 @@ pub async fn proxy(
     let req = Forward {
         tenant,
         env,
+        on_ui_host: false,
         path,
         query,
         method,
-        headers,
-        body,
     };
-    forward(&s, bearer, req).await
+    forward(&s, bearer, req, headers, body).await
+}
+
+/// Any path on an environment's own UI host: `/{path}` is `…/airflow/{path}`, and so is the
+/// environment's own `…/airflow/{path}` (the UI's links carry it, as its `base_url`).
+pub async fn ui_proxy(
+    State(s): State<AppState>,
+    Extension(host): Extension<UiHost>,
+    bearer: Result<Actor, ApiError>,
+    uri: Uri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (tenant, env) = (host.tenant.to_string(), host.env.to_string());
+    let own = webserver_path(&tenant, &env);
+    let path = uri.path();
+    let tail = path
+        .strip_prefix(own.as_str())
+        .or_else(|| (path == own.trim_end_matches('/')).then_some(""))
+        .unwrap_or(path);
+    let req = Forward {
+        path: tail.to_owned(),
+        tenant,
+        env,
+        on_ui_host: true,
+        query: uri.query().map(str::to_owned),
+        method,
+    };
+    forward(&s, bearer, req, headers, body).await
 }
 
 /// A request to pass on to an environment's Airflow.
 struct Forward {
     tenant: String,
     env: String,
+    /// It came in on the environment's own UI host.
+    on_ui_host: bool,
+    /// Under the environment's Airflow path.
     path: String,
     query: Option<String>,
     method: Method,
-    headers: HeaderMap,
-    body: Bytes,
 }
 
 async fn forward(
     s: &AppState,
     bearer: Result<Actor, ApiError>,
     req: Forward,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    let actor = caller(s, bearer, &headers, &req).await?;
     let Forward {
         tenant,
         env,
         path,
         query,
         method,
-        headers,
-        body,
+        ..
     } = req;
-    let actor = caller(s, bearer, &headers, &tenant, &env).await?;
-    let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let path = path.trim_start_matches('/');
-    let mut url_tail = path.to_owned();
+    let mut url_tail = path.trim_start_matches('/').to_owned();
     if let Some(q) = &query {
         url_tail = format!("{url_tail}?{q}");
     }
     for attempt in 0..2 {
-        let target = s
-            .services
-            .airflow_target(&actor, &tenant, &env, write)
-            .await?;
+        let target = s.services.airflow_target(&actor, &tenant, &env).await?;
         let mut rb = s
             .services
             .http()
@@ -170,27 +190,10 @@ async fn forward(
             .await
             .map_err(|e| airflow::unanswered(&env, &e, airflow::ANSWER_WITHIN))?;
         if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
-            s.services.forget_airflow_token(target.env_id);
+            s.services.forget_airflow_token(&target);
             continue;
         }
-        let status = resp.status();
-        let returned: Vec<_> = RETURNED
-            .iter()
-            .filter_map(|h| Some((h.clone(), resp.headers().get(h)?.clone())))
-            .collect();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| airflow::unanswered(&env, &e, airflow::ANSWER_WITHIN))?;
-        let mut out = (status, bytes).into_response();
-        for (name, value) in returned {
-            out.headers_mut().insert(name, value);
-        }
-        out.headers_mut().insert(
-            header::HeaderName::from_static("x-hangar-environment"),
-            HeaderValue::from_str(&env).unwrap_or(HeaderValue::from_static("")),
-        );
-        return Ok(out);
+        return answer(&env, &method, &target, s.services.proxy_max_response, resp);
     }
     Err(ApiError::Service(ServiceError::Unavailable(format!(
         "environment {env:?} refused the platform's login"

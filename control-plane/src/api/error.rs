@@ -101,6 +101,9 @@ impl ApiError {
                     m.clone(),
                     vec![],
                 ),
+                ServiceError::BadGateway(m) => {
+                    problem(StatusCode::BAD_GATEWAY, "bad-gateway", m.clone(), vec![])
+                }
                 ServiceError::StaleRevision { .. } => problem(
                     StatusCode::PRECONDITION_FAILED,
                     "stale-revision",

@@ -2,6 +2,7 @@
 //! router with its middleware, and the OpenAPI document generated from the handlers.
 
 pub mod airflow;
+pub mod airflow_answer;
 pub mod cells;
 pub mod cli;
 pub mod dags;
@@ -11,6 +12,7 @@ pub mod extract;
 pub mod logs;
 pub mod ops;
 pub mod tenants;
+pub mod ui_host;
 pub mod web_login;
 
 use std::sync::Arc;
@@ -116,9 +118,11 @@ pub fn openapi_json() -> String {
     s
 }
 
+/// The control plane's routes; with `HANGAR_UI_DOMAIN`, requests for an environment's own UI
+/// host go to that environment's Airflow instead (`ui_host`).
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
-    router
+    let api = router
         .route(
             "/v1/tenants/{tenant}/environments/{env}/airflow/",
             axum::routing::any(airflow::proxy_root),
@@ -137,7 +141,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{tenant}/environments/{env}/dags",
             axum::routing::get(dags::list_dags),
-        )
+        );
+    let api = with_middleware(api, state.clone());
+    match state.services.ui_domain.clone() {
+        Some(domain) => ui_host::by_host(domain, api, with_middleware(ui_host::routes(), state)),
+        None => api,
+    }
+}
+
+/// Body limit, metrics, tracing and request ids, as every answer gets them.
+fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(track_metrics))
         .layer(

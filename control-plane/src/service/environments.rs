@@ -111,6 +111,7 @@ impl Services {
         e.phase = read.phase;
         e.status_message = read.message;
         if e.phase != Phase::Deleted {
+            e.webserver_url = Some(self.webserver_url(&e.tenant, &e.name));
             e.bucket = self.bucket.as_ref().map(|b| {
                 let prefix = b.env_prefix(&e.tenant, &e.name);
                 hangar_tenants::api::EnvironmentBucket {

@@ -40,6 +40,10 @@ pub enum ServiceError {
     /// The environment cannot serve this now (not running yet, not answering).
     #[error("{0}")]
     Unavailable(String),
+    /// The environment answered something the platform does not pass on (larger than the
+    /// proxy's bound, a redirect out of the environment).
+    #[error("{0}")]
+    BadGateway(String),
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
@@ -116,6 +120,12 @@ pub struct Services {
     pub metrics_token_hash: Option<Vec<u8>>,
     /// When the live log tail was last pruned (Unix seconds).
     pub(crate) log_pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Where each environment's UI has an origin of its own (`HANGAR_UI_DOMAIN`).
+    pub ui_domain: Option<crate::ui_domain::UiDomain>,
+    /// The largest answer of an environment's Airflow the proxy passes on.
+    pub proxy_max_response: u64,
+    /// Web login tokens already exchanged for a session, so each works once.
+    pub(crate) used_web_logins: std::sync::Arc<web_login::UsedWebLogins>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -140,10 +150,13 @@ impl Services {
             principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
             master_key,
             airflow_tokens: std::sync::Arc::default(),
-            http: reqwest::Client::new(),
+            http: airflow::airflow_client(),
             bucket: None,
             metrics_token_hash: None,
             log_pruned_at: std::sync::Arc::default(),
+            ui_domain: None,
+            proxy_max_response: airflow::MAX_RESPONSE_BYTES,
+            used_web_logins: std::sync::Arc::default(),
         }
     }
 

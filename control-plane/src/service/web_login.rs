@@ -1,10 +1,14 @@
 //! Browser sessions on an environment's Airflow UI (MWAA's CreateWebLoginToken): a caller with a
 //! Hangar token asks for a web login token (valid a minute), the browser opens the login URL
-//! with it and receives a session cookie (valid 12 hours) scoped to that one environment's
-//! Airflow path. Both are sealed under the master key, so every control-plane replica accepts
-//! them without shared state; the session names the token it came from (by hash, never the
-//! secret), so a revoked token or a lowered role ends its sessions too (within the principal
-//! cache's lifetime).
+//! with it once and receives a session cookie (valid 12 hours) for that one environment: on
+//! the environment's own UI origin with `HANGAR_UI_DOMAIN` (`crate::ui_domain`), else scoped to
+//! its Airflow path on the control plane's origin. Both are sealed under the master key, so
+//! every control-plane replica accepts them without shared state; the session names the token
+//! it came from (by hash, never the secret), so a revoked token or a lowered role ends its
+//! sessions too (within the principal cache's lifetime).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -12,6 +16,7 @@ use chrono::Utc;
 use hangar_tenants::api::{webserver_path, Role, WebLoginToken};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{ServiceError, Services};
 use crate::auth::{Actor, Credential, Principal, TokenKind};
@@ -22,6 +27,13 @@ pub const WEB_SESSION_COOKIE: &str = "hangar_web";
 pub const WEB_LOGIN_TTL_SECS: i64 = 60;
 /// How long a browser session lasts.
 pub const WEB_SESSION_TTL_SECS: i64 = 12 * 3600;
+
+/// Where a web login token is exchanged for a session: this path on the control plane's
+/// origin, or on the environment's own UI origin (where Airflow never serves it: its paths are
+/// all under `webserver_path`).
+pub fn web_login_path(tenant: &str, env: &str) -> String {
+    format!("/v1/tenants/{tenant}/environments/{env}/web-login")
+}
 
 const LOGIN_PURPOSE: &[u8] = b"hangar web login token v1";
 const SESSION_PURPOSE: &[u8] = b"hangar web session v1";
@@ -36,6 +48,29 @@ struct WebClaims {
     token_hash: String,
     /// Unix seconds.
     exp: i64,
+    /// A session opened on the environment's own UI origin, accepted only there (and one
+    /// opened on the control plane's origin only there).
+    #[serde(default)]
+    ui_host: bool,
+}
+
+/// Web login tokens already exchanged for a session, kept until they expire, so that a login
+/// URL opens one session only: one seen in a browser's history, a proxy's log or over a
+/// shoulder is of no use afterwards. Each control-plane replica keeps its own (web login
+/// tokens need no shared state otherwise), so behind several replicas a leaked URL opens at
+/// most one session per replica within its minute.
+#[derive(Debug, Default)]
+pub struct UsedWebLogins(Mutex<HashMap<Vec<u8>, i64>>);
+
+impl UsedWebLogins {
+    /// Records a use of the sealed token `blob` (valid until `exp`); false if it was used.
+    fn first_use(&self, blob: &[u8], exp: i64, now: i64) -> bool {
+        let Ok(mut used) = self.0.lock() else {
+            return false;
+        };
+        used.retain(|_, until| *until > now);
+        used.insert(Sha256::digest(blob).to_vec(), exp).is_none()
+    }
 }
 
 impl Services {
@@ -82,6 +117,20 @@ impl Services {
         Ok(claims)
     }
 
+    /// Where the environment's UI is: its own origin (`https://etl--data.ui.example.com/`) with
+    /// `HANGAR_UI_DOMAIN` and a name that can have one, else its path on this API.
+    pub fn webserver_url(&self, tenant: &str, env: &str) -> String {
+        match self.ui_origin(tenant, env) {
+            Some(origin) => format!("{origin}/"),
+            None => webserver_path(tenant, env),
+        }
+    }
+
+    /// The environment's own UI origin, if it has one.
+    pub fn ui_origin(&self, tenant: &str, env: &str) -> Option<String> {
+        self.ui_domain.as_ref()?.origin_of(tenant, env)
+    }
+
     /// A web login token for the environment's Airflow UI, with the caller's own rights.
     pub async fn create_web_login(
         &self,
@@ -100,6 +149,7 @@ impl Services {
                 kind: actor.credential.kind,
                 token_hash: URL_SAFE_NO_PAD.encode(&actor.credential.hash),
                 exp: exp.timestamp(),
+                ui_host: false,
             },
         )?;
         self.audit(
@@ -112,41 +162,61 @@ impl Services {
         .await?;
         Ok(WebLoginToken {
             login_url: format!(
-                "/v1/tenants/{}/environments/{env}/web-login?token={web_token}",
-                t.name
+                "{}{}?token={web_token}",
+                self.ui_origin(&t.name, env).unwrap_or_default(),
+                web_login_path(&t.name, env)
             ),
             web_token,
-            webserver_url: webserver_path(&t.name, env),
+            webserver_url: self.webserver_url(&t.name, env),
             expires_at: exp,
         })
     }
 
-    /// Exchanges a web login token for a session cookie's value.
+    /// Exchanges a web login token, once, for a session cookie's value: for the environment's
+    /// own UI host when `on_ui_host`, else for its path on the control plane's origin.
     pub fn open_web_login(
         &self,
         tenant: &str,
         env: &str,
         token: &str,
+        on_ui_host: bool,
     ) -> Result<String, ServiceError> {
         let claims = self.open_claims(LOGIN_PURPOSE, "token", tenant, env, token)?;
+        let blob = URL_SAFE_NO_PAD.decode(token.trim()).unwrap_or_default();
+        let now = Utc::now().timestamp();
+        if !self.used_web_logins.first_use(&blob, claims.exp, now) {
+            return Err(ServiceError::BadCredential {
+                field: "token",
+                message: "the token was used already; ask for a new web login token".to_owned(),
+            });
+        }
         self.seal_claims(
             SESSION_PURPOSE,
             &WebClaims {
-                exp: Utc::now().timestamp() + WEB_SESSION_TTL_SECS,
+                exp: now + WEB_SESSION_TTL_SECS,
+                ui_host: on_ui_host,
                 ..claims
             },
         )
     }
 
-    /// The caller behind a session cookie, for the environment it was issued for only.
+    /// The caller behind a session cookie, for the environment (and the origin: its own UI
+    /// host, or the control plane's) it was issued for only.
     pub async fn web_session_actor(
         &self,
         tenant: &str,
         env: &str,
         cookie: &str,
+        on_ui_host: bool,
         request_id: Option<String>,
     ) -> Result<Actor, ServiceError> {
         let claims = self.open_claims(SESSION_PURPOSE, WEB_SESSION_COOKIE, tenant, env, cookie)?;
+        if claims.ui_host != on_ui_host {
+            return Err(ServiceError::BadCredential {
+                field: WEB_SESSION_COOKIE,
+                message: format!("the {WEB_SESSION_COOKIE} was issued for another origin"),
+            });
+        }
         let hash = URL_SAFE_NO_PAD
             .decode(&claims.token_hash)
             .map_err(|_| ServiceError::Unauthenticated)?;
@@ -188,6 +258,7 @@ mod tests {
             kind: TokenKind::Tenant,
             token_hash: "h".into(),
             exp: 1,
+            ui_host: false,
         })
         .unwrap();
         let sealed = key.seal_bytes(LOGIN_PURPOSE, &plain).unwrap();
@@ -196,5 +267,16 @@ mod tests {
             key.open_bytes(SESSION_PURPOSE, &sealed).is_none(),
             "a login token is not a session"
         );
+    }
+
+    #[test]
+    fn a_login_token_is_used_once_and_forgotten_once_expired() {
+        let used = UsedWebLogins::default();
+        assert!(used.first_use(b"a", 100, 50));
+        assert!(!used.first_use(b"a", 100, 60), "used already");
+        assert!(used.first_use(b"b", 100, 60));
+        // Past its expiry it is dropped (the token itself is refused as expired by then).
+        assert!(used.first_use(b"a", 200, 150));
+        assert_eq!(used.0.lock().unwrap().len(), 1);
     }
 }

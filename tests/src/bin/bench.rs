@@ -277,6 +277,8 @@ async fn bench_api(
         bucket: None,
         token_cache_secs: 5,
         metrics_token: None,
+        ui_domain: None,
+        proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
     })
     .await?;
     let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());

@@ -1,13 +1,27 @@
-//! When nobody answers. `…/environments/{env}/airflow/…` with an environment's Airflow that does
-//! not: a 503 that names the environment and says why, never the caller's own timeout or an
-//! internal address. A client whose Hangar is not there: an error that says so.
+//! `…/environments/{env}/airflow/…` against a stand-in for the environment's Airflow
+//! (`FakeAirflow`): when nobody answers, a 503 that names the environment and says why, never
+//! the caller's own timeout or an internal address; redirects never followed; answers bounded;
+//! only the cell's loopback called; the platform's login with the Airflow role of the caller's
+//! Hangar role. A client whose Hangar is not there: an error that says so.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::routing::get;
+use axum::Router;
 use hangar_client::Client;
-use hangar_tenants::api::Problem;
-use hangar_tests::{healthy, running_etl, FakeAgent};
+use hangar_tenants::airflow_users::AirflowRole;
+use hangar_tenants::api::{Problem, Role};
+use hangar_tests::fake_airflow::{token_for, FakeAirflow};
+use hangar_tests::{healthy, running_etl, running_etl_with, FakeAgent};
 use reqwest::Method;
+use serde_json::Value;
+
+/// The environment's own path, as its api-server serves under it.
+const ETL: &str = "/v1/tenants/data/environments/etl/airflow";
 
 async fn get_dags(c: &Client) -> (u16, Problem) {
     let r = c
@@ -36,7 +50,7 @@ async fn an_airflow_that_refuses_or_keeps_silent_is_a_503_naming_the_environment
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    serving_at(&agent, id, &format!("http://127.0.0.1:{port}")).await;
+    serving_at(&agent, id, &format!("http://127.0.0.1:{port}{ETL}")).await;
     let (status, p) = get_dags(&editor).await;
     assert_eq!(status, 503, "{p:?}");
     assert!(
@@ -59,7 +73,7 @@ async fn an_airflow_that_refuses_or_keeps_silent_is_a_503_naming_the_environment
             open.push(conn);
         }
     });
-    serving_at(&agent, id, &format!("http://127.0.0.1:{port}")).await;
+    serving_at(&agent, id, &format!("http://127.0.0.1:{port}{ETL}")).await;
     let start = Instant::now();
     let (status, p) = get_dags(&editor).await;
     assert_eq!(status, 503, "{p:?}");
@@ -90,4 +104,205 @@ async fn a_client_whose_hangar_is_not_there_says_so() {
         e.starts_with(&format!("failed to connect to Hangar at {url}")) && e.contains("refused"),
         "{e}"
     );
+}
+
+/// A server on `ip` that counts the requests it gets, whatever they are: somewhere the
+/// platform must not go.
+async fn counting(ip: &str) -> (u16, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            "you should not be here"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, hits)
+}
+
+/// An HTTP client that follows no redirect, as a test of redirects needs.
+fn unfollowing() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_is_never_followed_and_passed_on_only_inside_the_environment() {
+    let (app, _editor, agent, id) = running_etl().await.unwrap();
+    let (elsewhere, hits) = counting("127.0.0.1").await;
+    let away = format!("http://127.0.0.1:{elsewhere}{ETL}/api/v2/dags");
+    let routes = Router::new()
+        .route(
+            "/away",
+            get(move || async move { (StatusCode::FOUND, [(header::LOCATION, away)]) }),
+        )
+        .route(
+            "/home",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, format!("{ETL}/api/v2/dags?offset=2"))],
+                )
+            }),
+        );
+    let fake = FakeAirflow::start("data", "etl", routes).await.unwrap();
+    serving_at(&agent, id, &fake.url).await;
+    let token = app.token_with_role("data", Role::Admin).await.unwrap();
+    let call = |path: &str| {
+        unfollowing()
+            .get(format!("{}{ETL}/{path}", app.address))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    // To another port of the same machine: neither followed by the platform nor passed on.
+    let (status, p) = hangar_tests::problem_of(call("away").await.unwrap()).await;
+    assert_eq!(status, 502, "{p:?}");
+    assert!(
+        p.detail
+            .contains("environment \"etl\" redirected out of itself"),
+        "{p:?}"
+    );
+    assert!(!p.detail.contains("127.0.0.1"), "{p:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nobody went there");
+
+    // Inside the environment: back to the caller as it is, still not followed.
+    let r = call("home").await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        format!("{ETL}/api/v2/dags?offset=2").as_str()
+    );
+}
+
+#[tokio::test]
+async fn an_answer_past_the_bound_is_refused_or_cut_short() {
+    let (_app, editor, agent, id) = running_etl_with(|s| s.proxy_max_response_bytes = 1000)
+        .await
+        .unwrap();
+    let chunks = |n: usize| {
+        Body::from_stream(futures::stream::iter(
+            (0..n).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 250])),
+        ))
+    };
+    let routes = Router::new()
+        .route("/declared", get(|| async { vec![b'x'; 1001] }))
+        .route("/streamed", get(move || async move { chunks(6) }))
+        .route("/fits", get(move || async move { chunks(4) }));
+    let fake = FakeAirflow::start("data", "etl", routes).await.unwrap();
+    serving_at(&agent, id, &fake.url).await;
+    let call = |path: &str| editor.request(Method::GET, &format!("{ETL}/{path}")).send();
+
+    // Known from Content-Length: refused before anything is relayed, naming the bound.
+    let (status, p) = hangar_tests::problem_of(call("declared").await.unwrap()).await;
+    assert_eq!(status, 502, "{p:?}");
+    assert!(
+        p.detail
+            .contains("environment \"etl\" answered more than the 1000 bytes"),
+        "{p:?}"
+    );
+
+    // Found out while streaming (no Content-Length): the answer is cut, and ends in an error
+    // rather than looking complete.
+    let r = call("streamed").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "a cut answer is an error");
+
+    // Up to the bound, streamed whole.
+    let r = call("fits").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn an_address_other_than_the_cells_loopback_is_never_called() {
+    let (_app, editor, agent, id) = running_etl().await.unwrap();
+    let (other_ip, other_hits) = counting("127.0.0.2").await;
+    let (here, here_hits) = counting("127.0.0.1").await;
+    for reported in [
+        // Another host (here, another loopback address standing in for one).
+        format!("http://127.0.0.2:{other_ip}{ETL}"),
+        // A name, resolved by whoever calls it.
+        format!("http://localhost:{here}{ETL}"),
+        // Another environment's path.
+        format!("http://127.0.0.1:{here}/v1/tenants/data/environments/ml/airflow"),
+    ] {
+        serving_at(&agent, id, &reported).await;
+        let (status, p) = get_dags(&editor).await;
+        assert_eq!(status, 503, "{reported}: {p:?}");
+        assert!(
+            p.detail.contains(
+                "environment \"etl\" reported an Airflow address the platform does not forward to"
+            ),
+            "{p:?}"
+        );
+        assert!(
+            !p.detail.contains("127.0.0") && !p.detail.contains("localhost"),
+            "no address: {p:?}"
+        );
+    }
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    assert_eq!(here_hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_platform_logs_in_as_the_airflow_user_of_the_callers_role() {
+    let (app, editor, agent, id) = running_etl().await.unwrap();
+    let fake = FakeAirflow::start("data", "etl", Router::new())
+        .await
+        .unwrap();
+    serving_at(&agent, id, &fake.url).await;
+    let secrets = agent
+        .client
+        .assignments("local", 0, Duration::ZERO)
+        .await
+        .unwrap()
+        .environments
+        .into_iter()
+        .find(|e| e.id == id)
+        .and_then(|e| e.secrets)
+        .unwrap();
+    let viewer = app.tenant_with_role("data", Role::Viewer).await.unwrap();
+    let admin = app.tenant_with_role("data", Role::Admin).await.unwrap();
+    let callers = [
+        (&viewer, AirflowRole::Viewer),
+        (&editor, AirflowRole::Op),
+        (&admin, AirflowRole::Admin),
+        (&app.admin, AirflowRole::Admin),
+    ];
+    for (client, role) in callers {
+        // Writes reach Airflow too, with the role's token: Airflow's own role check decides.
+        for method in [Method::GET, Method::POST] {
+            let r = client
+                .request(method.clone(), &format!("{ETL}/api/v2/variables"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{method} as {role:?}");
+            let seen: Value = r.json().await.unwrap();
+            assert_eq!(seen["path"], format!("{ETL}/api/v2/variables"));
+            assert_eq!(seen["method"], method.as_str());
+            assert_eq!(
+                seen["authorization"],
+                format!("Bearer {}", token_for(role.user())),
+                "{method} as {role:?}"
+            );
+        }
+    }
+    // One login per role, with that user's own password; its token is reused afterwards.
+    let logins = fake.logins.lock().unwrap().clone();
+    let want: Vec<(String, String)> = [AirflowRole::Viewer, AirflowRole::Op, AirflowRole::Admin]
+        .into_iter()
+        .map(|r| (r.user().to_owned(), r.password(&secrets)))
+        .collect();
+    assert_eq!(logins, want);
+    assert_eq!(fake.users(), ["hangar-viewer", "hangar-op", "hangar-admin"]);
 }

@@ -258,7 +258,9 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         "beta's task ran on beta's worker"
     );
 
-    // A viewer reads the Airflow API but cannot trigger; another tenant cannot reach it at all.
+    // Hangar's roles are Airflow's there (viewer → viewer, editor → op): a viewer reads, and its
+    // changes reach Airflow, whose own role check refuses them (Airflow's 403, not a Hangar
+    // problem); an editor's go through. Another tenant cannot reach the environment at all.
     let viewer = stack
         .app
         .tenant_with_role("alpha", Role::Viewer)
@@ -268,18 +270,55 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         airflow(&viewer, "alpha", Method::GET, "dags", None).await.0,
         200
     );
-    assert_eq!(
-        airflow(
-            &viewer,
-            "alpha",
+    let writes = [
+        (
             Method::POST,
             "dags/where_am_i/dagRuns",
-            Some(json!({"logical_date": null}))
-        )
-        .await
-        .0,
-        403
+            json!({"logical_date": null}),
+        ),
+        (
+            Method::PATCH,
+            "dags/where_am_i",
+            json!({"is_paused": false}),
+        ),
+        (
+            Method::POST,
+            "variables",
+            json!({"key": "hangar_e2e", "value": "set by an editor"}),
+        ),
+    ];
+    for (method, path, body) in &writes {
+        let r = viewer
+            .request(
+                method.clone(),
+                &format!("v1/tenants/alpha/environments/etl/airflow/api/v2/{path}"),
+            )
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let (status, answer): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+        assert_eq!(status, 403, "a viewer's {method} {path}: {answer}");
+        assert_eq!(kind, "application/json", "Airflow's own answer: {answer}");
+        assert!(
+            answer.get("type").is_none(),
+            "not a Hangar problem: {answer}"
+        );
+        let (status, answer) =
+            airflow(&alpha, "alpha", method.clone(), path, Some(body.clone())).await;
+        assert!(
+            (200..300).contains(&status),
+            "an editor's {method} {path}: {status} {answer}"
+        );
+    }
+    let (status, var) = airflow(&viewer, "alpha", Method::GET, "variables/hangar_e2e", None).await;
+    assert_eq!(
+        status, 403,
+        "Airflow's viewers do not read variables: {var}"
     );
+    let (status, var) = airflow(&alpha, "alpha", Method::GET, "variables/hangar_e2e", None).await;
+    assert_eq!((status, &var["value"]), (200, &json!("set by an editor")));
     assert_eq!(
         airflow(&beta, "alpha", Method::GET, "dags", None).await.0,
         404
