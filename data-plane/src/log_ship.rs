@@ -944,6 +944,43 @@ mod tests {
         assert_eq!(read_lines(&path, next).unwrap().0, vec![(0, "new".into())]);
     }
 
+    /// The agent (root) copies task logs from a folder its environment's user writes: a link
+    /// to, or a file of, anyone else (another environment, the machine) is never shipped.
+    #[tokio::test]
+    async fn only_the_environment_users_own_task_logs_are_shipped() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let (home, _store, bucket) = home_and_bucket();
+        let logs = home.path().join("logs");
+        let dir = logs.join("dag_id=etl/run_id=r/task_id=t");
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = home.path().join("someone-elses.log");
+        std::fs::write(&secret, "another tenant's secret\n").unwrap();
+        std::fs::write(dir.join("attempt=1.log"), "mine\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("attempt=2.log")).unwrap();
+        std::fs::hard_link(&secret, dir.join("attempt=3.log")).unwrap();
+        let nobody = Some(65534);
+        for path in [
+            &logs,
+            &logs.join("dag_id=etl"),
+            &logs.join("dag_id=etl/run_id=r"),
+            &dir,
+        ] {
+            std::os::unix::fs::chown(path, nobody, nobody).unwrap();
+        }
+        std::os::unix::fs::chown(dir.join("attempt=1.log"), nobody, nobody).unwrap();
+        let sources = source(home.path());
+        let mut s = Shipper::new(Some(bucket.clone()), ShipSettings::default());
+        s.read(&sources, Utc::now());
+        s.ship_task_logs(&sources, true).await;
+        let tasks = tasks_prefix(&bucket, "acme", "etl", Uuid::nil());
+        let shipped = bucket.list(&tasks).await.unwrap();
+        assert_eq!(shipped.len(), 1, "{shipped:?}");
+        let mine = task_log_path(&tasks, "etl", "r", "t", None, 1);
+        assert_eq!(bucket.get(&mine).await.unwrap().as_ref(), b"mine\n");
+    }
+
     fn source(home: &Path) -> HashMap<Uuid, LogSource> {
         HashMap::from([(
             Uuid::nil(),

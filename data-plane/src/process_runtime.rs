@@ -185,15 +185,8 @@ fn reachable_by_everyone(data_dir: &Path) -> Result<(), PlatformError> {
     };
     std::fs::create_dir_all(data_dir).map_err(prepare(data_dir))?;
     let dir = std::fs::canonicalize(data_dir).map_err(prepare(data_dir))?;
-    if let Some(blocked) = dir
-        .ancestors()
-        .skip(1)
-        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
-    {
-        return Err(PlatformError::Unreachable {
-            dir: dir.clone(),
-            blocked: blocked.to_owned(),
-        });
+    if let Some(blocked) = crate::embedded::unsearchable_ancestor(&dir) {
+        return Err(PlatformError::Unreachable { dir, blocked });
     }
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
         .map_err(prepare(&dir))?;
@@ -721,11 +714,7 @@ fn files_digest(files: &[(PathBuf, String)]) -> String {
         h.update(contents.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::supervisor::short_hex(&h.finalize())
 }
 
 /// Writes a file only `owner` (the environment's user; else the agent's) may read, replacing

@@ -89,11 +89,12 @@ pub fn spec_hash(spec: &ProcessSpec) -> String {
         h.update(v.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    short_hex(&h.finalize())
+}
+
+/// The first 8 bytes of a digest, in hex: enough to tell versions of a spec apart.
+pub(crate) fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug)]

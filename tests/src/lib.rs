@@ -454,15 +454,18 @@ pub async fn airflow_api(
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-/// The `hangar` binary of this build (target/<profile>/hangar, beside the test executables'
-/// `deps` folder): the agent confines environments' processes with its `sandbox-exec`.
+/// The `hangar` binary of this build, target/<profile>/hangar: beside this executable (the
+/// benchmark) or beside its `deps` folder (a test). The agent confines environments' processes
+/// with its `sandbox-exec`.
 #[allow(clippy::panic, reason = "a test set-up failure")]
 pub fn hangar_bin() -> PathBuf {
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("hangar")))
-        .filter(|b| b.exists());
-    bin.unwrap_or_else(|| panic!("build the binary first: cargo build -p hangar-control-plane"))
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("hangar"))
+        .find(|b| b.is_file())
+        .unwrap_or_else(|| panic!("build the binary first: cargo build --bin hangar"))
 }
 
 /// Removes what environments under `dir` leave on the machine besides their files: their Unix

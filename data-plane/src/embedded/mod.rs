@@ -8,6 +8,16 @@ pub use postgres::{PostgresError, PrivatePostgres};
 pub use redis::{PrivateRedis, RedisError};
 
 /// A free TCP port on loopback (free when asked; the server binds it right after).
+/// The first folder above `dir` that other users may not pass through (no `o+x`): a service
+/// running as another user could not reach `dir` through it.
+pub fn unsearchable_ancestor(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .skip(1)
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(std::path::Path::to_owned)
+}
+
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

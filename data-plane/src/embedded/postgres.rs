@@ -99,14 +99,10 @@ impl PrivatePostgres {
         std::fs::create_dir_all(dir).map_err(prepare(dir))?;
         let dir = &std::fs::canonicalize(dir).map_err(prepare(dir))?;
         if run_as.is_some() {
-            if let Some(blocked) = dir
-                .ancestors()
-                .skip(1)
-                .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
-            {
+            if let Some(blocked) = super::unsearchable_ancestor(dir) {
                 return Err(PostgresError::Unreachable {
                     dir: dir.to_owned(),
-                    blocked: blocked.to_owned(),
+                    blocked,
                 });
             }
         }

@@ -243,6 +243,47 @@ async fn hangar_migrate_applies_every_migration_to_a_fresh_database() {
     assert_eq!(envs, 0);
 }
 
+/// An agent that is not root refuses to run environments (it could not give each its own user),
+/// saying why and what to set; with `HANGAR_INSECURE_SINGLE_USER=true` it goes on (here to the
+/// platform Postgres URL, which lacks a port).
+#[test]
+fn a_non_root_agent_refuses_to_run_environments_unless_told_they_may_share_its_user() {
+    let agent = |insecure: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(hangar_bin())
+            .arg("agent")
+            .env("HANGAR_CELL", "local")
+            .env("HANGAR_CELL_TOKEN", "not-used")
+            .env(
+                "HANGAR_AGENT_DIR",
+                std::env::temp_dir().join("hangar-non-root-agent"),
+            )
+            // No port: refused at once, after the check of the user.
+            .env(
+                "HANGAR_PLATFORM_POSTGRES_URL",
+                "postgres://hangar:x@nowhere/postgres",
+            )
+            .env("HANGAR_PLATFORM_REDIS_URL", "redis://admin:x@127.0.0.1:1")
+            .env("HANGAR_INSECURE_SINGLE_USER", insecure)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = agent("false");
+    assert!(
+        refused.contains("needs the agent to run as root")
+            && refused.contains("HANGAR_INSECURE_SINGLE_USER=true"),
+        "{refused}"
+    );
+    let insecure = agent("true");
+    assert!(
+        !insecure.contains("needs the agent to run as root") && insecure.contains("Postgres"),
+        "{insecure}"
+    );
+}
+
 #[test]
 fn hangar_serve_without_settings_says_what_to_set() {
     let out = Command::new(hangar_bin())

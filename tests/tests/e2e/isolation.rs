@@ -217,21 +217,6 @@ fn secret_values(s: &hangar_tenants::api::EnvironmentSecrets) -> [&str; 6] {
     ]
 }
 
-fn pids_of(stack: &Stack, env: Uuid) -> Vec<u32> {
-    std::fs::read_dir(stack.env_home(env).join("run"))
-        .unwrap()
-        .flatten()
-        .filter_map(|f| {
-            std::fs::read_to_string(f.path())
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// A task of `a` attempts to reach `b` and the platform; every attempt fails, each asserted.
 pub async fn a_hostile_task_reaches_nothing_of_another_tenant_or_the_platform(
     stack: &Stack,
@@ -239,7 +224,7 @@ pub async fn a_hostile_task_reaches_nothing_of_another_tenant_or_the_platform(
     a: Uuid,
     b: Uuid,
 ) {
-    let b_pids = pids_of(stack, b);
+    let b_pids = crate::pids(stack, b);
     assert!(b_pids.len() >= 4, "{b_pids:?}");
     let pg_port = url::Url::parse(&stack.postgres_admin)
         .unwrap()
