@@ -482,8 +482,10 @@ fn env_markdown(r: &[serde_json::Value], runs: usize, settle: u64) -> String {
         "## Environments on the process runtime (`env_create_s`, `idle_rss_mb`, `env_delete_s`)\n\n\
 Command: `scripts/bench env` (release build; the whole platform on this machine: control plane, private \
 Postgres 15 and Redis 7, in-process agent, real Apache Airflow 3.3.2 with the Celery executor and \
-`min_workers = 0`; one unmeasured warm-up environment fills the runtime cache and the migrated template, \
-then {runs} environments are created, measured and deleted one after another). Measured {date}.\n\n\
+`min_workers = 0`, each environment isolated as the process runtime always does it as root: its own Unix \
+user, its cgroups with its class's limits, Landlock; one unmeasured warm-up environment fills the runtime \
+cache and the migrated template, then {runs} environments are created, measured and deleted one after \
+another). Measured {date}.\n\n\
 | figure | value | aim |\n|---|---|---|\n\
 | `env_create_s`: API create → `AVAILABLE`, median of {runs} | {c} s (runs: {cr}) | ≤ 20 s (MWAA 20–30 min, Composer ~25 min) |\n\
 | first environment ever (cold runtime and template) | {w} s | |\n\
