@@ -61,15 +61,8 @@ impl FakeAirflow {
         let app = Router::new()
             .nest(path, own)
             .route(&format!("{path}/"), any(echo));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}{path}", listener.local_addr()?);
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let (address, stop) = crate::serve_on_free_port(app).await?;
+        let url = format!("http://{address}{path}");
         Ok(Self { url, logins, stop })
     }
 

@@ -495,6 +495,23 @@ pub fn remove_environment_users_and_cgroups(dir: &std::path::Path, cgroup_parent
     }
 }
 
+/// Serves `app` on a free loopback port until the returned token is cancelled: a stand-in for
+/// a service the platform talks to (an OTLP collector, an environment's Airflow).
+pub async fn serve_on_free_port(
+    app: axum::Router,
+) -> std::io::Result<(std::net::SocketAddr, CancellationToken)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await;
+    });
+    Ok((address, stop))
+}
+
 /// Where the tests keep Python runtimes between runs, so Airflow is installed once per machine.
 pub fn test_runtime_dir() -> PathBuf {
     std::env::var("HANGAR_TEST_RUNTIME_DIR")

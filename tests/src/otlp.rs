@@ -45,15 +45,8 @@ impl OtlpReceiver {
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(receive))
             .with_state(spans.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let (address, stop) = crate::serve_on_free_port(app).await?;
+        let endpoint = format!("http://{address}");
         Ok(Self {
             endpoint,
             spans,
