@@ -1,6 +1,7 @@
 //! `hangar sandbox-exec`: confines the calling process, then replaces it with an environment's
 //! program, so every process of an environment starts already confined and all it forks stays
-//! so. In order: join the environment's cgroups (while still allowed to write them), restrict
+//! so. In order: join the environment's cgroups (while still allowed to write them), give it a
+//! `/proc` of its own in which other users' processes cannot be read ([`private_proc`]), restrict
 //! the filesystem with Landlock (which also sets `no_new_privs`, so no set-uid program can
 //! regain anything), drop every supplementary group and become the environment's user, then
 //! `execve` the program with the environment the caller gave (the supervisor starts it from an
@@ -9,14 +10,9 @@
 //! It is a subcommand of the `hangar` binary rather than code run between `fork` and `exec`,
 //! because that code would be `unsafe` (only async-signal-safe calls are allowed there).
 //!
-//! Arguments: `[--uid N --gid N] [--cgroup DIR]… [--landlock] [--read DIR]… [--write DIR]… --
-//! PROGRAM ARGS…`; `--probe` tries a Landlock ruleset on itself and prints how far the kernel
-//! enforced it ([`Probe`], JSON).
-//!
-//! Processes are not hidden from each other (`/proc` mounted `hidepid=invisible` in a mount
-//! namespace was tried): Airflow's task supervisor makes itself non-dumpable, which with
-//! `hidepid` hides its own task process from it, and every task then fails. Other environments'
-//! command lines stay readable, as everywhere on Linux; they carry no secret.
+//! Arguments: `[--uid N --gid N] [--private-proc] [--cgroup DIR]… [--landlock] [--read DIR]…
+//! [--write DIR]… -- PROGRAM ARGS…`; `--probe` tries the private `/proc` and a Landlock ruleset
+//! on itself and prints what worked ([`Probe`], JSON).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -38,6 +34,8 @@ pub const LANDLOCK_ABI_NUMBER: u32 = 5;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecArgs {
     pub user: Option<(u32, u32)>,
+    /// Mount a `/proc` showing only the process's own user's processes.
+    pub private_proc: bool,
     pub cgroups: Vec<PathBuf>,
     pub landlock: bool,
     /// Readable (and executable) hierarchies.
@@ -55,6 +53,9 @@ impl ExecArgs {
         if let Some((uid, gid)) = self.user {
             out.extend(["--uid".to_owned(), uid.to_string()]);
             out.extend(["--gid".to_owned(), gid.to_string()]);
+        }
+        if self.private_proc {
+            out.push("--private-proc".to_owned());
         }
         for g in &self.cgroups {
             out.extend(["--cgroup".to_owned(), g.display().to_string()]);
@@ -88,6 +89,7 @@ impl ExecArgs {
                 }
                 "--probe" => out.probe = true,
                 "--landlock" => out.landlock = true,
+                "--private-proc" => out.private_proc = true,
                 "--uid" | "--gid" => {
                     let v = value()?;
                     let n: u32 = v
@@ -122,6 +124,8 @@ impl ExecArgs {
 pub enum ExecError {
     #[error(transparent)]
     Cgroup(#[from] super::cgroups::CgroupError),
+    #[error("failed to give the process a private /proc")]
+    PrivateProc(#[source] nix::Error),
     #[error("failed to confine the filesystem with Landlock")]
     Landlock(#[from] landlock::RulesetError),
     #[error("failed to become uid {uid} gid {gid}")]
@@ -178,8 +182,40 @@ pub fn run(args: &ExecArgs) -> ExecError {
     }
 }
 
+/// A mount namespace of its own whose `/proc` refuses to show anything of another user's
+/// processes (`hidepid=noaccess`: their command lines, status and environment; the option is
+/// checked at each access, so after the change of user too). Not `hidepid=invisible`: Airflow's
+/// task supervisor makes itself non-dumpable, which `invisible` turns into "no such process"
+/// for its own task process (psutil then fails every task), while `noaccess` leaves that
+/// process listed and psutil takes the refused read in its stride.
+fn private_proc() -> Result<(), ExecError> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    unshare(CloneFlags::CLONE_NEWNS).map_err(ExecError::PrivateProc)?;
+    // Nothing mounted here may propagate back to the machine's namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(ExecError::PrivateProc)?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("hidepid=noaccess"),
+    )
+    .map_err(ExecError::PrivateProc)
+}
+
 fn confine(args: &ExecArgs) -> Result<(), ExecError> {
     super::cgroups::join(&args.cgroups)?;
+    if args.private_proc {
+        private_proc()?;
+    }
     if args.landlock {
         restrict(&args.read, &args.write)?;
     }
@@ -201,11 +237,18 @@ fn confine(args: &ExecArgs) -> Result<(), ExecError> {
 pub struct Probe {
     /// `full`, `partial` or `none`, or why it failed.
     pub landlock: Result<String, String>,
+    /// Whether a private `/proc` could be mounted (root only), or why not.
+    pub private_proc: Result<(), String>,
 }
 
 /// Tries each confinement on this (throw-away) process.
 pub fn probe() -> Probe {
     let text = |e: ExecError| format!("{e}{}", crate::agent::source_chain(&e));
+    let private_proc = if nix::unistd::geteuid().is_root() {
+        private_proc().map_err(text)
+    } else {
+        Err("the agent is not root".to_owned())
+    };
     let landlock = restrict(&[PathBuf::from("/")], &[])
         .map(|status| {
             match status {
@@ -216,7 +259,10 @@ pub fn probe() -> Probe {
             .to_owned()
         })
         .map_err(text);
-    Probe { landlock }
+    Probe {
+        landlock,
+        private_proc,
+    }
 }
 
 /// The entry point of `hangar sandbox-exec` (the arguments after it): an exit code, after a
@@ -247,6 +293,7 @@ mod tests {
     fn arguments_round_trip() {
         let a = ExecArgs {
             user: Some((1001, 1002)),
+            private_proc: true,
             cgroups: vec!["/sys/fs/cgroup/memory/hangar/x".into()],
             landlock: true,
             read: vec!["/usr".into()],

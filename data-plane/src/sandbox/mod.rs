@@ -78,6 +78,7 @@ pub struct Sandbox {
     users: bool,
     cgroups: Option<Cgroups>,
     landlock: bool,
+    private_proc: bool,
     report: CellIsolation,
     /// The user database takes one change at a time.
     user_lock: Arc<tokio::sync::Mutex<()>>,
@@ -142,7 +143,10 @@ impl Sandbox {
         };
         let probe = run_probe(&settings.program)
             .await
-            .unwrap_or_else(|e| exec::Probe { landlock: Err(e) });
+            .unwrap_or_else(|e| exec::Probe {
+                landlock: Err(e.clone()),
+                private_proc: Err(e),
+            });
         let landlock = probe.landlock;
         match landlock.as_deref() {
             Ok("full") => {}
@@ -156,6 +160,12 @@ impl Sandbox {
             Err(e) => problems.push(format!("no filesystem confinement: {e}")),
         }
         let landlock_on = matches!(landlock.as_deref(), Ok("full" | "partial"));
+        let private_proc = root && probe.private_proc.is_ok();
+        if let (true, Err(e)) = (root, &probe.private_proc) {
+            problems.push(format!(
+                "environments can read every process's command line (no private /proc: {e})"
+            ));
+        }
         let report = CellIsolation {
             isolated: problems.is_empty(),
             users: root,
@@ -171,6 +181,7 @@ impl Sandbox {
             users: root,
             cgroups,
             landlock: landlock_on,
+            private_proc,
             report,
             user_lock: Arc::default(),
         })
@@ -230,6 +241,7 @@ impl Sandbox {
         write.extend(SYSTEM_WRITE.iter().map(PathBuf::from));
         let args = ExecArgs {
             user: owner,
+            private_proc: self.private_proc,
             cgroups,
             landlock: self.landlock,
             read,

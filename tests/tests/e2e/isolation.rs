@@ -75,9 +75,10 @@ def hostile():
 
         for pid in B_PIDS:
             r[f"environ of B's {pid}"] = attempt(lambda: read(f"/proc/{pid}/environ", "rb"))
-            r[f"cmdline of B's {pid}"] = read(f"/proc/{pid}/cmdline", "rb").decode(errors="replace")
+            r[f"cmdline of B's {pid}"] = attempt(lambda: read(f"/proc/{pid}/cmdline", "rb"))
             r[f"signal B's {pid}"] = attempt(lambda: os.kill(pid, signal.SIGTERM))
         r["environ of the agent"] = attempt(lambda: read(f"/proc/{AGENT_PID}/environ", "rb"))
+        r["cmdline of the agent"] = attempt(lambda: read(f"/proc/{AGENT_PID}/cmdline", "rb"))
         r["signal the agent"] = attempt(lambda: os.kill(AGENT_PID, 0))
 
         r["list B's home"] = attempt(lambda: os.listdir(B_HOME))
@@ -263,20 +264,9 @@ pub async fn a_hostile_task_reaches_nothing_of_another_tenant_or_the_platform(
     for allowed in ["own_config", "own_database", "own_scratch_write"] {
         assert!(text(allowed).starts_with("ALLOWED"), "{allowed}: {r:?}");
     }
-    // B's command lines are readable (as on any Linux machine) but hold none of B's secrets.
-    for pid in &b_pids {
-        let cmdline = text(&format!("cmdline of B's {pid}"));
-        assert!(
-            cmdline.contains("airflow") || cmdline.contains("celery"),
-            "{pid}: {cmdline}"
-        );
-        for secret in secret_values(&secrets[&b]) {
-            assert!(!cmdline.contains(secret), "{pid}: {cmdline}");
-        }
-    }
-
     let mut refused = vec![
         "environ of the agent".to_owned(),
+        "cmdline of the agent".to_owned(),
         "signal the agent".to_owned(),
         "list B's home".to_owned(),
         "read B's config".to_owned(),
@@ -303,6 +293,7 @@ pub async fn a_hostile_task_reaches_nothing_of_another_tenant_or_the_platform(
     ];
     for pid in &b_pids {
         refused.push(format!("environ of B's {pid}"));
+        refused.push(format!("cmdline of B's {pid}"));
         refused.push(format!("signal B's {pid}"));
     }
     for attempt in &refused {
