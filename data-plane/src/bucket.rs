@@ -11,12 +11,14 @@
 //! emulator; an unknown option is refused by name.
 //!
 //! Each environment owns `tenants/{tenant}/environments/{env}/` under the bucket's prefix, with
-//! `dags/`, `plugins/` and `requirements.txt`.
+//! `dags/`, `plugins/`, `requirements.txt` and its logs: the layout is
+//! [`hangar_tenants::bucket_layout`]'s, which the control plane uses too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use hangar_tenants::bucket_layout as layout;
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
@@ -159,19 +161,21 @@ impl Bucket {
         &self.store
     }
 
+    /// Where a key of the bucket's layout ([`hangar_tenants::bucket_layout`]) is in the store.
+    pub fn path(&self, key: &layout::Key) -> ObjectPath {
+        key.segments()
+            .iter()
+            .fold(self.root.clone(), |p, part| p.join(part.as_str()))
+    }
+
     /// The prefix an environment owns.
     pub fn env_prefix(&self, tenant: &str, env: &str) -> ObjectPath {
-        self.root
-            .clone()
-            .join("tenants")
-            .join(tenant)
-            .join("environments")
-            .join(env)
+        self.path(&layout::env_prefix(tenant, env))
     }
 
     /// An environment's `dags/` prefix.
     pub fn dags_prefix(&self, tenant: &str, env: &str) -> ObjectPath {
-        self.env_prefix(tenant, env).join("dags")
+        self.path(&layout::dags_prefix(tenant, env))
     }
 
     /// A prefix as tenants' own tools name it (`s3://bucket/…/dags/`).

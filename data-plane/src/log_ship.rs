@@ -30,11 +30,13 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use hangar_client::Client;
 use hangar_tenants::api::{EnvironmentLogLines, LogBatch, LogLevel, LogLine};
-use object_store::path::{Path as ObjectPath, PathPart};
+use object_store::path::Path as ObjectPath;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use hangar_tenants::bucket_layout::{self as layout, chunk_name, parse_chunk_name};
 
 use crate::bucket::{Bucket, BucketError};
 
@@ -118,68 +120,17 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 // ---- names in the bucket -------------------------------------------------------------------
 
-/// `…/environments/{env}/logs/{env id}`: the environment id keeps a recreated environment of
-/// the same name from showing its predecessor's logs.
+/// `logs/{env id}` of the environment's prefix ([`layout::logs_prefix`]).
 pub fn logs_prefix(bucket: &Bucket, tenant: &str, env: &str, id: Uuid) -> ObjectPath {
-    bucket
-        .env_prefix(tenant, env)
-        .join("logs")
-        .join(id.simple().to_string())
+    bucket.path(&layout::logs_prefix(tenant, env, id))
 }
 
 pub fn components_prefix(bucket: &Bucket, tenant: &str, env: &str, id: Uuid) -> ObjectPath {
-    logs_prefix(bucket, tenant, env, id).join("components")
+    bucket.path(&layout::components_prefix(tenant, env, id))
 }
 
 pub fn tasks_prefix(bucket: &Bucket, tenant: &str, env: &str, id: Uuid) -> ObjectPath {
-    logs_prefix(bucket, tenant, env, id).join("tasks")
-}
-
-/// A chunk's name: the times of its earliest and latest lines (ms) and the offset of its first.
-pub fn chunk_name(first: DateTime<Utc>, last: DateTime<Utc>, offset: u64) -> String {
-    format!(
-        "{:013}-{:013}-{offset:012}.ndjson",
-        first.timestamp_millis(),
-        last.timestamp_millis()
-    )
-}
-
-/// The times (ms) and offset a chunk name carries.
-pub fn parse_chunk_name(name: &str) -> Option<(i64, i64, u64)> {
-    let stem = name.strip_suffix(".ndjson")?;
-    let mut parts = stem.splitn(3, '-');
-    let first = parts.next()?.parse().ok()?;
-    let last = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    Some((first, last, offset))
-}
-
-/// Where a task try's log is kept, spelled as Airflow names its file
-/// (`dag_id=…/run_id=…/task_id=…/[map_index=…/]attempt=N.log`).
-pub fn task_log_path(
-    tasks: &ObjectPath,
-    dag: &str,
-    run: &str,
-    task: &str,
-    map_index: Option<i64>,
-    attempt: u32,
-) -> ObjectPath {
-    let mut parts = vec![
-        format!("dag_id={dag}"),
-        format!("run_id={run}"),
-        format!("task_id={task}"),
-    ];
-    if let Some(m) = map_index.filter(|m| *m >= 0) {
-        parts.push(format!("map_index={m}"));
-    }
-    parts.push(format!("attempt={attempt}.log"));
-    join_parts(tasks, parts.iter().map(String::as_str))
-}
-
-fn join_parts<'a>(base: &ObjectPath, parts: impl Iterator<Item = &'a str>) -> ObjectPath {
-    parts.fold(base.clone(), |p, part| {
-        p.join(PathPart::from(part.to_owned()))
-    })
+    bucket.path(&layout::tasks_prefix(tenant, env, id))
 }
 
 // ---- reading a line ------------------------------------------------------------------------
@@ -574,7 +525,7 @@ impl Shipper {
                         continue;
                     }
                 };
-                let path = join_parts(&prefix, rel.split('/'));
+                let path = rel.split('/').fold(prefix.clone(), |p, part| p.join(part));
                 match bucket.put(&path, body.into()).await {
                     Ok(()) => {
                         state.tasks.insert(rel, (size, mtime));
@@ -917,18 +868,6 @@ mod tests {
     }
 
     #[test]
-    fn chunk_names_round_trip_and_sort_by_time() {
-        let a = chunk_name(at("2026-11-25T10:00:00Z"), at("2026-11-25T10:00:30Z"), 0);
-        let b = chunk_name(at("2026-11-25T10:00:30Z"), at("2026-11-25T10:01:00Z"), 4096);
-        assert!(a < b);
-        assert_eq!(
-            parse_chunk_name(&b),
-            Some((1_795_600_830_000, 1_795_600_860_000, 4096))
-        );
-        assert_eq!(parse_chunk_name("x.ndjson"), None);
-    }
-
-    #[test]
     fn only_complete_lines_are_read_and_colours_are_stripped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
@@ -977,7 +916,16 @@ mod tests {
         let tasks = tasks_prefix(&bucket, "acme", "etl", Uuid::nil());
         let shipped = bucket.list(&tasks).await.unwrap();
         assert_eq!(shipped.len(), 1, "{shipped:?}");
-        let mine = task_log_path(&tasks, "etl", "r", "t", None, 1);
+        let mine = bucket.path(&layout::task_log_key(
+            &layout::tasks_prefix("acme", "etl", Uuid::nil()),
+            layout::TaskTry {
+                dag: "etl",
+                run: "r",
+                task: "t",
+                map_index: None,
+                attempt: 1,
+            },
+        ));
         assert_eq!(bucket.get(&mine).await.unwrap().as_ref(), b"mine\n");
     }
 
@@ -1183,14 +1131,16 @@ mod tests {
         s.read(&sources, Utc::now());
         s.ship_task_logs(&sources, true).await;
         let tasks = tasks_prefix(&bucket, "acme", "etl", Uuid::nil());
-        let path = task_log_path(
-            &tasks,
-            "etl",
-            "manual__2026-11-25T10:00:00+00:00",
-            "load",
-            None,
-            1,
-        );
+        let path = bucket.path(&layout::task_log_key(
+            &layout::tasks_prefix("acme", "etl", Uuid::nil()),
+            layout::TaskTry {
+                dag: "etl",
+                run: "manual__2026-11-25T10:00:00+00:00",
+                task: "load",
+                map_index: None,
+                attempt: 1,
+            },
+        ));
         assert_eq!(bucket.get(&path).await.unwrap().as_ref(), b"first\n");
         assert_eq!(bucket.list(&tasks).await.unwrap().len(), 1);
         std::fs::write(dir.join("attempt=1.log"), "first\nsecond\n").unwrap();

@@ -6,6 +6,7 @@ pub mod airflow_cli;
 pub mod airflow_users;
 pub mod api;
 pub mod blueprint;
+pub mod bucket_layout;
 pub mod dag_path;
 pub mod error;
 pub mod names;

@@ -61,7 +61,8 @@ impl Services {
     ) -> Result<(TenantRef, ObjectPath), ServiceError> {
         let t = self.authorize_tenant(actor, tenant, need).await?;
         self.live_environment(&t, env).await?;
-        let prefix = self.bucket()?.dags_prefix(&t.name, env);
+        let bucket = self.bucket()?;
+        let prefix = bucket.path(&hangar_tenants::bucket_layout::dags_prefix(&t.name, env));
         Ok((t, prefix))
     }
 

@@ -113,12 +113,15 @@ impl Services {
         if e.phase != Phase::Deleted {
             e.webserver_url = Some(self.webserver_url(&e.tenant, &e.name));
             e.bucket = self.bucket.as_ref().map(|b| {
-                let prefix = b.env_prefix(&e.tenant, &e.name);
+                use hangar_tenants::bucket_layout as layout;
+                let (t, n) = (&e.tenant, &e.name);
                 hangar_tenants::api::EnvironmentBucket {
-                    dags: b.url_of(&prefix.clone().join("dags")),
-                    plugins: b.url_of(&prefix.clone().join("plugins")),
-                    requirements: b.url_of(&prefix).trim_end_matches('/').to_owned()
-                        + "/requirements.txt",
+                    dags: b.url_of(&b.path(&layout::dags_prefix(t, n))),
+                    plugins: b.url_of(&b.path(&layout::plugins_prefix(t, n))),
+                    requirements: b
+                        .url_of(&b.path(&layout::requirements_key(t, n)))
+                        .trim_end_matches('/')
+                        .to_owned(),
                 }
             });
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::{Stream, TryStreamExt};
 use hangar_data_plane::bucket::Bucket;
-use hangar_data_plane::log_ship;
 use hangar_tenants::api::{LogBatch, LogLevel, LogLine, LogPage, Role};
+use hangar_tenants::bucket_layout as layout;
 use hangar_tenants::{FieldError, FieldErrors};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
@@ -283,7 +283,7 @@ impl Services {
         let unavailable = |e: &dyn std::fmt::Display| {
             ServiceError::Unavailable(format!("the platform bucket failed to list logs: {e}"))
         };
-        let prefix = log_ship::components_prefix(bucket, tenant, env, id);
+        let prefix = bucket.path(&layout::components_prefix(tenant, env, id));
         let listed = bucket
             .store()
             .list_with_delimiter(Some(&prefix))
@@ -309,7 +309,7 @@ impl Services {
                 .map_err(|e| unavailable(&e))?;
             for o in objects {
                 let Some((first, last, _)) =
-                    o.location.filename().and_then(log_ship::parse_chunk_name)
+                    o.location.filename().and_then(layout::parse_chunk_name)
                 else {
                     continue;
                 };
@@ -535,7 +535,14 @@ impl Services {
                     .to_owned(),
             )
         })?;
-        let tasks = log_ship::tasks_prefix(bucket, &t.name, &row.name, row.id);
+        let tasks = layout::tasks_prefix(&t.name, &row.name, row.id);
+        let task_try = |attempt| layout::TaskTry {
+            dag,
+            run,
+            task,
+            map_index,
+            attempt,
+        };
         let unavailable = |e: &dyn std::fmt::Display| {
             ServiceError::Unavailable(format!(
                 "the platform bucket failed to read a task log: {e}"
@@ -549,8 +556,7 @@ impl Services {
             Some(n) => n,
             None => {
                 // The latest try shipped: the highest `attempt=N.log` in the task's folder.
-                let folder = log_ship::task_log_path(&tasks, dag, run, task, map_index, 1);
-                let folder: ObjectPath = folder.parts().take(folder.parts().count() - 1).collect();
+                let folder = bucket.path(&layout::task_log_key(&tasks, task_try(1)).parent());
                 let listed = bucket
                     .store()
                     .list_with_delimiter(Some(&folder))
@@ -571,7 +577,7 @@ impl Services {
                     .ok_or_else(|| not_found(None))?
             }
         };
-        let path = log_ship::task_log_path(&tasks, dag, run, task, map_index, attempt);
+        let path = bucket.path(&layout::task_log_key(&tasks, task_try(attempt)));
         match bucket.get(&path).await {
             Ok(body) => Ok(render_task_log(&body)),
             Err(e) if e.is_not_found() => Err(not_found(Some(attempt))),
