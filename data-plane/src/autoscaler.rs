@@ -25,19 +25,22 @@ pub type ScaleError = Box<dyn std::error::Error + Send + Sync>;
 /// workers, and a way to change how many run. The process runtime implements it with Celery
 /// worker processes, a surplus one getting a warm shutdown; a Kubernetes runtime implements it
 /// with a worker Deployment's replicas, deleting a pod only once it has drained.
-#[allow(
-    async_fn_in_trait,
-    reason = "implemented and called with concrete types only"
-)]
 pub trait WorkerRuntime {
     /// Task instances (queued, running) in the environment's Airflow.
-    async fn task_counts(&mut self, a: &Assignment) -> Result<(u32, u32), ScaleError>;
+    fn task_counts(
+        &mut self,
+        a: &Assignment,
+    ) -> impl std::future::Future<Output = Result<(u32, u32), ScaleError>> + Send;
     /// Workers taking tasks.
     fn current_workers(&self) -> u32;
     /// Retired workers still finishing their tasks (they hold their pool slots).
     fn draining_workers(&self) -> u32;
     /// Runs `n` workers for `a` (already applied): new ones start now, surplus ones drain.
-    async fn scale_to(&mut self, a: &Assignment, n: u32) -> Result<(), ScaleError>;
+    fn scale_to(
+        &mut self,
+        a: &Assignment,
+        n: u32,
+    ) -> impl std::future::Future<Output = Result<(), ScaleError>> + Send;
     /// What the autoscaler saw and decided, for the environment's report.
     fn set_worker_status(&mut self, status: WorkerStatus);
 }

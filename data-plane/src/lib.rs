@@ -13,6 +13,7 @@ pub mod agent;
 pub mod autoscaler;
 pub mod broker;
 pub mod bucket;
+pub mod cell_runtime;
 pub mod cli_runner;
 pub mod dag_sync;
 pub mod embedded;

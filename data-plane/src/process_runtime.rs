@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hangar_tenants::api::{Assignment, EnvironmentSecrets};
 use hangar_tenants::blueprint::{self, Backends, Layout, Ports};
+use hangar_tenants::bucket_layout as layout;
 use hangar_tenants::{ComponentStatus, FailedApply, ObservedState};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::autoscaler::{ScaleError, WorkerRuntime};
 use crate::broker::{BrokerAdmin, BrokerError, BrokerUser};
 use crate::bucket::Bucket;
+use crate::cell_runtime::{BucketSync, EnvironmentRuntime, Runtime, RuntimeFailure};
 use crate::dag_sync::{DagSync, SyncError, SyncOutcome};
 use crate::embedded::free_port;
 use crate::metadata_db::{self, EnvDatabase, MetadataDbAdmin, MetadataDbError};
@@ -50,9 +52,8 @@ pub enum ReconcileError {
     },
 }
 
-impl ReconcileError {
-    /// The failure's category, as `hangar_reconcile_failures_total` counts it.
-    pub fn category(&self) -> &'static str {
+impl RuntimeFailure for ReconcileError {
+    fn category(&self) -> &'static str {
         match self {
             ReconcileError::NoSecrets => "secrets",
             ReconcileError::Runtime(RuntimeError::Resolve { .. }) => "requirements",
@@ -65,8 +66,7 @@ impl ReconcileError {
         }
     }
 
-    /// Whether retrying the same revision cannot help (the tenant must change something).
-    pub fn is_permanent(&self) -> bool {
+    fn is_permanent(&self) -> bool {
         matches!(
             self,
             ReconcileError::Runtime(RuntimeError::Resolve { .. }) | ReconcileError::NoSecrets
@@ -242,14 +242,6 @@ struct Prepared {
     layout: Layout,
     ports: Ports,
     backends: Backends,
-}
-
-/// What one round of syncing from the bucket changed.
-#[derive(Debug, Default)]
-pub struct BucketSync {
-    pub dags: SyncOutcome,
-    /// The plugins changed: the components that load them must restart (`apply` again).
-    pub plugins_changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -466,6 +458,15 @@ impl ProcessEnvironment {
         self.cli_target.as_ref()
     }
 
+    /// The log shipper reads the component logs and Airflow's task logs under its home.
+    pub fn log_source(&self, a: &Assignment) -> crate::log_ship::LogSource {
+        crate::log_ship::LogSource {
+            tenant: a.tenant.clone(),
+            name: a.name.clone(),
+            home: self.home.clone(),
+        }
+    }
+
     /// One round of syncing from the environment's bucket prefix: DAGs, plugins and
     /// `requirements.txt` (reported; the control plane turns a change into an update).
     pub async fn sync_bucket(&mut self, a: &Assignment) -> Result<BucketSync, SyncError> {
@@ -474,7 +475,7 @@ impl ProcessEnvironment {
         };
         let dags = self.sync_dags(a).await?;
         let plugins = self.plugin_sync.get_or_insert_with(|| {
-            let prefix = bucket.env_prefix(&a.tenant, &a.name).join("plugins");
+            let prefix = bucket.path(&layout::plugins_prefix(&a.tenant, &a.name));
             DagSync::folder(bucket.clone(), prefix, &self.home, "plugins", false)
         });
         let before = plugins.generation();
@@ -490,9 +491,7 @@ impl ProcessEnvironment {
     /// Reads `requirements.txt` of the environment's prefix when its ETag changed.
     async fn read_requirements(&mut self, bucket: &Bucket, a: &Assignment) {
         use object_store::ObjectStoreExt;
-        let path = bucket
-            .env_prefix(&a.tenant, &a.name)
-            .join("requirements.txt");
+        let path = bucket.path(&layout::requirements_key(&a.tenant, &a.name));
         match bucket.store().head(&path).await {
             Ok(meta) => {
                 let known = self.bucket_requirements.as_ref().map(|(tag, _)| tag);
@@ -801,6 +800,60 @@ async fn migrate(
             .rev()
             .collect::<Vec<_>>()
             .join("\n"))
+    }
+}
+
+impl Runtime for Platform {
+    type Environment = ProcessEnvironment;
+
+    fn environment(&self, assignment: &Assignment) -> ProcessEnvironment {
+        ProcessEnvironment::new(self.clone(), assignment)
+    }
+
+    fn isolation(&self) -> hangar_tenants::api::CellIsolation {
+        self.sandbox.report()
+    }
+
+    fn bucket(&self) -> Option<&Bucket> {
+        self.bucket.as_ref()
+    }
+}
+
+/// The trait's steps are the inherent methods above (callers outside the agent use them
+/// directly).
+impl EnvironmentRuntime for ProcessEnvironment {
+    type Error = ReconcileError;
+
+    async fn apply(&mut self, a: &Assignment) -> Result<(), ReconcileError> {
+        ProcessEnvironment::apply(self, a).await
+    }
+
+    async fn sync_bucket(&mut self, a: &Assignment) -> Result<BucketSync, SyncError> {
+        ProcessEnvironment::sync_bucket(self, a).await
+    }
+
+    async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
+        ProcessEnvironment::observe(self, failed).await
+    }
+
+    async fn delete(&mut self, a: &Assignment) -> Result<(), ReconcileError> {
+        ProcessEnvironment::delete(self, a).await
+    }
+
+    fn detach(&mut self) {
+        ProcessEnvironment::detach(self);
+    }
+
+    async fn stop(&mut self) -> ObservedState {
+        ProcessEnvironment::stop(self).await
+    }
+
+    fn log_source(&self, a: &Assignment) -> Option<crate::log_ship::LogSource> {
+        Some(ProcessEnvironment::log_source(self, a))
+    }
+
+    fn cli_target(&self) -> Option<crate::cli_runner::Target> {
+        ProcessEnvironment::cli_target(self).cloned()
     }
 }
 

@@ -1,0 +1,340 @@
+//! The reconciler of one environment, on whatever runtime the cell has. Shaped as in kube-rs's
+//! `controller-rs`: [`Reconciler::reconcile`] is one idempotent pass from the assignment (apply
+//! the revision if needed, sync from the bucket, autoscale, observe, report) that returns the
+//! [`Action`] to take next, and [`Reconciler::error_policy`] turns a failure into one: a
+//! permanent fault (the tenant must change something) waits for a new revision while the
+//! running one keeps being observed; a transient fault backs off exponentially and is
+//! reported as a failure after a few attempts.
+
+use std::time::{Duration, Instant};
+
+use hangar_client::Client;
+use hangar_tenants::api::Assignment;
+use hangar_tenants::{FailedApply, ObservedState, ReconcileCounters};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::autoscale::{self, Pool, Scaler};
+use super::{AgentSettings, CliTargets, OnShutdown};
+use crate::bucket::Bucket;
+use crate::cell_runtime::{EnvironmentRuntime, Runtime, RuntimeFailure};
+use crate::log_ship::LogSources;
+
+/// Reports at least this often even when nothing changed (the control plane's liveness view).
+const REPORT_EVERY: Duration = Duration::from_secs(15);
+/// Failed applies of one revision after which a transient fault is reported as a failure.
+const REPORT_FAILURE_AFTER: u32 = 3;
+
+/// What the environment's loop does after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Run again after this long, or as soon as the assignment changes.
+    Requeue(Duration),
+    /// The environment is gone (deleted and reported): its loop ends.
+    Done,
+}
+
+/// Why a pass failed.
+#[derive(Debug)]
+pub(crate) enum Failure<E> {
+    /// Applying `revision` failed; the previous revision keeps running.
+    Apply { revision: i64, error: E },
+    /// Deleting failed, or its report did not reach the control plane; deleting is retried.
+    Delete(String),
+}
+
+/// What an environment's reconciler shares with the rest of the cell's agent.
+pub(crate) struct Shared {
+    pub(crate) pool: Pool,
+    pub(crate) targets: CliTargets,
+    pub(crate) sources: LogSources,
+}
+
+/// One environment's reconciler and what it remembers between passes.
+pub(crate) struct Reconciler<E> {
+    env: E,
+    client: Client,
+    settings: AgentSettings,
+    bucket: Option<Bucket>,
+    shared: Shared,
+    id: Uuid,
+    /// `tenant/name`, for logs.
+    name: String,
+    /// The revision applied last.
+    applied: Option<i64>,
+    /// The assignment whose revision runs: scaling re-applies it, never a newer failing one.
+    running: Option<Assignment>,
+    scaler: Scaler,
+    /// The revision whose apply failed for good (reported; not retried until a new one).
+    failed: Option<FailedApply>,
+    /// Failed attempts at one revision.
+    attempts: (i64, u32),
+    retry_at: Instant,
+    last: Option<(ObservedState, Instant)>,
+    counters: ReconcileCounters,
+}
+
+impl<E: EnvironmentRuntime> Reconciler<E> {
+    /// One pass. Idempotent: any pass may be the first after a crash.
+    pub(crate) async fn reconcile(&mut self, a: &Assignment) -> Result<Action, Failure<E::Error>> {
+        if a.delete {
+            return self.delete(a).await;
+        }
+        let wanted = self.applied != Some(a.revision)
+            && self.failed.as_ref().map(|f| f.revision) != Some(a.revision);
+        if wanted && Instant::now() >= self.retry_at {
+            self.apply(a).await?;
+        }
+        if self.applied.is_some() {
+            self.sync_bucket(a).await;
+        }
+        if let Some(r) = self.running.clone() {
+            autoscale::autoscale(
+                &mut self.env,
+                &r,
+                &self.shared.pool,
+                self.settings.capacity.worker_slots,
+                &mut self.scaler,
+            )
+            .await;
+        }
+        if let (Some(t), Ok(mut all)) = (self.env.cli_target(), self.shared.targets.lock()) {
+            if all.get(&self.id) != Some(&t) {
+                all.insert(self.id, t);
+            }
+        }
+        self.report().await;
+        Ok(Action::Requeue(self.settings.tick))
+    }
+
+    /// What to do after a failed pass.
+    pub(crate) fn error_policy(&mut self, failure: Failure<E::Error>) -> Action {
+        match failure {
+            Failure::Apply { revision, error } => {
+                if self.attempts.0 != revision {
+                    self.attempts = (revision, 0);
+                }
+                self.attempts.1 += 1;
+                let message = format!("{error}{}", super::source_chain(&error));
+                tracing::warn!(env = %self.name, revision, error = %message, attempt = self.attempts.1, "apply failed");
+                if error.is_permanent() || self.attempts.1 >= REPORT_FAILURE_AFTER {
+                    // Not retried until a new revision; the running one is still observed.
+                    self.failed = Some(FailedApply { revision, message });
+                }
+                let backoff = Duration::from_secs(5 * 2u64.pow(self.attempts.1.min(4)));
+                self.retry_at = Instant::now() + backoff;
+            }
+            Failure::Delete(e) => {
+                tracing::warn!(env = %self.name, error = %e, "failed to delete; retrying")
+            }
+        }
+        // The next pass reports the failure and keeps observing what runs.
+        Action::Requeue(self.settings.tick)
+    }
+
+    async fn apply(&mut self, a: &Assignment) -> Result<(), Failure<E::Error>> {
+        let span = reconcile_span("apply", a);
+        let started = Instant::now();
+        let result = self.env.apply(a).instrument(span.clone()).await;
+        let _enter = span.enter();
+        match result {
+            Ok(()) => {
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "applied");
+                self.applied = Some(a.revision);
+                self.running = Some(a.clone());
+                self.failed = None;
+                Ok(())
+            }
+            Err(error) => {
+                failure(&span, &mut self.counters, error.category());
+                Err(Failure::Apply {
+                    revision: a.revision,
+                    error,
+                })
+            }
+        }
+    }
+
+    async fn sync_bucket(&mut self, a: &Assignment) {
+        let name = &self.name;
+        match self.env.sync_bucket(a).await {
+            Ok(out) => {
+                if out.dags.switched {
+                    self.counters.dag_syncs_changed += 1;
+                    tracing::info!(
+                        env = %name,
+                        downloaded = out.dags.downloaded.len(),
+                        removed = out.dags.removed.len(),
+                        bytes = out.dags.bytes,
+                        "synced DAGs"
+                    );
+                }
+                if out.plugins_changed && self.failed.is_none() {
+                    tracing::info!(env = %name, "plugins changed; restarting what loads them");
+                    let span = reconcile_span("restart for plugins", a);
+                    if let Err(e) = self.env.apply(a).instrument(span.clone()).await {
+                        failure(&span, &mut self.counters, e.category());
+                        tracing::warn!(env = %name, error = %e, "failed to restart for new plugins");
+                    }
+                }
+            }
+            Err(e) => {
+                self.counters.dag_syncs_failed += 1;
+                tracing::warn!(env = %name, error = %e, "failed to sync from the bucket")
+            }
+        }
+    }
+
+    /// Observes the environment and reports when something changed (or at least every
+    /// [`REPORT_EVERY`]).
+    async fn report(&mut self) {
+        let mut observed = self.env.observe(self.failed.clone()).await;
+        observed.reconcile = Some(self.counters.clone());
+        let due = self
+            .last
+            .as_ref()
+            .is_none_or(|(o, at)| *o != observed || at.elapsed() >= REPORT_EVERY);
+        if due {
+            match self
+                .client
+                .report_observed(&self.settings.cell, self.id, &observed)
+                .await
+            {
+                Ok(_) => self.last = Some((observed, Instant::now())),
+                Err(e) => tracing::warn!(env = %self.name, error = %e, "failed to report"),
+            }
+        }
+    }
+
+    async fn delete(&mut self, a: &Assignment) -> Result<Action, Failure<E::Error>> {
+        // No shipper pass writes the environment's logs after this, so deleting them below
+        // leaves none behind.
+        self.shared.sources.remove(self.id).await;
+        let span = reconcile_span("delete", a);
+        let deleted = async {
+            self.env.delete(a).await.map_err(|e| e.to_string())?;
+            // Its logs go with it (kept for the retention only while it exists).
+            match &self.bucket {
+                Some(b) => crate::log_ship::delete_logs(b, &a.tenant, &a.name, self.id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(e) = deleted {
+            failure(&span, &mut self.counters, "delete");
+            return Err(Failure::Delete(e));
+        }
+        let gone = ObservedState {
+            deleted: true,
+            ..Default::default()
+        };
+        self.client
+            .report_observed(&self.settings.cell, self.id, &gone)
+            .await
+            .map_err(|e| Failure::Delete(format!("failed to report the deletion: {e}")))?;
+        tracing::info!(env = %self.name, "deleted");
+        autoscale::leave(&self.shared.pool, self.id);
+        if let Ok(mut t) = self.shared.targets.lock() {
+            t.remove(&self.id);
+        }
+        Ok(Action::Done)
+    }
+
+    /// The agent stops: the environment is left running for the next agent, or stopped.
+    async fn shut_down(&mut self) {
+        match self.settings.on_shutdown {
+            OnShutdown::Detach => self.env.detach(),
+            OnShutdown::Stop => {
+                let stopped = self.env.stop().await;
+                if let Err(e) = self
+                    .client
+                    .report_observed(&self.settings.cell, self.id, &stopped)
+                    .await
+                {
+                    tracing::warn!(env = %self.name, error = %e, "failed to report the stop");
+                }
+            }
+        }
+    }
+}
+
+/// Reconciles one environment until it is deleted or the agent stops.
+pub(crate) async fn environment_task<R: Runtime>(
+    client: Client,
+    settings: AgentSettings,
+    runtime: R,
+    mut rx: watch::Receiver<Assignment>,
+    shared: Shared,
+    cancel: CancellationToken,
+) {
+    let first = rx.borrow().clone();
+    let env = runtime.environment(&first);
+    if let Some(source) = env.log_source(&first) {
+        shared.sources.insert(first.id, source);
+    }
+    let mut r = Reconciler {
+        env,
+        scaler: Scaler::new(settings.scale_down_cooldown),
+        client,
+        settings,
+        bucket: runtime.bucket().cloned(),
+        shared,
+        id: first.id,
+        name: format!("{}/{}", first.tenant, first.name),
+        applied: None,
+        running: None,
+        failed: None,
+        attempts: (0, 0),
+        retry_at: Instant::now(),
+        last: None,
+        counters: ReconcileCounters::default(),
+    };
+    loop {
+        let a = rx.borrow_and_update().clone();
+        let action = match r.reconcile(&a).await {
+            Ok(action) => action,
+            Err(failure) => r.error_policy(failure),
+        };
+        let wait = match action {
+            Action::Done => return,
+            Action::Requeue(wait) => wait,
+        };
+        tokio::select! {
+            () = cancel.cancelled() => {
+                r.shut_down().await;
+                return;
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A reconcile step's span (exported as an OpenTelemetry trace when traces are on).
+fn reconcile_span(step: &'static str, a: &Assignment) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        otel.name = %format_args!("reconcile {step}"),
+        tenant = %a.tenant,
+        env = %a.name,
+        revision = a.revision,
+        otel.status_code = tracing::field::Empty,
+        error.category = tracing::field::Empty,
+    )
+}
+
+/// Counts a failed reconcile step under `category` and marks its span as failed.
+fn failure(span: &tracing::Span, counters: &mut ReconcileCounters, category: &str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("error.category", category);
+    *counters.failures.entry(category.to_owned()).or_default() += 1;
+}
