@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod changes;
 pub mod cli;
+pub mod dag_sync_cmd;
 pub mod dev;
 pub mod persistence;
 pub mod secrets;

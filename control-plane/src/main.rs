@@ -24,6 +24,9 @@ enum Command {
     Dev(hangar_control_plane::dev::DevSettings),
     /// Run a data-plane agent for one cell (process runtime).
     Agent(hangar_control_plane::agent_cmd::AgentArgs),
+    /// Sync an environment's DAGs and plugins from the platform bucket into a folder (the
+    /// container beside each Airflow container on Kubernetes).
+    DagSync(hangar_control_plane::dag_sync_cmd::DagSyncArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseSettings),
     /// Print the API's OpenAPI document.
@@ -86,7 +89,7 @@ enum Command {
         cmd: CellCmd,
     },
     /// Replay a multi-tenant task trace through Hangar's shared worker pool, dedicated
-    /// (MWAA-like) workers and KEDA autoscaling, offline (issue 5).
+    /// (MWAA-like) workers and KEDA autoscaling, offline.
     Simulate {
         #[command(subcommand)]
         cmd: hangar_control_plane::simulate_cmd::SimulateCmd,
@@ -174,6 +177,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
             let ran = hangar_control_plane::agent_cmd::run(args, token).await;
+            telemetry.shutdown().await;
+            ran?;
+        }
+        Command::DagSync(args) => {
+            let telemetry = init_telemetry("hangar-dag-sync")?;
+            let token = CancellationToken::new();
+            tokio::spawn(shutdown_signal(token.clone()));
+            let ran = hangar_control_plane::dag_sync_cmd::run(args, token).await;
             telemetry.shutdown().await;
             ran?;
         }

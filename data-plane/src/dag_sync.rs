@@ -25,6 +25,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{Bucket, BucketError};
 
+/// Asks an environment's dag-processor to parse these synced files next (Airflow's priority
+/// parsing requests, as its `parseDagFile` API makes them), so a new or changed DAG shows up in
+/// seconds, not at the next periodic scan. `database_url` is the environment's own database,
+/// as its own role.
+pub async fn request_parse(
+    database_url: &secrecy::SecretString,
+    files: &[String],
+) -> Result<(), sqlx::Error> {
+    use secrecy::ExposeSecret;
+    use sqlx::Connection;
+    let dags: Vec<&String> = files
+        .iter()
+        .filter(|f| f.ends_with(".py") || f.ends_with(".zip"))
+        .collect();
+    if dags.is_empty() {
+        return Ok(());
+    }
+    let mut conn = sqlx::PgConnection::connect(database_url.expose_secret()).await?;
+    for f in dags {
+        sqlx::query(
+            "INSERT INTO dag_priority_parsing_request (id, bundle_name, relative_fileloc)
+             VALUES (md5('dags-folder:' || $1), 'dags-folder', $1)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(f)
+        .execute(&mut conn)
+        .await?;
+    }
+    conn.close().await
+}
+
 /// Downloads in flight at once.
 const PARALLEL_DOWNLOADS: usize = 8;
 const IGNORE_FILE: &str = ".airflowignore";

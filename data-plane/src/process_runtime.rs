@@ -552,32 +552,12 @@ impl ProcessEnvironment {
     /// parsing requests, as its `parseDagFile` API makes them), so a new or changed DAG shows up
     /// in seconds, not at the next periodic scan.
     async fn request_parse(&self, a: &Assignment, files: &[String]) {
-        let dags: Vec<&String> = files
-            .iter()
-            .filter(|f| f.ends_with(".py") || f.ends_with(".zip"))
-            .collect();
-        let Some(secrets) = a.secrets.as_ref().filter(|_| !dags.is_empty()) else {
+        let Some(secrets) = a.secrets.as_ref() else {
             return;
         };
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
         let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
-        let result = async {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(url.expose_secret()).await?;
-            for f in dags {
-                sqlx::query(
-                    "INSERT INTO dag_priority_parsing_request (id, bundle_name, relative_fileloc)
-                     VALUES (md5('dags-folder:' || $1), 'dags-folder', $1)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(f)
-                .execute(&mut conn)
-                .await?;
-            }
-            conn.close().await
-        }
-        .await;
-        if let Err(e) = result {
+        if let Err(e) = crate::dag_sync::request_parse(&url, files).await {
             tracing::warn!(error = %e, "failed to ask Airflow to parse the synced DAGs");
         }
     }

@@ -491,3 +491,50 @@ async fn dags_push_uploads_only_what_changed_and_can_remove_the_rest() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&bucket);
 }
+
+#[test]
+fn dag_sync_mirrors_an_environments_dags_and_plugins_into_a_folder_once() {
+    let bucket = tempfile::tempdir().unwrap();
+    let env = bucket.path().join("tenants/data/environments/etl");
+    std::fs::create_dir_all(env.join("dags/team")).unwrap();
+    std::fs::create_dir_all(env.join("plugins")).unwrap();
+    std::fs::write(env.join("dags/team/a.py"), "# a DAG\n").unwrap();
+    std::fs::write(env.join("plugins/p.py"), "# a plugin\n").unwrap();
+    // Another environment's files are not this one's.
+    std::fs::create_dir_all(bucket.path().join("tenants/data/environments/other/dags")).unwrap();
+    std::fs::write(
+        bucket
+            .path()
+            .join("tenants/data/environments/other/dags/b.py"),
+        "# b\n",
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bucket.path().display());
+    let run = |tenant: &str| {
+        Command::new(hangar_bin())
+            .args(["dag-sync", "--bucket-url", &url, "--tenant", tenant])
+            .args(["--environment", "etl", "--once", "--home"])
+            .arg(home.path())
+            .env_remove("AIRFLOW_CONFIG")
+            .output()
+            .unwrap()
+    };
+    ok(run("data"));
+    let dags = home.path().join("dags");
+    assert!(std::fs::symlink_metadata(&dags).unwrap().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(dags.join("team/a.py")).unwrap(),
+        "# a DAG\n"
+    );
+    assert!(!dags.join("b.py").exists());
+    assert_eq!(
+        std::fs::read_to_string(home.path().join("plugins/p.py")).unwrap(),
+        "# a plugin\n"
+    );
+
+    let refused = run("Data_Team");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--tenant"), "{err}");
+}
