@@ -143,6 +143,7 @@ fn database_url(config: &std::path::Path) -> Option<SecretString> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use secrecy::ExposeSecret;
 
