@@ -14,6 +14,7 @@ use crate::airflow_users;
 use crate::api::EnvironmentSecrets;
 use crate::spec::{EnvironmentClass, EnvironmentSpec};
 
+pub mod kubernetes;
 mod process;
 
 pub use process::{airflow_env, blueprint, Blueprint, Layout, Ports, ProcessSpec};
