@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::pods::{
     airflow_container, airflow_env, airflow_mounts, airflow_volumes, dag_sync, on_worker_pool,
-    pod_security, resource_requirements, unpack_requirements, PodKind, AIRFLOW_SA,
+    pod_security, resource_requirements, unpack_requirements, PodKind, AIRFLOW_SA, TMP_DIR,
 };
 use super::{to_value, Ctx, KubeInput, RenderError, TASK_COMPONENT};
 use crate::blueprint::{component_resources, ComponentKind, Resources};
@@ -28,6 +28,13 @@ pub(crate) fn task_pod(ctx: &Ctx<'_>) -> Pod {
     base.args = None;
     base.ports = None;
     let mut env = airflow_env(ctx);
+    // No secret, so no `airflow.cfg` of the environment's: Airflow writes its defaults to a
+    // file it creates where it may write (it would fail creating the usual one).
+    for var in &mut env {
+        if var.name == "AIRFLOW_CONFIG" {
+            var.value = Some(format!("{TMP_DIR}/airflow.cfg"));
+        }
+    }
     // The image's entrypoint would wait for a database the task cannot reach (and has no
     // address of): Airflow 3 tasks talk to the Execution API only.
     env.push(EnvVar {
