@@ -448,6 +448,11 @@ pub enum EnvCmd {
         #[arg(long, env = "HANGAR_TENANT")]
         tenant: String,
     },
+    /// Prints the Kubernetes objects Hangar renders for an environment (secrets redacted) as
+    /// one JSON List, which `kubectl apply -f -` takes: `hangar env manifests --tenant T NAME`
+    /// reads it from the control plane, `hangar env manifests --spec FILE` renders a create
+    /// request without one.
+    Manifests(crate::manifests_cmd::ManifestsArgs),
 }
 
 fn pairs(flag: &str, items: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>>> {
@@ -805,6 +810,7 @@ pub async fn env(opts: &ClientOpts, cmd: EnvCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        EnvCmd::Manifests(args) => crate::manifests_cmd::run(&c, args).await,
         EnvCmd::WebLogin { name, tenant } => {
             let t = c.web_login_token(&tenant, &name).await?;
             if opts.json {

@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cli;
 pub mod dag_sync_cmd;
 pub mod dev;
+pub mod manifests_cmd;
 pub mod persistence;
 pub mod secrets;
 pub mod service;

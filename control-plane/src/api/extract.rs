@@ -32,12 +32,21 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
+/// Why a JSON document is refused: not JSON at all, or a field of the wrong kind (named).
+#[derive(Debug, thiserror::Error)]
+pub enum JsonRefusal {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Field(FieldErrors),
+}
+
 /// Turns a serde error into the field it is about and a message.
-fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn refusal(err: serde_path_to_error::Error<serde_json::Error>) -> JsonRefusal {
     let path = err.path().to_string();
     let inner = err.into_inner();
     if !inner.is_data() {
-        return ApiError::malformed(format!("malformed JSON: {inner}"), None);
+        return JsonRefusal::Malformed(inner.to_string());
     }
     let msg = inner.to_string();
     let msg = msg
@@ -57,12 +66,20 @@ fn field_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         (None, ".") => named("unknown field `").unwrap_or_else(|| "body".to_owned()),
         (None, _) => path,
     };
-    ApiError::Service(FieldErrors::from(FieldError::new(field, msg)).into())
+    JsonRefusal::Field(FieldErrors::from(FieldError::new(field, msg)))
+}
+
+/// A JSON document as the API reads a request body (the CLI reads request files with it too).
+pub fn parse_json_fields<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRefusal> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(refusal)
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(field_error)
+    parse_json_fields(bytes).map_err(|r| match r {
+        JsonRefusal::Malformed(m) => ApiError::malformed(format!("malformed JSON: {m}"), None),
+        JsonRefusal::Field(errors) => ApiError::Service(errors.into()),
+    })
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJsonRaw<T> {

@@ -538,3 +538,182 @@ fn dag_sync_mirrors_an_environments_dags_and_plugins_into_a_folder_once() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("--tenant"), "{err}");
 }
+
+/// The kinds and names of a `hangar env manifests` List, in order.
+fn list_items(text: &str) -> (serde_json::Value, Vec<String>) {
+    let list: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        (&list["apiVersion"], &list["kind"]),
+        (&"v1".into(), &"List".into())
+    );
+    let names = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    (list, names)
+}
+
+#[test]
+fn env_manifests_renders_a_create_request_without_a_control_plane() {
+    let dir = std::env::temp_dir().join(format!(
+        "hangar-manifests-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("etl.json");
+    std::fs::write(
+        &spec,
+        r#"{"name": "etl", "executor": "kubernetes", "environment_class": "large",
+            "requirements": "pandas==2.2.3\n"}"#,
+    )
+    .unwrap();
+    let cell = dir.join("cell.json");
+    std::fs::write(&cell, r#"{"bucket_url": "gs://platform/cell-b"}"#).unwrap();
+    // No control plane at all: the URL leads nowhere.
+    let render = |args: &[&str]| {
+        Command::new(hangar_bin())
+            .args(["env", "manifests"])
+            .args(args)
+            .env("HANGAR_URL", "http://127.0.0.1:9")
+            .env_remove("HANGAR_TENANT")
+            .output()
+            .unwrap()
+    };
+    let spec_arg = spec.to_str().unwrap();
+    let out = ok(render(&[
+        "--spec",
+        spec_arg,
+        "--tenant",
+        "data",
+        "--cell",
+        cell.to_str().unwrap(),
+    ]));
+    let (list, names) = list_items(&out);
+    assert!(names[0].starts_with("Namespace/hangar-"), "{names:?}");
+    for expected in [
+        "NetworkPolicy/default-deny",
+        "Secret/airflow-config",
+        "ConfigMap/pod-template",
+        "Role/airflow-scheduler",
+        "Deployment/scheduler",
+        "Service/api-server",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("Job/requirements-")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "Deployment/worker"), "{names:?}");
+    let text = list.to_string();
+    assert!(text.contains("gs://platform/cell-b/tenants/data/environments/etl/"));
+    assert!(text.contains("\"hangar.dev/tenant\":\"data\""));
+    // The same file renders the same objects; `--name` renames the environment.
+    assert_eq!(
+        ok(render(&[
+            "--spec",
+            spec_arg,
+            "--tenant",
+            "data",
+            "--cell",
+            cell.to_str().unwrap()
+        ])),
+        out
+    );
+    let renamed = ok(render(&["--spec", spec_arg, "--name", "etl2"]));
+    assert!(renamed.contains("/environments/etl2/airflow/"), "{renamed}");
+    assert_ne!(list_items(&renamed).1[0], names[0]);
+
+    // A request the API would refuse is refused naming the field, as the API names it.
+    for (body, field) in [
+        (r#"{"name": "etl", "schedulers": 9}"#, "schedulers:"),
+        (r#"{"name": "etl", "max_workers": "ten"}"#, "max_workers"),
+        (r#"{"name": "Etl"}"#, "name:"),
+        (r#"{"name": "etl", "executer": "celery"}"#, "executer"),
+    ] {
+        std::fs::write(&spec, body).unwrap();
+        let bad = render(&["--spec", spec_arg]);
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && stderr.contains(field),
+            "{body}: {stderr}"
+        );
+    }
+    std::fs::write(
+        &cell,
+        r#"{"redis": {"cidrs": ["10.0.0.0/99"], "ports": [6379]}}"#,
+    )
+    .unwrap();
+    std::fs::write(&spec, r#"{"name": "etl"}"#).unwrap();
+    let bad = render(&["--spec", spec_arg, "--cell", cell.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("redis"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn env_manifests_reads_the_environment_from_the_control_plane_with_secrets_redacted() {
+    let app = spawn_app().await;
+    let url = app.address.clone();
+    tokio::task::spawn_blocking(move || {
+        ok(hangar(&url, ADMIN_TOKEN, &["tenant", "create", "data"]));
+        let created: serde_json::Value = serde_json::from_str(&ok(hangar(
+            &url,
+            ADMIN_TOKEN,
+            &[
+                "env",
+                "create",
+                "etl",
+                "--tenant",
+                "data",
+                "--max-workers",
+                "3",
+                "--json",
+            ],
+        )))
+        .unwrap();
+        let id = uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
+        let out = ok(hangar(
+            &url,
+            ADMIN_TOKEN,
+            &["env", "manifests", "etl", "--tenant", "data"],
+        ));
+        let (list, names) = list_items(&out);
+        let hex = id.simple().to_string();
+        assert_eq!(names[0], format!("Namespace/hangar-{}", &hex[..12]));
+        assert!(names.iter().any(|n| n == "Deployment/worker"), "{names:?}");
+        let secret = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "Secret")
+            .unwrap();
+        // "<redacted>", base64.
+        for value in secret["data"].as_object().unwrap().values() {
+            assert_eq!(value, "PHJlZGFjdGVkPg==");
+        }
+        let missing = hangar(
+            &url,
+            ADMIN_TOKEN,
+            &["env", "manifests", "nope", "--tenant", "data"],
+        );
+        assert!(!missing.status.success());
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    })
+    .await
+    .unwrap();
+}
