@@ -85,7 +85,7 @@ pub enum CellCmd {
 pub struct SpecArgs {
     #[arg(long)]
     pub airflow_version: Option<String>,
-    /// celery or kubernetes.
+    /// celery, kubernetes or celery_kubernetes (both; Kubernetes runtime only).
     #[arg(long)]
     pub executor: Option<String>,
     /// micro, small, medium, large or xlarge.

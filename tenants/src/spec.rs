@@ -55,12 +55,18 @@ impl fmt::Display for AirflowVersion {
     }
 }
 
+/// Who runs an environment's tasks. The process runtime always runs Celery workers; on
+/// Kubernetes, `kubernetes` runs each task in a pod of its own (KubernetesExecutor) and
+/// `celery_kubernetes` has both (Airflow 3's multiple executors, Celery the default: a task
+/// asks for a pod with `executor="KubernetesExecutor"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Executor {
     #[default]
     Celery,
     Kubernetes,
+    #[serde(rename = "celery_kubernetes")]
+    CeleryKubernetes,
 }
 
 /// Environment sizes with MWAA's meaning (`mw1.micro` … `mw1.xlarge`): how many tasks one
@@ -550,6 +556,20 @@ mod tests {
         let bad: UpdateEnvironment =
             serde_json::from_value(serde_json::json!({"min_workers": 5})).unwrap();
         assert_eq!(fields(spec.update(bad, &p)), vec!["min_workers"]);
+    }
+
+    #[rstest]
+    #[case("celery", Executor::Celery)]
+    #[case("kubernetes", Executor::Kubernetes)]
+    #[case("celery_kubernetes", Executor::CeleryKubernetes)]
+    fn executors_have_their_api_names(#[case] name: &str, #[case] executor: Executor) {
+        let spec = EnvironmentSpec::create(
+            req(serde_json::json!({"name": "a", "executor": name})),
+            &Platform::default(),
+        )
+        .unwrap();
+        assert_eq!(spec.executor, executor);
+        assert_eq!(serde_json::to_value(executor).unwrap(), name);
     }
 
     #[rstest]

@@ -185,6 +185,8 @@ impl<'a> Ctx<'a> {
         match self.executor() {
             Executor::Celery => "CeleryExecutor",
             Executor::Kubernetes => "KubernetesExecutor",
+            // The first is the default; a task chooses the other with `executor=`.
+            Executor::CeleryKubernetes => "CeleryExecutor,KubernetesExecutor",
         }
     }
 
@@ -207,12 +209,12 @@ impl<'a> Ctx<'a> {
 
 /// Whether the executor runs Celery workers.
 pub fn runs_celery(executor: Executor) -> bool {
-    matches!(executor, Executor::Celery)
+    matches!(executor, Executor::Celery | Executor::CeleryKubernetes)
 }
 
 /// Whether the executor starts task pods (the Kubernetes executor).
 pub fn runs_task_pods(executor: Executor) -> bool {
-    matches!(executor, Executor::Kubernetes)
+    matches!(executor, Executor::Kubernetes | Executor::CeleryKubernetes)
 }
 
 /// A typed object as JSON.

@@ -138,6 +138,13 @@ pub fn samples() -> Result<Vec<Sample>, FieldErrors> {
             &tainted_pool,
         )?,
         sample(
+            "celery_and_kubernetes",
+            serde_json::json!({"name": "mixed", "executor": "celery_kubernetes"}),
+            true,
+            1,
+            &tainted_pool,
+        )?,
+        sample(
             "kubernetes_requirements_redacted",
             serde_json::json!({
                 "name": "ml", "executor": "kubernetes", "requirements": requirements,

@@ -224,7 +224,7 @@ fn only_the_kubernetes_executors_scheduler_gets_a_token() {
     for (sample, m) in all() {
         for (pod, spec) in pod_specs(&m) {
             let token = spec["automountServiceAccountToken"].as_bool().unwrap();
-            let expected = pod == "scheduler" && sample.input.spec.executor == Executor::Kubernetes;
+            let expected = pod == "scheduler" && runs_task_pods(sample.input.spec.executor);
             assert_eq!(token, expected, "{} {pod}", sample.name);
             let account = if expected {
                 "airflow-scheduler"
@@ -240,7 +240,7 @@ fn only_the_kubernetes_executors_scheduler_gets_a_token() {
             of_kind(&m, "ClusterRole").is_empty() && of_kind(&m, "ClusterRoleBinding").is_empty()
         );
         let roles = of_kind(&m, "Role");
-        if sample.input.spec.executor == Executor::Kubernetes {
+        if runs_task_pods(sample.input.spec.executor) {
             assert_eq!(roles.len(), 1);
             let resources: Vec<&Value> = roles[0]["rules"]
                 .as_array()
@@ -400,28 +400,28 @@ fn the_quota_and_limits_hold_every_pod_the_environment_runs_at_most() {
 fn the_executor_decides_between_workers_and_task_pods() {
     for (sample, m) in all() {
         let deployments: Vec<&str> = of_kind(&m, "Deployment").into_iter().map(name).collect();
-        let kubernetes = sample.input.spec.executor == Executor::Kubernetes;
+        let executor = sample.input.spec.executor;
         let mut expected = vec!["api-server", "scheduler", "dag-processor", "triggerer"];
-        if !kubernetes {
+        if runs_celery(executor) {
             expected.push("worker");
         }
         assert_eq!(deployments, expected, "{}", sample.name);
         let has_template = m.objects.iter().any(|o| name(o) == "pod-template");
-        assert_eq!(has_template, kubernetes, "{}", sample.name);
+        assert_eq!(has_template, runs_task_pods(executor), "{}", sample.name);
         for d in of_kind(&m, "Deployment") {
             let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
-            let executor = env
+            let setting = env
                 .as_array()
                 .unwrap()
                 .iter()
                 .find(|e| e["name"] == "AIRFLOW__CORE__EXECUTOR")
                 .unwrap();
-            let want = if kubernetes {
-                "KubernetesExecutor"
-            } else {
-                "CeleryExecutor"
+            let want = match executor {
+                Executor::Celery => "CeleryExecutor",
+                Executor::Kubernetes => "KubernetesExecutor",
+                Executor::CeleryKubernetes => "CeleryExecutor,KubernetesExecutor",
             };
-            assert_eq!(executor["value"], want);
+            assert_eq!(setting["value"], want);
         }
     }
 }
