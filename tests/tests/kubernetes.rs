@@ -238,3 +238,51 @@ async fn airflow_builds_task_pods_on_the_rendered_pod_template() {
         assert!(ok, "kubernetes-validate {version}:\n{output}");
     }
 }
+
+/// The DAG sync containers' arguments are what `hangar dag-sync` accepts (its own parser), in
+/// every pod of every sample.
+#[test]
+fn every_dag_sync_container_runs_hangar_dag_sync_with_arguments_it_takes() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct DagSync {
+        #[command(flatten)]
+        args: hangar_control_plane::dag_sync_cmd::DagSyncArgs,
+    }
+    let mut seen = 0;
+    for sample in samples().unwrap() {
+        let mut pods: Vec<serde_json::Value> = render(&sample.input)
+            .unwrap()
+            .objects
+            .into_iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .map(|d| d["spec"]["template"]["spec"].clone())
+            .collect();
+        pods.push(pod_template(&sample.input).unwrap()["spec"].clone());
+        for pod in pods {
+            let sync = pod["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "dag-sync")
+                .unwrap();
+            let args: Vec<&str> = sync["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(args[0], "dag-sync");
+            let parsed =
+                DagSync::try_parse_from(std::iter::once("hangar").chain(args[1..].iter().copied()))
+                    .unwrap_or_else(|e| panic!("{}: {args:?}: {e}", sample.name))
+                    .args;
+            assert_eq!(parsed.tenant.as_str(), "acme");
+            assert_eq!(parsed.environment, sample.input.spec.name);
+            assert_eq!(parsed.bucket, sample.input.cell.bucket_url);
+            assert_eq!(parsed.once, sync.get("restartPolicy").is_none());
+            seen += 1;
+        }
+    }
+    assert!(seen > 30, "{seen}");
+}

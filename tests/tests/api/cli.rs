@@ -617,7 +617,14 @@ fn env_manifests_renders_a_create_request_without_a_control_plane() {
     );
     assert!(!names.iter().any(|n| n == "Deployment/worker"), "{names:?}");
     let text = list.to_string();
-    assert!(text.contains("gs://platform/cell-b/tenants/data/environments/etl/"));
+    assert!(
+        text.contains("\"--bucket-url\",\"gs://platform/cell-b\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"tenants/data/environments/etl/python/"),
+        "{text}"
+    );
     assert!(text.contains("\"hangar.dev/tenant\":\"data\""));
     // The same file renders the same objects; `--name` renames the environment.
     assert_eq!(

@@ -190,16 +190,6 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// The prefix of the environment in the platform bucket, as a URL (`…/environments/etl/`).
-    pub fn env_prefix_url(&self) -> String {
-        format!(
-            "{}/tenants/{}/environments/{}/",
-            self.cell().bucket_url.trim_end_matches('/'),
-            self.input.tenant,
-            self.spec().name
-        )
-    }
-
     /// The path the environment's Airflow is served under (`[api] base_url`), as on every
     /// runtime, so the control plane's proxy reaches it the same way.
     pub fn url_path(&self) -> String {

@@ -18,8 +18,11 @@ use crate::blueprint::{
 };
 
 pub const AIRFLOW_HOME: &str = "/opt/airflow";
-pub const DAGS_DIR: &str = "/opt/airflow/dags";
-pub const PLUGINS_DIR: &str = "/opt/airflow/plugins";
+/// Where `hangar dag-sync` keeps the environment's DAGs and plugins: `dags` and `plugins` in it
+/// are links it replaces atomically, so the volume is the folder holding them.
+pub const SYNC_HOME: &str = "/opt/hangar/synced";
+pub const DAGS_DIR: &str = "/opt/hangar/synced/dags";
+pub const PLUGINS_DIR: &str = "/opt/hangar/synced/plugins";
 pub const LOGS_DIR: &str = "/opt/airflow/logs";
 pub const TMP_DIR: &str = "/tmp";
 /// The environment's Secret (`airflow.cfg`, the passwords file), read-only.
@@ -205,33 +208,53 @@ pub(crate) fn airflow_env(ctx: &Ctx<'_>) -> Vec<EnvVar> {
 }
 
 /// `hangar dag-sync`: mirrors the environment's `dags/` and `plugins/` prefixes into the
-/// pod's folders; `--once` syncs once and exits (task pods), else it keeps syncing.
-pub(crate) fn dag_sync(ctx: &Ctx<'_>, once: bool) -> Container {
-    let mut args = vec![
-        "dag-sync".to_owned(),
-        "--prefix".to_owned(),
-        ctx.env_prefix_url(),
-        "--dags-dir".to_owned(),
-        DAGS_DIR.to_owned(),
-        "--plugins-dir".to_owned(),
-        PLUGINS_DIR.to_owned(),
+/// pod's synced folder, every few seconds as a native sidecar (started before Airflow, stopped
+/// after it), or once (`--once`, task pods). The DAG processor's also queues changed files for
+/// parsing at once, through the environment's database (`--airflow-config`).
+pub(crate) fn dag_sync(ctx: &Ctx<'_>, pod: PodKind) -> Container {
+    let regexp = ctx
+        .spec()
+        .airflow_config_overrides
+        .get("core.dag_ignore_file_syntax")
+        .is_some_and(|v| v.eq_ignore_ascii_case("regexp"));
+    let mut args: Vec<String> = [
+        "dag-sync",
+        "--bucket-url",
+        &ctx.cell().bucket_url,
+        "--tenant",
+        ctx.input.tenant.as_str(),
+        "--environment",
+        ctx.spec().name.as_str(),
+        "--home",
+        SYNC_HOME,
+        "--ignore-syntax",
+        if regexp { "regexp" } else { "glob" },
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut mounts = vec![
+        mount("synced", SYNC_HOME, false),
+        mount("tmp", TMP_DIR, false),
     ];
+    let once = pod == PodKind::Task;
     if once {
         args.push("--once".to_owned());
+    }
+    if pod == PodKind::Component(ComponentKind::DagProcessor) {
+        args.extend([
+            "--airflow-config".to_owned(),
+            format!("{CONFIG_DIR}/airflow.cfg"),
+        ]);
+        mounts.push(mount("config", CONFIG_DIR, true));
     }
     Container {
         name: "dag-sync".to_owned(),
         image: Some(ctx.cell().hangar_image.clone()),
         args: Some(args),
-        // A native sidecar: started before Airflow, stopped after it.
         restart_policy: (!once).then(|| "Always".to_owned()),
         resources: Some(resource_requirements(SYNC_RESOURCES)),
         security_context: Some(container_security()),
-        volume_mounts: Some(vec![
-            mount("dags", DAGS_DIR, false),
-            mount("plugins", PLUGINS_DIR, false),
-            mount("tmp", TMP_DIR, false),
-        ]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     }
 }
@@ -239,13 +262,15 @@ pub(crate) fn dag_sync(ctx: &Ctx<'_>, once: bool) -> Container {
 /// `hangar requirements unpack`: fetches the archive the requirements Job built (waiting
 /// for it) and unpacks it into the folder on `PYTHONPATH`.
 pub(crate) fn unpack_requirements(ctx: &Ctx<'_>) -> Option<Container> {
-    let archive = super::workloads::requirements_archive_url(ctx)?;
+    let archive = super::workloads::requirements_archive_key(ctx)?;
     Some(Container {
         name: "requirements".to_owned(),
         image: Some(ctx.cell().hangar_image.clone()),
         args: Some(vec![
             "requirements".to_owned(),
             "unpack".to_owned(),
+            "--bucket-url".to_owned(),
+            ctx.cell().bucket_url.clone(),
             "--archive".to_owned(),
             archive,
             "--into".to_owned(),
@@ -390,8 +415,7 @@ pub(crate) fn airflow_container(ctx: &Ctx<'_>, kind: ComponentKind, args: &[Stri
 
 pub(crate) fn airflow_mounts(ctx: &Ctx<'_>, pod: PodKind) -> Vec<VolumeMount> {
     let mut mounts = vec![
-        mount("dags", DAGS_DIR, true),
-        mount("plugins", PLUGINS_DIR, true),
+        mount("synced", SYNC_HOME, true),
         mount("logs", LOGS_DIR, false),
         mount("tmp", TMP_DIR, false),
     ];
@@ -413,8 +437,7 @@ pub(crate) fn airflow_mounts(ctx: &Ctx<'_>, pod: PodKind) -> Vec<VolumeMount> {
 
 pub(crate) fn airflow_volumes(ctx: &Ctx<'_>, pod: PodKind) -> Vec<Volume> {
     let mut volumes = vec![
-        empty_dir("dags", 1024, false),
-        empty_dir("plugins", 256, false),
+        empty_dir("synced", 1280, false),
         empty_dir("logs", 2048, false),
         empty_dir("tmp", 1024, false),
     ];
@@ -468,7 +491,7 @@ pub(crate) fn component_pod(ctx: &Ctx<'_>, kind: ComponentKind, args: &[String])
     if kind == ComponentKind::ApiServer {
         init.push(copy_passwords(ctx));
     }
-    init.push(dag_sync(ctx, false));
+    init.push(dag_sync(ctx, pod));
     let token = kind == ComponentKind::Scheduler && runs_task_pods(ctx.executor());
     let mut spec = PodSpec {
         service_account_name: Some(if token { SCHEDULER_SA } else { AIRFLOW_SA }.to_owned()),

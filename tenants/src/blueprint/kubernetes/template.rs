@@ -47,7 +47,7 @@ pub(crate) fn task_pod(ctx: &Ctx<'_>) -> Pod {
     base.resources = Some(resource_requirements(task_resources(ctx)));
     base.volume_mounts = Some(airflow_mounts(ctx, PodKind::Task));
     let mut init: Vec<Container> = unpack_requirements(ctx).into_iter().collect();
-    init.push(dag_sync(ctx, true));
+    init.push(dag_sync(ctx, PodKind::Task));
     let mut spec = PodSpec {
         service_account_name: Some(AIRFLOW_SA.to_owned()),
         automount_service_account_token: Some(false),

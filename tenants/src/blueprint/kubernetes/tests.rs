@@ -466,10 +466,13 @@ fn requirements_are_built_once_and_unpacked_in_every_airflow_pod() {
         if let Some(job) = jobs.first() {
             let job_name = name(job);
             assert!(job_name.starts_with("requirements-") && job_name.len() == 23);
-            let archive = job["spec"]["template"]["spec"]["containers"][0]["args"][5]
-                .as_str()
-                .unwrap();
-            assert!(archive.starts_with("s3://hangar-platform/cell-a/tenants/acme/environments/"));
+            let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
+            assert_eq!(args[5], "s3://hangar-platform/cell-a");
+            let archive = args[7].as_str().unwrap();
+            assert!(
+                archive.starts_with("tenants/acme/environments/"),
+                "{archive}"
+            );
             assert!(archive.ends_with(&format!("/python/{}.tar.gz", &job_name[13..])));
         }
     }

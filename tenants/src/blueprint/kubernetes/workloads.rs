@@ -25,6 +25,7 @@ use super::{
 };
 use crate::airflow_users;
 use crate::blueprint::{airflow_cfg, Resources, PASSWORDS_FILE};
+use crate::bucket_layout;
 
 /// Installing the requirements (uv resolves and builds wheels).
 const INSTALL_RESOURCES: Resources = Resources::new(1000, 2048);
@@ -110,10 +111,15 @@ fn requirements_digest(ctx: &Ctx<'_>) -> Option<String> {
     })
 }
 
-/// Where the requirements Job puts the archive every Airflow pod unpacks; `None` without
-/// requirements.
-pub(crate) fn requirements_archive_url(ctx: &Ctx<'_>) -> Option<String> {
-    requirements_digest(ctx).map(|d| format!("{}python/{d}.tar.gz", ctx.env_prefix_url()))
+/// Where the requirements Job puts the archive every Airflow pod unpacks (a key of the
+/// platform bucket, in the environment's prefix); `None` without requirements.
+pub(crate) fn requirements_archive_key(ctx: &Ctx<'_>) -> Option<String> {
+    requirements_digest(ctx).map(|d| {
+        bucket_layout::env_prefix(ctx.input.tenant.as_str(), ctx.spec().name.as_str())
+            .join("python")
+            .join(format!("{d}.tar.gz"))
+            .to_string()
+    })
 }
 
 fn requirements_name(digest: &str) -> String {
@@ -126,7 +132,7 @@ fn requirements_name(digest: &str) -> String {
 /// folder into the bucket.
 pub(crate) fn requirements_pod(ctx: &Ctx<'_>) -> Option<PodSpec> {
     let digest = requirements_digest(ctx)?;
-    let archive = requirements_archive_url(ctx)?;
+    let archive = requirements_archive_key(ctx)?;
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -176,6 +182,8 @@ pub(crate) fn requirements_pod(ctx: &Ctx<'_>) -> Option<PodSpec> {
             "pack".to_owned(),
             "--site".to_owned(),
             "/build/site".to_owned(),
+            "--bucket-url".to_owned(),
+            ctx.cell().bucket_url.clone(),
             "--archive".to_owned(),
             archive,
         ]),
