@@ -5,8 +5,11 @@
 //!
 //! What is rendered and why is in `docs/kubernetes.md`; each family of objects has a module:
 //! [`namespace`] (namespace, quota, limits, service accounts, the executor's RBAC),
-//! [`network`] (NetworkPolicies), [`pods`] (containers, volumes, security contexts, probes) and
-//! [`workloads`] (Secret, ConfigMaps, Deployments, Service, the requirements Job).
+//! [`network`] (NetworkPolicies), [`pods`] (Airflow's containers, volumes, security contexts,
+//! probes), [`sidecars`] (DAG sync, requirements, the passwords copy), [`template`] (the
+//! Kubernetes executor's pod template) and [`workloads`] (Secret, ConfigMaps, Deployments,
+//! Service, the requirements Job). [`cell`] holds the cell's settings, [`samples`] the
+//! environments every test renders.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +27,7 @@ mod namespace;
 mod network;
 mod pods;
 pub mod samples;
+mod sidecars;
 mod template;
 mod workloads;
 

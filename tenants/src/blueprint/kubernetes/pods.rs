@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::sidecars::{copy_passwords, dag_sync, unpack_requirements};
+
 use super::{runs_task_pods, Ctx, AIRFLOW_UID, API_PORT, TRIGGER_LOG_PORT, WORKER_LOG_PORT};
 use crate::blueprint::{
     airflow_settings, component_resources, ComponentKind, Resources, PASSWORDS_FILE,
@@ -42,13 +44,6 @@ pub const POD_TEMPLATE_CONFIGMAP: &str = "pod-template";
 /// scheduler of the Kubernetes executor, with a token (see `namespace::executor_rbac`).
 pub const AIRFLOW_SA: &str = "airflow";
 pub const SCHEDULER_SA: &str = "airflow-scheduler";
-
-/// The DAG sync sidecar's share of its pod.
-const SYNC_RESOURCES: Resources = Resources::new(100, 128);
-/// Unpacking the requirements archive.
-const UNPACK_RESOURCES: Resources = Resources::new(250, 256);
-/// Copying the passwords file.
-const COPY_RESOURCES: Resources = Resources::new(50, 64);
 
 pub(crate) fn quantities(r: Resources) -> BTreeMap<String, Quantity> {
     BTreeMap::from([
@@ -102,7 +97,7 @@ pub(crate) fn pod_security() -> PodSecurityContext {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -205,109 +200,6 @@ pub(crate) fn airflow_env(ctx: &Ctx<'_>) -> Vec<EnvVar> {
             ..EnvVar::default()
         })
         .collect()
-}
-
-/// `hangar dag-sync`: mirrors the environment's `dags/` and `plugins/` prefixes into the
-/// pod's synced folder, every few seconds as a native sidecar (started before Airflow, stopped
-/// after it), or once (`--once`, task pods). The DAG processor's also queues changed files for
-/// parsing at once, through the environment's database (`--airflow-config`).
-pub(crate) fn dag_sync(ctx: &Ctx<'_>, pod: PodKind) -> Container {
-    let regexp = ctx
-        .spec()
-        .airflow_config_overrides
-        .get("core.dag_ignore_file_syntax")
-        .is_some_and(|v| v.eq_ignore_ascii_case("regexp"));
-    let mut args: Vec<String> = [
-        "dag-sync",
-        "--bucket-url",
-        &ctx.cell().bucket_url,
-        "--tenant",
-        ctx.input.tenant.as_str(),
-        "--environment",
-        ctx.spec().name.as_str(),
-        "--home",
-        SYNC_HOME,
-        "--ignore-syntax",
-        if regexp { "regexp" } else { "glob" },
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let mut mounts = vec![
-        mount("synced", SYNC_HOME, false),
-        mount("tmp", TMP_DIR, false),
-    ];
-    let once = pod == PodKind::Task;
-    if once {
-        args.push("--once".to_owned());
-    }
-    if pod == PodKind::Component(ComponentKind::DagProcessor) {
-        args.extend([
-            "--airflow-config".to_owned(),
-            format!("{CONFIG_DIR}/airflow.cfg"),
-        ]);
-        mounts.push(mount("config", CONFIG_DIR, true));
-    }
-    Container {
-        name: "dag-sync".to_owned(),
-        image: Some(ctx.cell().hangar_image.clone()),
-        args: Some(args),
-        restart_policy: (!once).then(|| "Always".to_owned()),
-        resources: Some(resource_requirements(SYNC_RESOURCES)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    }
-}
-
-/// `hangar requirements unpack`: fetches the archive the requirements Job built (waiting
-/// for it) and unpacks it into the folder on `PYTHONPATH`.
-pub(crate) fn unpack_requirements(ctx: &Ctx<'_>) -> Option<Container> {
-    let archive = super::workloads::requirements_archive_key(ctx)?;
-    Some(Container {
-        name: "requirements".to_owned(),
-        image: Some(ctx.cell().hangar_image.clone()),
-        args: Some(vec![
-            "requirements".to_owned(),
-            "unpack".to_owned(),
-            "--bucket-url".to_owned(),
-            ctx.cell().bucket_url.clone(),
-            "--archive".to_owned(),
-            archive,
-            "--into".to_owned(),
-            PYTHON_DIR.to_owned(),
-        ]),
-        resources: Some(resource_requirements(UNPACK_RESOURCES)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![
-            mount("python", PYTHON_DIR, false),
-            mount("tmp", TMP_DIR, false),
-        ]),
-        ..Container::default()
-    })
-}
-
-/// The api-server writes its passwords file; a Secret's files are read-only, so it gets a
-/// copy in a memory-backed folder of its pod.
-fn copy_passwords(ctx: &Ctx<'_>) -> Container {
-    Container {
-        name: "auth".to_owned(),
-        image: Some(
-            ctx.cell()
-                .airflow_image_for(ctx.spec().airflow_version.as_str()),
-        ),
-        command: Some(vec![
-            "cp".to_owned(),
-            format!("{CONFIG_DIR}/{PASSWORDS_FILE}"),
-            format!("{AUTH_DIR}/{PASSWORDS_FILE}"),
-        ]),
-        resources: Some(resource_requirements(COPY_RESOURCES)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![
-            mount("config", CONFIG_DIR, true),
-            mount("auth", AUTH_DIR, false),
-        ]),
-        ..Container::default()
-    }
 }
 
 /// `airflow jobs check` for this host's job of a type, as the official chart's probes.

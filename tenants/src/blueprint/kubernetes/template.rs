@@ -7,9 +7,10 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::pods::{
-    airflow_container, airflow_env, airflow_mounts, airflow_volumes, dag_sync, on_worker_pool,
-    pod_security, resource_requirements, unpack_requirements, PodKind, AIRFLOW_SA, TMP_DIR,
+    airflow_container, airflow_env, airflow_mounts, airflow_volumes, on_worker_pool, pod_security,
+    resource_requirements, PodKind, AIRFLOW_SA, TMP_DIR,
 };
+use super::sidecars::{dag_sync, unpack_requirements};
 use super::{to_value, Ctx, KubeInput, RenderError, TASK_COMPONENT};
 use crate::blueprint::{component_resources, ComponentKind, Resources};
 
