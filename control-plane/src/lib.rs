@@ -10,6 +10,7 @@ pub mod dag_sync_cmd;
 pub mod dev;
 pub mod manifests_cmd;
 pub mod persistence;
+pub mod requirements_cmd;
 pub mod secrets;
 pub mod service;
 pub mod settings;

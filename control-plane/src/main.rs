@@ -27,6 +27,12 @@ enum Command {
     /// Sync an environment's DAGs and plugins from the platform bucket into a folder (the
     /// container beside each Airflow container on Kubernetes).
     DagSync(hangar_control_plane::dag_sync_cmd::DagSyncArgs),
+    /// An environment's installed requirements as one archive in the platform bucket (built
+    /// once by a Job, unpacked by every pod on Kubernetes).
+    Requirements {
+        #[command(subcommand)]
+        cmd: hangar_control_plane::requirements_cmd::RequirementsCmd,
+    },
     /// Apply the database migrations and exit.
     Migrate(DatabaseSettings),
     /// Print the API's OpenAPI document.
@@ -185,6 +191,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = CancellationToken::new();
             tokio::spawn(shutdown_signal(token.clone()));
             let ran = hangar_control_plane::dag_sync_cmd::run(args, token).await;
+            telemetry.shutdown().await;
+            ran?;
+        }
+        Command::Requirements { cmd } => {
+            let telemetry = init_telemetry("hangar-requirements")?;
+            let token = CancellationToken::new();
+            tokio::spawn(shutdown_signal(token.clone()));
+            let ran = hangar_control_plane::requirements_cmd::run(cmd, token).await;
             telemetry.shutdown().await;
             ran?;
         }

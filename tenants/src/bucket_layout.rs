@@ -39,6 +39,15 @@ impl Key {
         self
     }
 
+    /// A key as written out (`tenants/a/environments/e/python/x.tar.gz`): relative, with no
+    /// empty, `.` or `..` segment and no control character; `None` otherwise.
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<String> = s.split('/').map(str::to_owned).collect();
+        let bad =
+            |p: &String| p.is_empty() || p == "." || p == ".." || p.chars().any(char::is_control);
+        (!parts.iter().any(bad)).then_some(Self(parts))
+    }
+
     pub fn segments(&self) -> &[String] {
         &self.0
     }
@@ -73,6 +82,14 @@ pub fn plugins_prefix(tenant: &str, env: &str) -> Key {
 /// The `requirements.txt` a tenant may drop beside its DAGs.
 pub fn requirements_key(tenant: &str, env: &str) -> Key {
     env_prefix(tenant, env).join("requirements.txt")
+}
+
+/// The archive of an environment's installed requirements, by the digest of what they were
+/// built from (built once, unpacked by every pod on Kubernetes).
+pub fn requirements_archive(tenant: &str, env: &str, digest: &str) -> Key {
+    env_prefix(tenant, env)
+        .join("python")
+        .join(format!("{digest}.tar.gz"))
 }
 
 /// `…/environments/{env}/logs/{env id}`: the environment id keeps a recreated environment of
@@ -199,6 +216,15 @@ mod tests {
             Some((1_795_600_830_000, 1_795_600_860_000, 4096))
         );
         assert_eq!(parse_chunk_name("x.ndjson"), None);
+    }
+
+    #[test]
+    fn a_written_key_parses_back_and_nothing_escaping_does() {
+        let k = requirements_archive("acme", "etl", "0123456789");
+        assert_eq!(Key::parse(&k.to_string()), Some(k));
+        for bad in ["", "/abs", "a//b", "a/../b", "./a", "a/\nb", "a/"] {
+            assert_eq!(Key::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -724,3 +724,60 @@ async fn env_manifests_reads_the_environment_from_the_control_plane_with_secrets
     .await
     .unwrap();
 }
+
+#[test]
+fn requirements_are_packed_into_the_bucket_and_unpacked_by_another_pod() {
+    let bucket = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bucket.path().display());
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("tenant_lib")).unwrap();
+    std::fs::write(site.path().join("tenant_lib/__init__.py"), "VERSION = 3\n").unwrap();
+    let key = "tenants/data/environments/etl/python/0123456789.tar.gz";
+    let hangar = |args: &[&str]| {
+        Command::new(hangar_bin())
+            .arg("requirements")
+            .args(args)
+            .args(["--bucket-url", &url])
+            .output()
+            .unwrap()
+    };
+    ok(hangar(&[
+        "pack",
+        "--site",
+        site.path().to_str().unwrap(),
+        "--archive",
+        key,
+    ]));
+    assert!(bucket.path().join(key).is_file());
+
+    let into = tempfile::tempdir().unwrap();
+    let python = into.path().join("python");
+    ok(hangar(&[
+        "unpack",
+        "--archive",
+        key,
+        "--into",
+        python.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(python.join("tenant_lib/__init__.py")).unwrap(),
+        "VERSION = 3\n"
+    );
+
+    // An archive that never comes is an error naming it; a key that escapes is refused.
+    let missing = "tenants/data/environments/etl/python/missing.tar.gz";
+    let out = hangar(&[
+        "unpack",
+        "--archive",
+        missing,
+        "--into",
+        python.to_str().unwrap(),
+        "--wait-seconds",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(missing));
+    let out = hangar(&["unpack", "--archive", "../x.tar.gz", "--into", "/tmp/x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--archive"));
+}

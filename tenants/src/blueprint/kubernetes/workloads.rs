@@ -115,9 +115,7 @@ fn requirements_digest(ctx: &Ctx<'_>) -> Option<String> {
 /// platform bucket, in the environment's prefix); `None` without requirements.
 pub(crate) fn requirements_archive_key(ctx: &Ctx<'_>) -> Option<String> {
     requirements_digest(ctx).map(|d| {
-        bucket_layout::env_prefix(ctx.input.tenant.as_str(), ctx.spec().name.as_str())
-            .join("python")
-            .join(format!("{d}.tar.gz"))
+        bucket_layout::requirements_archive(ctx.input.tenant.as_str(), ctx.spec().name.as_str(), &d)
             .to_string()
     })
 }
