@@ -176,6 +176,12 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
+        Err(Self::refusal(resp).await)
+    }
+
+    /// The error of an answer that is not what was asked for: its problem document, or one
+    /// made of its status and text.
+    async fn refusal(resp: Response) -> ClientError {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let problem = serde_json::from_str::<Problem>(&text).unwrap_or_else(|_| Problem {
@@ -185,7 +191,7 @@ impl Client {
             detail: text.chars().take(500).collect(),
             errors: vec![],
         });
-        Err(ClientError::Api { problem })
+        ClientError::Api { problem }
     }
 
     async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
@@ -462,6 +468,32 @@ impl Client {
             .timeout(wait + Duration::from_secs(30)),
         )
         .await
+    }
+
+    /// Opens the cell's tunnel (`hangar_tenants::tunnel`): the connection, once the control
+    /// plane switched it to the tunnel protocol, on which the agent serves the control plane's
+    /// requests for the cell's environments. The request's own time limit ends with the
+    /// switch; the connection then lasts until either side closes it.
+    pub async fn open_tunnel(&self, cell: &str) -> Result<reqwest::Upgraded, ClientError> {
+        let rb = self
+            .request(Method::GET, &format!("v1/cells/{cell}/tunnel"))
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, hangar_tenants::tunnel::PROTOCOL);
+        let (client, req) = rb.build_split();
+        let req = req.map_err(|source| ClientError::Transport {
+            url: self.base.to_string(),
+            source,
+        })?;
+        let url = req.url().to_string();
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = client.execute(req).await.map_err(transport)?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Self::refusal(resp).await);
+        }
+        resp.upgrade().await.map_err(transport)
     }
 
     /// The result of an Airflow CLI command the cell's agent ran.

@@ -17,4 +17,5 @@ pub mod settings;
 pub mod simulate_cmd;
 pub mod startup;
 pub mod telemetry;
+pub mod tunnel;
 pub mod ui_domain;

@@ -131,10 +131,15 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+    /// Cells' tunnels are closed as the listener stops (they are not requests to finish).
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let cancel = self.cancel.clone();
+        let tunnels = self.services.tunnels.clone();
         let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                tunnels.close_all();
+            })
             .await;
         cancel.cancel();
         result

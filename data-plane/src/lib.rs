@@ -7,7 +7,8 @@
 //! [`process_runtime`] that runs an environment on this machine, and the [`agent`] that reconciles
 //! the environments assigned to this cell, and
 //! [`log_ship`] captures their logs (live to the control plane, durably to the bucket). The [`autoscaler`]'s decisions are pure functions, which
-//! the [`simulator`] replays multi-tenant traces through to compare worker policies.
+//! the [`simulator`] replays multi-tenant traces through to compare worker policies. The
+//! control plane reaches the cell's environments over the [`tunnel`] the agent opens.
 
 pub mod agent;
 pub mod autoscaler;
@@ -24,3 +25,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod simulator;
 pub mod supervisor;
+pub mod tunnel;

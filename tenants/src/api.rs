@@ -254,6 +254,10 @@ pub struct Cell {
     /// absent when it reported nothing (not isolated).
     #[serde(default)]
     pub isolation: Option<CellIsolation>,
+    /// Whether the cell's agent holds its tunnel open to the control-plane replica that
+    /// answered: environments' Airflow is reached only through it (docs/security.md).
+    #[serde(default)]
+    pub tunnel_connected: bool,
 }
 
 /// A cell's shared worker pool.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod names;
 pub mod phase;
 pub mod spec;
+pub mod tunnel;
 
 pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};

@@ -13,6 +13,7 @@ use hangar_client::Client;
 use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
 use hangar_control_plane::startup::Application;
 use hangar_data_plane::embedded::PrivatePostgres;
+use hangar_data_plane::tunnel::TunnelEnvironments;
 use hangar_tenants::api::{
     Assignments, CellCapacity, CellIsolation, CreateCell, CreateEnvironment, CreateTenant,
     CreateToken, RegisterCell, Role, Runtime,
@@ -26,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "test-platform-admin-token-0123456789";
 /// The test control plane's `HANGAR_METRICS_TOKEN`.
 pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+/// How long a test waits for a cell's tunnel to come up or go down: the agent reconnects
+/// within about a second, after a minute at most (its longest backoff).
+pub const TUNNEL_WAIT: Duration = Duration::from_secs(90);
 
 /// The server every test of this process creates its databases on: a superuser URL of its
 /// `postgres` database.
@@ -155,6 +159,33 @@ pub fn client(address: &str, token: Option<&str>) -> Client {
 }
 
 impl TestApp {
+    /// Waits until the control plane sees `cell`'s tunnel up (or down), failing the test after
+    /// `TUNNEL_WAIT`.
+    #[allow(clippy::panic, reason = "a test assertion")]
+    pub async fn wait_for_tunnel(&self, cell: &str, up: bool) {
+        let start = std::time::Instant::now();
+        loop {
+            let cells = self.admin.list_cells().await.unwrap_or_else(|e| {
+                panic!("listing cells: {e}");
+            });
+            let now = cells
+                .cells
+                .iter()
+                .find(|c| c.name == cell)
+                .is_some_and(|c| c.tunnel_connected);
+            if now == up {
+                return;
+            }
+            assert!(
+                start.elapsed() < TUNNEL_WAIT,
+                "cell {cell}'s tunnel is not {} after {:?}",
+                if up { "up" } else { "down" },
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `/metrics`, scraped with the metrics token.
     #[allow(clippy::panic, reason = "a test assertion")]
     pub async fn metrics(&self) -> String {
@@ -232,6 +263,8 @@ impl TestApp {
             cell: cell.to_owned(),
             client: self.admin.with_token(created.token),
             cursor: 0,
+            tunnel: TunnelEnvironments::default(),
+            tunnel_stop: CancellationToken::new(),
         };
         agent.register(max_environments, isolation).await?;
         Ok(agent)
@@ -239,14 +272,46 @@ impl TestApp {
 }
 
 /// A data-plane agent that runs nothing: it talks to the real cell API as a real agent does,
-/// and reports whatever observed state a test tells it to.
+/// and reports whatever observed state a test tells it to. Its tunnel is the real agent's
+/// (`hangar_data_plane::tunnel`), forwarding to whatever a test puts in `tunnel`.
 pub struct FakeAgent {
     pub cell: String,
     pub client: Client,
     pub cursor: i64,
+    /// Where the cell's tunnel forwards each environment's Airflow requests.
+    pub tunnel: TunnelEnvironments,
+    tunnel_stop: CancellationToken,
 }
 
 impl FakeAgent {
+    /// Keeps the cell's tunnel open, as the real agent does (reconnecting when it ends), until
+    /// [`Self::close_tunnel`] or the end of the test.
+    pub fn open_tunnel(&mut self) {
+        self.tunnel_stop.cancel();
+        self.tunnel_stop = CancellationToken::new();
+        tokio::spawn(hangar_data_plane::tunnel::run(
+            self.client.clone(),
+            self.cell.clone(),
+            self.tunnel.clone(),
+            self.tunnel_stop.clone(),
+        ));
+    }
+
+    /// Closes the cell's tunnel for good.
+    pub fn close_tunnel(&self) {
+        self.tunnel_stop.cancel();
+    }
+
+    /// Reports `env` running (`healthy(1)`) with its api-server at `api`, where the cell's
+    /// tunnel forwards its requests.
+    pub async fn serve_airflow(&self, env: uuid::Uuid, api: &str) -> anyhow::Result<()> {
+        self.tunnel.set(env, api);
+        let mut observed = healthy(1);
+        observed.endpoints.insert("api".into(), api.into());
+        self.report(env, &observed).await?;
+        Ok(())
+    }
+
     /// Registers (again) with room for `max_environments`, reporting `isolation`.
     pub async fn register(
         &self,
@@ -323,7 +388,8 @@ pub async fn create_env(c: &Client, tenant: &str, name: &str) -> anyhow::Result<
 }
 
 /// A control plane with tenant `data`, an editor's client, and its environment `etl` running
-/// on cell `local`, whose (fake) agent is returned with the environment's id.
+/// on cell `local`, whose (fake) agent is returned with the environment's id; the agent's
+/// tunnel is up, forwarding to nothing yet (`FakeAgent::serve_airflow`).
 pub async fn running_etl() -> anyhow::Result<(TestApp, Client, FakeAgent, uuid::Uuid)> {
     running_etl_with(|_| {}).await
 }
@@ -338,6 +404,8 @@ pub async fn running_etl_with(
     let id = create_env(&editor, "data", "etl").await?;
     agent.poll(Duration::from_secs(5)).await?;
     agent.report(id, &healthy(1)).await?;
+    agent.open_tunnel();
+    app.wait_for_tunnel("local", true).await;
     Ok((app, editor, agent, id))
 }
 

@@ -19,6 +19,7 @@ use super::ui_host::UiHost;
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::airflow;
+use crate::service::airflow_call::AirflowRequest;
 use crate::service::web_login::WEB_SESSION_COOKIE;
 use crate::service::ServiceError;
 
@@ -171,25 +172,23 @@ async fn forward(
     if let Some(q) = &query {
         url_tail = format!("{url_tail}?{q}");
     }
+    let mut passed = HeaderMap::new();
+    for name in FORWARDED {
+        if let Some(v) = headers.get(&name) {
+            passed.insert(name, v.clone());
+        }
+    }
     for attempt in 0..2 {
         let target = s.services.airflow_target(&actor, &tenant, &env).await?;
-        let mut rb = s
-            .services
-            .http()
-            .request(method.clone(), format!("{}/{url_tail}", target.base_url))
-            .bearer_auth(&target.token)
-            .timeout(airflow::ANSWER_WITHIN)
-            .body(body.clone());
-        for name in FORWARDED {
-            if let Some(v) = headers.get(&name) {
-                rb = rb.header(name, v);
-            }
-        }
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| airflow::unanswered(&env, &e, airflow::ANSWER_WITHIN))?;
-        if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+        let req = AirflowRequest {
+            method: method.clone(),
+            tail: url_tail.clone(),
+            headers: passed.clone(),
+            body: body.clone(),
+            within: airflow::ANSWER_WITHIN,
+        };
+        let resp = s.services.call_airflow(&env, &target, req).await?;
+        if resp.status == StatusCode::UNAUTHORIZED && attempt == 0 {
             s.services.forget_airflow_token(&target);
             continue;
         }

@@ -1,16 +1,19 @@
 //! What of an environment's Airflow answer goes back to the caller of the proxy: a few headers,
 //! a redirect only when it stays inside the environment, and the body streamed up to the
 //! proxy's bound. An environment runs its tenant's code, so its answers are not trusted: a
-//! redirect elsewhere is refused rather than passed on or followed (the platform's client
-//! follows none), and a body past the bound is cut rather than relayed without end.
+//! redirect elsewhere is refused rather than passed on or followed (neither the control plane
+//! nor the cell's agent follows any), and a body past the bound is cut rather than relayed
+//! without end.
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use futures::Stream;
+use http_body_util::BodyExt;
 
 use super::error::ApiError;
 use crate::service::airflow::AirflowTarget;
+use crate::service::airflow_call::{too_slow, AirflowAnswer};
 use crate::service::ServiceError;
 
 /// Response headers passed back (no Set-Cookie: Airflow's own session stays in the platform;
@@ -27,23 +30,23 @@ const RETURNED: [header::HeaderName; 5] = [
 /// the headers in `RETURNED`, a Location if it stays inside the environment, and the body,
 /// streamed. Refused (502 naming the environment) when the environment redirects out of
 /// itself, or announces a body larger than `limit` bytes; a body that turns out larger while
-/// streaming is cut there, ending the answer with an error.
+/// streaming, or does not arrive in time, is cut there, ending the answer with an error.
 pub fn answer(
     env: &str,
     method: &Method,
     target: &AirflowTarget,
     limit: u64,
-    resp: reqwest::Response,
+    resp: AirflowAnswer,
 ) -> Result<Response, ApiError> {
-    let status = resp.status();
+    let status = resp.status;
     let mut headers = HeaderMap::new();
     for name in RETURNED {
-        if let Some(v) = resp.headers().get(&name) {
+        if let Some(v) = resp.headers.get(&name) {
             headers.insert(name, v.clone());
         }
     }
-    if let Some(location) = resp.headers().get(header::LOCATION) {
-        match relocated(resp.url(), &target.base_url, location) {
+    if let Some(location) = resp.headers.get(header::LOCATION) {
+        match relocated(&resp.url, &target.base_url(), location) {
             Some(inside) => {
                 headers.insert(header::LOCATION, inside);
             }
@@ -89,17 +92,30 @@ fn too_large(env: &str, limit: u64) -> ServiceError {
 }
 
 /// The body of `resp`, chunk by chunk as it arrives, ending with an error once it passes
-/// `limit` bytes (the caller sees the answer cut short, never a truncated one that looks whole).
+/// `limit` bytes or its deadline (the caller sees the answer cut short, never a truncated one
+/// that looks whole).
 fn bounded(
-    resp: reqwest::Response,
+    resp: AirflowAnswer,
     limit: u64,
     env: String,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures::stream::try_unfold((resp, 0u64), move |(mut resp, seen)| {
+    let (deadline, within) = (resp.deadline, resp.within);
+    futures::stream::try_unfold((resp.body, 0u64), move |(mut body, seen)| {
         let env = env.clone();
         async move {
-            let Some(chunk) = resp.chunk().await.map_err(std::io::Error::other)? else {
-                return Ok(None);
+            let chunk = loop {
+                let frame = tokio::time::timeout_at(deadline, body.frame())
+                    .await
+                    .map_err(|_| std::io::Error::other(too_slow(&env, within).to_string()))?;
+                match frame {
+                    None => return Ok(None),
+                    Some(frame) => {
+                        // Trailers carry no data of the answer's; they are not passed on.
+                        if let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() {
+                            break data;
+                        }
+                    }
+                }
             };
             let seen = seen.saturating_add(chunk.len() as u64);
             if seen > limit {
@@ -110,7 +126,7 @@ fn bounded(
                 );
                 return Err(std::io::Error::other(too_large(&env, limit).to_string()));
             }
-            Ok(Some((chunk, (resp, seen))))
+            Ok(Some((chunk, (body, seen))))
         }
     })
 }

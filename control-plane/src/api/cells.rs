@@ -1,16 +1,20 @@
 //! Handlers of the data-plane API: cells are created by the platform admin; their agents
-//! register, long-poll their assignments and report observed state with the cell's token.
+//! register, long-poll their assignments, report observed state and hold their cell's tunnel
+//! open with the cell's token.
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hangar_tenants::api::{
     Assignments, Cell, CellCreated, CellList, CreateCell, Environment, Problem, RegisterCell,
 };
+use hangar_tenants::tunnel::PROTOCOL;
 use hangar_tenants::ObservedState;
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -108,4 +112,56 @@ pub async fn report_observed(
             .report_observed(&actor, &cell, id, observed)
             .await?,
     ))
+}
+
+/// An agent opens its cell's tunnel (cell token, `Connection: upgrade`, `Upgrade:
+/// hangar-tunnel/1`). The connection switches protocols; on it the control plane then sends,
+/// as an HTTP/2 client, the requests for the cell's environments' Airflow, which the agent
+/// forwards to each environment's own api-server. A newer tunnel of the cell replaces the
+/// older one.
+#[utoipa::path(get, path = "/v1/cells/{cell}/tunnel", tag = "cells", security(("bearer" = [])),
+    params(("cell" = String, Path)),
+    responses((status = 101, description = "Switched to the cell tunnel protocol"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn open_tunnel(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(cell): Path<String>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let id = s.services.tunnel_cell(&actor, &cell)?;
+    let asked = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+    if !asked {
+        return Err(ApiError::malformed(
+            format!("a cell tunnel is opened with `Connection: upgrade` and `Upgrade: {PROTOCOL}`"),
+            Some("Upgrade"),
+        ));
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    let tunnels = s.services.tunnels.clone();
+    let span = tracing::info_span!("cell_tunnel", cell = %cell);
+    tokio::spawn(
+        async move {
+            match upgrade.await {
+                Ok(io) => {
+                    if let Err(e) = tunnels.serve(id, &cell, io).await {
+                        tracing::warn!(error = %e, "failed to start a cell tunnel");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "failed to switch to a cell tunnel"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
+    Ok(resp)
 }

@@ -98,6 +98,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(cells::register_cell))
         .routes(routes!(cells::assignments))
         .routes(routes!(cells::report_observed))
+        .routes(routes!(cells::open_tunnel))
         .routes(routes!(cli::claim_cli_calls))
         .routes(routes!(cli::finish_cli_call))
         .routes(routes!(logs::post_log_lines))

@@ -28,7 +28,12 @@ fn runtime_str(r: Runtime) -> &'static str {
     }
 }
 
-fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
+/// A cell as the API shows it; `tunnels` tell whether its agent's tunnel is up.
+fn cell_out(
+    row: persistence::cells::CellRow,
+    tunnels: &crate::tunnel::Tunnels,
+) -> Result<Cell, ServiceError> {
+    let tunnel_connected = tunnels.is_connected(row.id);
     let runtime = match row.runtime.as_str() {
         "process" => Runtime::Process,
         "kubernetes" => Runtime::Kubernetes,
@@ -56,6 +61,7 @@ fn cell_out(row: persistence::cells::CellRow) -> Result<Cell, ServiceError> {
     })?;
     Ok(Cell {
         isolation,
+        tunnel_connected,
         id: row.id,
         name: row.name,
         runtime,
@@ -183,7 +189,7 @@ impl Services {
             .store("read a cell")?
             .ok_or_else(|| ServiceError::not_found("cell", name.as_str()))?;
         Ok(CellCreated {
-            cell: cell_out(row)?,
+            cell: cell_out(row, &self.tunnels)?,
             token: token.secret,
         })
     }
@@ -194,8 +200,13 @@ impl Services {
             .await
             .store("list cells")?
             .into_iter()
-            .map(cell_out)
+            .map(|row| cell_out(row, &self.tunnels))
             .collect()
+    }
+
+    /// The cell whose tunnel the caller may open: its own cell's only (by cell token).
+    pub fn tunnel_cell(&self, actor: &Actor, cell: &str) -> Result<Uuid, ServiceError> {
+        own_cell(actor, cell)
     }
 
     /// An agent announces itself and its capacity; environments waiting for a cell are placed.
@@ -246,7 +257,7 @@ impl Services {
             .await
             .store("read a cell")?
             .ok_or_else(|| ServiceError::not_found("cell", cell))?;
-        cell_out(row)
+        cell_out(row, &self.tunnels)
     }
 
     /// Places one new environment on the live cell with the most room, if any.

@@ -2,6 +2,7 @@
 //! Authorisation and auditing happen here, so every surface gets the same rules.
 
 pub mod airflow;
+pub mod airflow_call;
 pub mod cells;
 pub mod cli;
 pub mod dags;
@@ -113,7 +114,8 @@ pub struct Services {
     pub(crate) principals: std::sync::Arc<PrincipalCache>,
     pub(crate) master_key: crate::secrets::MasterKey,
     pub(crate) airflow_tokens: std::sync::Arc<airflow::AirflowTokens>,
-    pub(crate) http: reqwest::Client,
+    /// The cells' tunnels, the only way to their environments' Airflow.
+    pub tunnels: std::sync::Arc<crate::tunnel::Tunnels>,
     /// The platform bucket, if configured.
     pub bucket: Option<hangar_data_plane::bucket::Bucket>,
     /// The hash of the token that may read `/metrics` (besides the platform admin's).
@@ -150,7 +152,7 @@ impl Services {
             principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
             master_key,
             airflow_tokens: std::sync::Arc::default(),
-            http: airflow::airflow_client(),
+            tunnels: std::sync::Arc::default(),
             bucket: None,
             metrics_token_hash: None,
             log_pruned_at: std::sync::Arc::default(),

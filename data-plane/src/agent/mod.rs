@@ -101,7 +101,14 @@ pub async fn run<R: Runtime>(
     let pool: autoscale::Pool = Arc::default();
     let targets: CliTargets = Arc::default();
     let sources = LogSources::default();
+    let tunnel = crate::tunnel::TunnelEnvironments::default();
     let mut tasks = JoinSet::new();
+    tasks.spawn(crate::tunnel::run(
+        client.clone(),
+        settings.cell.clone(),
+        tunnel.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(crate::log_ship::run(
         client.clone(),
         settings.cell.clone(),
@@ -162,6 +169,7 @@ pub async fn run<R: Runtime>(
                                     pool: pool.clone(),
                                     targets: targets.clone(),
                                     sources: sources.clone(),
+                                    tunnel: tunnel.clone(),
                                 },
                                 cancel.clone(),
                             ));

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) targets: CliTargets,
     pub(crate) sources: LogSources,
+    /// Where the cell's tunnel forwards each environment's Airflow requests.
+    pub(crate) tunnel: crate::tunnel::TunnelEnvironments,
 }
 
 /// One environment's reconciler and what it remembers between passes.
@@ -191,6 +193,9 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
     /// [`REPORT_EVERY`]).
     async fn report(&mut self) {
         let mut observed = self.env.observe(self.failed.clone()).await;
+        if let Some(url) = observed.endpoints.get("api") {
+            self.shared.tunnel.set(self.id, url);
+        }
         observed.reconcile = Some(self.counters.clone());
         let due = self
             .last
@@ -242,6 +247,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         if let Ok(mut t) = self.shared.targets.lock() {
             t.remove(&self.id);
         }
+        self.shared.tunnel.remove(self.id);
         Ok(Action::Done)
     }
 

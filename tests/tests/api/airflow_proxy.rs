@@ -1,8 +1,9 @@
 //! `…/environments/{env}/airflow/…` against a stand-in for the environment's Airflow
-//! (`FakeAirflow`): when nobody answers, a 503 that names the environment and says why, never
-//! the caller's own timeout or an internal address; redirects never followed; answers bounded;
-//! only the cell's loopback called; the platform's login with the Airflow role of the caller's
-//! Hangar role. A client whose Hangar is not there: an error that says so.
+//! (`FakeAirflow`), reached through the cell's tunnel as the real agent's code forwards it:
+//! when nobody answers, a 503 that names the environment and says why, never the caller's own
+//! timeout or an internal address; redirects never followed; answers bounded; no address a
+//! cell reports ever called by the control plane; the platform's login with the Airflow role
+//! of the caller's Hangar role. A client whose Hangar is not there: an error that says so.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,11 +36,9 @@ async fn get_dags(c: &Client) -> (u16, Problem) {
     hangar_tests::problem_of(r).await
 }
 
-/// Reports `etl` running with its api-server at `api`.
+/// Reports `etl` running with its api-server at `api`, where the cell's tunnel forwards.
 async fn serving_at(agent: &FakeAgent, id: uuid::Uuid, api: &str) {
-    let mut observed = healthy(1);
-    observed.endpoints.insert("api".into(), api.into());
-    agent.report(id, &observed).await.unwrap();
+    agent.serve_airflow(id, api).await.unwrap();
 }
 
 #[tokio::test]
@@ -211,10 +210,16 @@ async fn an_answer_past_the_bound_is_refused_or_cut_short() {
     );
 
     // Found out while streaming (no Content-Length): the answer is cut, and ends in an error
-    // rather than looking complete.
-    let r = call("streamed").await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.bytes().await.is_err(), "a cut answer is an error");
+    // rather than looking complete. (When the bound is passed in the first chunk the control
+    // plane reads, which depends on how the tunnel framed the body, the connection ends before
+    // even the status was sent: an error too.)
+    match call("streamed").await {
+        Ok(r) => {
+            assert_eq!(r.status(), 200);
+            assert!(r.bytes().await.is_err(), "a cut answer is an error");
+        }
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e:?}"),
+    }
 
     // Up to the bound, streamed whole.
     let r = call("fits").await.unwrap();
@@ -223,11 +228,19 @@ async fn an_answer_past_the_bound_is_refused_or_cut_short() {
 }
 
 #[tokio::test]
-async fn an_address_other_than_the_cells_loopback_is_never_called() {
+async fn the_control_plane_never_calls_an_address_a_cell_reports() {
     let (_app, editor, agent, id) = running_etl().await.unwrap();
+    let fake = FakeAirflow::start("data", "etl", Router::new())
+        .await
+        .unwrap();
+    // The agent's tunnel forwards to the environment's api-server, wherever its report says
+    // the api-server is.
+    agent.tunnel.set(id, &fake.url);
     let (other_ip, other_hits) = counting("127.0.0.2").await;
     let (here, here_hits) = counting("127.0.0.1").await;
     for reported in [
+        // The cell's loopback, as a process cell reports it.
+        format!("http://127.0.0.1:{here}{ETL}"),
         // Another host (here, another loopback address standing in for one).
         format!("http://127.0.0.2:{other_ip}{ETL}"),
         // A name, resolved by whoever calls it.
@@ -235,19 +248,17 @@ async fn an_address_other_than_the_cells_loopback_is_never_called() {
         // Another environment's path.
         format!("http://127.0.0.1:{here}/v1/tenants/data/environments/ml/airflow"),
     ] {
-        serving_at(&agent, id, &reported).await;
-        let (status, p) = get_dags(&editor).await;
-        assert_eq!(status, 503, "{reported}: {p:?}");
-        assert!(
-            p.detail.contains(
-                "environment \"etl\" reported an Airflow address the platform does not forward to"
-            ),
-            "{p:?}"
-        );
-        assert!(
-            !p.detail.contains("127.0.0") && !p.detail.contains("localhost"),
-            "no address: {p:?}"
-        );
+        let mut observed = healthy(1);
+        observed.endpoints.insert("api".into(), reported.clone());
+        agent.report(id, &observed).await.unwrap();
+        let r = editor
+            .request(Method::GET, &format!("{ETL}/api/v2/dags"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{reported}");
+        let seen: Value = r.json().await.unwrap();
+        assert_eq!(seen["path"], format!("{ETL}/api/v2/dags"), "{reported}");
     }
     assert_eq!(other_hits.load(Ordering::SeqCst), 0);
     assert_eq!(here_hits.load(Ordering::SeqCst), 0);

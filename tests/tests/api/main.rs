@@ -13,5 +13,6 @@ mod logs;
 mod ops;
 mod telemetry;
 mod tenants;
+mod tunnel;
 mod validation;
 mod web_login;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hangar_control_plane::ui_domain::UiDomain;
 use hangar_tenants::api::{CreateEnvironment, Problem, Role, WebLoginToken};
 use hangar_tests::fake_airflow::{token_for, FakeAirflow};
-use hangar_tests::{create_env, healthy, problem_of, running_etl_with, spawn_app, TestApp};
+use hangar_tests::{create_env, problem_of, running_etl_with, spawn_app, TestApp};
 use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 
@@ -215,9 +215,7 @@ async fn on_own_hosts() -> (TestApp, [FakeAirflow; 2], String, String) {
             .unwrap(),
     ];
     for (id, fake) in [etl, ml].into_iter().zip(&fakes) {
-        let mut observed = healthy(1);
-        observed.endpoints.insert("api".into(), fake.url.clone());
-        agent.report(id, &observed).await.unwrap();
+        agent.serve_airflow(id, &fake.url).await.unwrap();
     }
     let port = app.address.rsplit(':').next().unwrap().to_owned();
     let hosts = (

@@ -261,17 +261,29 @@ async fn a_failing_tasks_log_outlives_its_worker_and_the_agent_and_lines_are_fol
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ValueError: {boom}")));
-    // The Airflow UI reads it too (its API, as the UI does).
-    let (s, ui) = airflow_api(
-        &viewer,
-        "delta",
-        "etl",
-        Method::GET,
-        &format!("dags/doomed/dagRuns/{run_id}/taskInstances/explode/logs/1"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{ui}");
+    // The Airflow UI reads it too (its API, as the UI does), once the new agent serves the
+    // environment over its tunnel again (a 503 saying so until then).
+    let start = Instant::now();
+    let ui = loop {
+        let (s, ui) = airflow_api(
+            &viewer,
+            "delta",
+            "etl",
+            Method::GET,
+            &format!("dags/doomed/dagRuns/{run_id}/taskInstances/explode/logs/1"),
+            None,
+        )
+        .await;
+        if s == 200 {
+            break ui;
+        }
+        assert_eq!(s, 503, "{ui}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not served again by the new agent: {ui}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(ui.to_string().contains(&boom), "{ui}");
 
     // The worker's own component log was kept too, and `hangar logs` prints component lines.

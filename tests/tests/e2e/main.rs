@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod isolation;
 mod logs;
+mod tunnel;
 
 use hangar_client::Client;
 use hangar_tenants::api::{
@@ -942,8 +943,18 @@ async fn environments_survive_a_killed_agent_and_the_next_agent_adopts_them() {
         before.iter().all(|p| alive(*p)),
         "components died with the agent"
     );
-    let (status, _) = airflow(&editor, "gamma", Method::GET, "dags", None).await;
-    assert_eq!(status, 200, "Airflow answers without an agent");
+    // Its Airflow is reached only over the tunnel the agent held open: a 503 that says so
+    // until the next agent opens it again.
+    stack.app.wait_for_tunnel("local", false).await;
+    let (status, body) = airflow(&editor, "gamma", Method::GET, "dags", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has no tunnel open to the control plane"),
+        "{body}"
+    );
 
     // The next agent adopts the same processes instead of starting new ones.
     let mut second = start_agent(&stack);
@@ -957,6 +968,21 @@ async fn environments_survive_a_killed_agent_and_the_next_agent_adopts_them() {
     )
     .await;
     assert!(e.observed.unwrap().components.iter().all(|c| c.healthy));
+    // Its Airflow answers again once the next agent serves it over its tunnel (a 503 saying
+    // so until it has taken the environment up).
+    let start = Instant::now();
+    loop {
+        let (status, body) = airflow(&editor, "gamma", Method::GET, "dags", None).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not served by the next agent: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut after = pids(&stack, id);
     let mut expected = before.clone();
     after.sort_unstable();
