@@ -1,0 +1,31 @@
+//! The kubernetes runtime: a cell is one Kubernetes cluster, each environment a namespace of
+//! it. Its objects come from the Kubernetes renderer and are applied with server-side apply;
+//! the agent's reconciler drives them through [`crate::cell_runtime::EnvironmentRuntime`] like
+//! the process runtime's processes.
+//!
+//! Split by concern: [`desired`] (a rendered object's resource, scope and content hash),
+//! [`cluster`] (applying objects, deleting a namespace), [`status`] (Deployments as component
+//! health), [`workers`] (worker pods, deletion costs), [`objects`] (one environment's objects
+//! through a revision, scaling and deletion), [`error`] (how API failures are retried).
+
+pub mod cluster;
+pub mod desired;
+pub mod error;
+pub mod objects;
+pub mod status;
+pub mod workers;
+
+#[cfg(test)]
+mod tests;
+
+pub use cluster::{Applied, Cluster, FIELD_MANAGER};
+pub use error::ClusterError;
+pub use objects::EnvObjects;
+
+/// An environment's objects, as the Kubernetes renderer makes them: its namespace, and every
+/// object (complete: `apiVersion`, `kind`, metadata) in apply order, the namespace first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifests {
+    pub namespace: String,
+    pub objects: Vec<serde_json::Value>,
+}
