@@ -161,6 +161,34 @@ impl Bucket {
         &self.store
     }
 
+    /// Reads `requirements.txt` of an environment's prefix into `last` (its ETag and text)
+    /// when its ETag changed; `last` becomes `None` when there is none. A failure is logged and
+    /// keeps what was read before.
+    pub async fn read_requirements(
+        &self,
+        tenant: &str,
+        env: &str,
+        last: &mut Option<(Option<String>, String)>,
+    ) {
+        let path = self.path(&layout::requirements_key(tenant, env));
+        match self.store().head(&path).await {
+            Ok(meta) => {
+                let known = last.as_ref().map(|(tag, _)| tag);
+                if known != Some(&meta.e_tag) || meta.e_tag.is_none() {
+                    match self.get(&path).await {
+                        Ok(b) => {
+                            let text = String::from_utf8_lossy(&b).into_owned();
+                            *last = Some((meta.e_tag, text));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "failed to read requirements.txt"),
+                    }
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => *last = None,
+            Err(e) => tracing::warn!(error = %e, "failed to look up requirements.txt"),
+        }
+    }
+
     /// Where a key of the bucket's layout ([`hangar_tenants::bucket_layout`]) is in the store.
     pub fn path(&self, key: &layout::Key) -> ObjectPath {
         key.segments()

@@ -18,6 +18,7 @@ pub mod cell_runtime;
 pub mod cli_runner;
 pub mod dag_sync;
 pub mod embedded;
+pub mod health;
 pub mod kubernetes;
 pub mod log_ship;
 pub mod metadata_db;

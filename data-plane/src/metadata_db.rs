@@ -417,6 +417,68 @@ impl MetadataDbAdmin {
     }
 }
 
+/// A connection to one environment's own database, as its own role, for what the agent reads
+/// there: the task signal the autoscaler scales on (what MWAA and the Airflow Helm chart scale
+/// on) and which worker runs which task. Made when first needed, made again after a failure.
+#[derive(Default)]
+pub struct EnvTasks {
+    conn: Option<PgConnection>,
+}
+
+impl EnvTasks {
+    /// Queued and running task instances.
+    pub async fn counts(&mut self, url: &SecretString) -> Result<(u32, u32), sqlx::Error> {
+        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'queued'),
+                    count(*) FILTER (WHERE state = 'running')
+             FROM task_instance WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(self.connection(url).await?)
+        .await;
+        let (queued, running) = self.kept(row)?;
+        Ok((saturating_u32(queued), saturating_u32(running)))
+    }
+
+    /// Running task instances per worker, by the hostname each reported (Celery's worker
+    /// hostname: its pod's name on Kubernetes).
+    pub async fn running_by_host(
+        &mut self,
+        url: &SecretString,
+    ) -> Result<std::collections::HashMap<String, u32>, sqlx::Error> {
+        let rows: Result<Vec<(String, i64)>, sqlx::Error> = sqlx::query_as(
+            "SELECT hostname, count(*) FROM task_instance
+             WHERE state = 'running' AND hostname IS NOT NULL AND hostname <> ''
+             GROUP BY hostname",
+        )
+        .fetch_all(self.connection(url).await?)
+        .await;
+        Ok(self
+            .kept(rows)?
+            .into_iter()
+            .map(|(host, n)| (host, saturating_u32(n)))
+            .collect())
+    }
+
+    async fn connection(&mut self, url: &SecretString) -> Result<&mut PgConnection, sqlx::Error> {
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            slot => Ok(slot.insert(PgConnection::connect(url.expose_secret()).await?)),
+        }
+    }
+
+    /// A failed query drops the connection (the next one connects again).
+    fn kept<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+}
+
+fn saturating_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -22,7 +22,7 @@ use crate::bucket::Bucket;
 use crate::cell_runtime::{BucketSync, EnvironmentRuntime, Runtime, RuntimeFailure};
 use crate::dag_sync::{DagSync, SyncError, SyncOutcome};
 use crate::embedded::free_port;
-use crate::metadata_db::{self, EnvDatabase, MetadataDbAdmin, MetadataDbError};
+use crate::metadata_db::{self, EnvDatabase, EnvTasks, MetadataDbAdmin, MetadataDbError};
 use crate::runtime::python::{RuntimeCache, RuntimeError};
 use crate::sandbox::{Confinement, Sandbox, SandboxError};
 use crate::supervisor::{Supervisor, SupervisorError};
@@ -229,8 +229,8 @@ pub struct ProcessEnvironment {
     workers: Option<u32>,
     /// The autoscaler's view, as reported.
     worker_status: Option<hangar_tenants::WorkerStatus>,
-    /// A connection to the environment's own database, for task counts.
-    counts_conn: Option<sqlx::PgConnection>,
+    /// The environment's own database, for task counts.
+    tasks: EnvTasks,
     /// How its processes are confined, once prepared.
     confinement: Confinement,
 }
@@ -268,7 +268,7 @@ impl ProcessEnvironment {
             bucket_requirements: None,
             workers: None,
             worker_status: None,
-            counts_conn: None,
+            tasks: EnvTasks::default(),
             cli_target: None,
             prepared: None,
             confinement: Confinement::default(),
@@ -481,33 +481,13 @@ impl ProcessEnvironment {
         let before = plugins.generation();
         plugins.sync().await?;
         let plugins_changed = plugins.generation() != before;
-        self.read_requirements(&bucket, a).await;
+        bucket
+            .read_requirements(&a.tenant, &a.name, &mut self.bucket_requirements)
+            .await;
         Ok(BucketSync {
             dags,
             plugins_changed,
         })
-    }
-
-    /// Reads `requirements.txt` of the environment's prefix when its ETag changed.
-    async fn read_requirements(&mut self, bucket: &Bucket, a: &Assignment) {
-        use object_store::ObjectStoreExt;
-        let path = bucket.path(&layout::requirements_key(&a.tenant, &a.name));
-        match bucket.store().head(&path).await {
-            Ok(meta) => {
-                let known = self.bucket_requirements.as_ref().map(|(tag, _)| tag);
-                if known != Some(&meta.e_tag) || meta.e_tag.is_none() {
-                    match bucket.get(&path).await {
-                        Ok(b) => {
-                            let text = String::from_utf8_lossy(&b).into_owned();
-                            self.bucket_requirements = Some((meta.e_tag, text));
-                        }
-                        Err(e) => tracing::warn!(error = %e, "failed to read requirements.txt"),
-                    }
-                }
-            }
-            Err(object_store::Error::NotFound { .. }) => self.bucket_requirements = None,
-            Err(e) => tracing::warn!(error = %e, "failed to look up requirements.txt"),
-        }
     }
 
     /// One round of the DAG sync from the environment's `dags/` prefix of the bucket (see
@@ -567,7 +547,7 @@ impl ProcessEnvironment {
         let mut components = self.supervisor.tick();
         let mut endpoints = std::collections::BTreeMap::new();
         if let Some(url) = self.api_url.clone() {
-            components.push(self.airflow_health(&url).await);
+            components.push(crate::health::airflow_health(&self.http, &url).await);
             endpoints.insert("api".to_owned(), url);
         }
         ObservedState {
@@ -580,43 +560,6 @@ impl ProcessEnvironment {
             bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
             workers: self.worker_status.clone(),
             reconcile: None,
-        }
-    }
-
-    /// Airflow's own view (`/api/v2/monitor/health`): the metadata database and the scheduler,
-    /// dag-processor and triggerer heartbeats.
-    async fn airflow_health(&self, base: &str) -> ComponentStatus {
-        let unhealthy = |message: String| ComponentStatus {
-            name: "airflow".into(),
-            healthy: false,
-            message: Some(message),
-        };
-        let resp = match self
-            .http
-            .get(format!("{base}/api/v2/monitor/health"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => return unhealthy("the Airflow API does not answer yet".into()),
-        };
-        let Ok(body) = resp.json::<serde_json::Value>().await else {
-            return unhealthy("the Airflow API answered no health document".into());
-        };
-        let sick: Vec<String> = ["metadatabase", "scheduler", "dag_processor", "triggerer"]
-            .into_iter()
-            .filter(|k| body[*k]["status"].as_str() != Some("healthy"))
-            .map(|k| format!("{k}: {}", body[k]["status"].as_str().unwrap_or("unknown")))
-            .collect();
-        if sick.is_empty() {
-            ComponentStatus {
-                name: "airflow".into(),
-                healthy: true,
-                message: None,
-            }
-        } else {
-            unhealthy(sick.join(", "))
         }
     }
 
@@ -841,35 +784,12 @@ impl WorkerRuntime for ProcessEnvironment {
     /// Queued and running task instances from the environment's own database (the signal
     /// MWAA and the Airflow Helm chart scale on).
     async fn task_counts(&mut self, a: &Assignment) -> Result<(u32, u32), ScaleError> {
-        use sqlx::Connection;
-        if self.counts_conn.is_none() {
-            let Some(secrets) = a.secrets.as_ref() else {
-                return Ok((0, 0));
-            };
-            let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
-            let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
-            self.counts_conn = Some(sqlx::PgConnection::connect(url.expose_secret()).await?);
-        }
-        let Some(conn) = self.counts_conn.as_mut() else {
+        let Some(secrets) = a.secrets.as_ref() else {
             return Ok((0, 0));
         };
-        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state = 'queued'),
-                    count(*) FILTER (WHERE state = 'running')
-             FROM task_instance WHERE state IN ('queued', 'running')",
-        )
-        .fetch_one(&mut *conn)
-        .await;
-        match row {
-            Ok((q, r)) => Ok((
-                u32::try_from(q).unwrap_or(u32::MAX),
-                u32::try_from(r).unwrap_or(u32::MAX),
-            )),
-            Err(e) => {
-                self.counts_conn = None;
-                Err(e.into())
-            }
-        }
+        let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
+        let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
+        Ok(self.tasks.counts(&url).await?)
     }
 
     fn current_workers(&self) -> u32 {
