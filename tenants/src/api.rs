@@ -325,6 +325,12 @@ pub struct CellIsolation {
     /// The Landlock ABI the environments' processes are confined with; absent when the kernel
     /// has none.
     pub landlock: Option<u32>,
+    /// Every environment has a Kubernetes namespace of its own (Pod Security `restricted`,
+    /// default-deny NetworkPolicies, a ResourceQuota, no service-account token in its pods):
+    /// the kubernetes runtime's isolation, where `users`, `cgroups` and `landlock` (the process
+    /// runtime's) do not apply.
+    #[serde(default)]
+    pub namespaces: bool,
     /// What is not in force, and why, one sentence each.
     #[serde(default)]
     pub problems: Vec<String>,

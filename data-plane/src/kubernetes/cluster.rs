@@ -7,13 +7,15 @@
 //! first). What the cluster has is read once per apply — the namespace, then one metadata-only
 //! list per kind — and an object whose [`APPLIED_HASH`] annotation matches what was rendered is
 //! left alone: an agent that restarts adopts what exists without writing anything, and a
-//! revision that changes one component patches only that component's objects.
+//! revision that changes one component patches only that component's objects. Objects of the
+//! kinds listed that Hangar manages but the revision no longer has are deleted afterwards.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::ApiResource;
 use serde_json::Value;
 
 use super::desired::{Desired, ObjectKey, APPLIED_HASH};
@@ -40,6 +42,17 @@ pub struct Applied {
     pub patched: Vec<String>,
     /// Objects left alone because the cluster has them as rendered.
     pub unchanged: usize,
+    /// Objects deleted because the revision no longer has them (`Kind/namespace/name`).
+    pub pruned: Vec<String>,
+}
+
+/// What the cluster has of an environment's objects, as read at the start of an apply.
+#[derive(Default)]
+struct Existing {
+    /// The [`APPLIED_HASH`] of each object found.
+    hashes: HashMap<ObjectKey, String>,
+    /// Objects Hangar manages, of the kinds listed, that the revision does not have.
+    extra: Vec<(ApiResource, String, String)>,
 }
 
 impl Cluster {
@@ -69,18 +82,36 @@ impl Cluster {
             .enumerate()
             .map(|(i, o)| Desired::new(namespace, i, o))
             .collect::<Result<Vec<_>, _>>()?;
-        let applied = self.applied_hashes(namespace, &desired).await?;
+        let existing = self.existing(namespace, &desired).await?;
         let mut out = Applied::default();
         for d in &desired {
-            if applied.get(&d.key()) == Some(&d.hash) {
+            if existing.hashes.get(&d.key()) == Some(&d.hash) {
                 out.unchanged += 1;
                 continue;
             }
             self.apply_object(d).await?;
             out.patched.push(d.describe());
         }
-        if !out.patched.is_empty() {
-            tracing::info!(namespace, patched = ?out.patched, unchanged = out.unchanged, "applied objects");
+        // Only once the new objects are in place: what the revision dropped (an old
+        // requirements Job, a component it no longer runs).
+        for (resource, ns, name) in existing.extra {
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &resource);
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(source) => {
+                    return Err(ClusterError::Prune {
+                        namespace: ns,
+                        kind: resource.kind,
+                        name,
+                        source: Box::new(source),
+                    })
+                }
+            }
+            out.pruned.push(format!("{}/{ns}/{name}", resource.kind));
+        }
+        if !out.patched.is_empty() || !out.pruned.is_empty() {
+            tracing::info!(namespace, patched = ?out.patched, pruned = ?out.pruned, unchanged = out.unchanged, "applied objects");
         }
         Ok(out)
     }
@@ -120,14 +151,14 @@ impl Cluster {
         }
     }
 
-    /// The [`APPLIED_HASH`] of each of `desired`'s objects the cluster has. Nothing is listed
+    /// What the cluster has of `desired`'s objects (and of their kinds). Nothing is listed
     /// when the namespace does not exist yet; a namespace being deleted is an error (nothing
     /// may be created in it).
-    async fn applied_hashes(
+    async fn existing(
         &self,
         namespace: &str,
         desired: &[Desired],
-    ) -> Result<HashMap<ObjectKey, String>, ClusterError> {
+    ) -> Result<Existing, ClusterError> {
         let read = |kind: &str| {
             let kind = kind.to_owned();
             move |source| ClusterError::Read {
@@ -136,14 +167,15 @@ impl Cluster {
                 source: Box::new(source),
             }
         };
-        let mut hashes = HashMap::new();
+        let mut found = Existing::default();
+        let wanted: HashSet<ObjectKey> = desired.iter().map(Desired::key).collect();
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let Some(ns) = namespaces
             .get_metadata_opt(namespace)
             .await
             .map_err(read("Namespace"))?
         else {
-            return Ok(hashes);
+            return Ok(found);
         };
         if ns.metadata.deletion_timestamp.is_some() {
             return Err(ClusterError::Terminating {
@@ -157,7 +189,7 @@ impl Cluster {
             name: namespace.to_owned(),
         };
         if let Some(h) = hash_of(&ns.metadata) {
-            hashes.insert(ns_key.clone(), h.clone());
+            found.hashes.insert(ns_key.clone(), h.clone());
         }
         let mut listed = HashSet::new();
         for d in desired {
@@ -168,13 +200,13 @@ impl Cluster {
             match &d.namespace {
                 // Cluster-scoped objects other than the namespace: read one by one.
                 None => {
-                    let found = self
+                    let object = self
                         .dynamic(d)
                         .get_metadata_opt(&d.name)
                         .await
                         .map_err(read(&d.resource.kind))?;
-                    if let Some(h) = found.as_ref().and_then(|m| hash_of(&m.metadata)) {
-                        hashes.insert(key, h.clone());
+                    if let Some(h) = object.as_ref().and_then(|m| hash_of(&m.metadata)) {
+                        found.hashes.insert(key, h.clone());
                     }
                 }
                 // One list per kind and namespace.
@@ -188,17 +220,22 @@ impl Cluster {
                         .await
                         .map_err(read(&d.resource.kind))?;
                     for item in items {
-                        let (Some(name), Some(h)) =
-                            (item.metadata.name.as_deref(), hash_of(&item.metadata))
-                        else {
+                        let Some(name) = item.metadata.name.as_deref() else {
                             continue;
                         };
-                        hashes.insert(ObjectKey::new(&d.resource, Some(ns), name), h.clone());
+                        let key = ObjectKey::new(&d.resource, Some(ns), name);
+                        if !wanted.contains(&key) {
+                            found
+                                .extra
+                                .push((d.resource.clone(), ns.clone(), name.to_owned()));
+                        } else if let Some(h) = hash_of(&item.metadata) {
+                            found.hashes.insert(key, h.clone());
+                        }
                     }
                 }
             }
         }
-        Ok(hashes)
+        Ok(found)
     }
 
     /// Deletes the namespace (everything of the environment lives in it) and waits until it is

@@ -60,6 +60,16 @@ pub enum ClusterError {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error(
+        "failed to delete {kind} {name} of namespace {namespace}, which the revision no longer has"
+    )]
+    Prune {
+        namespace: String,
+        kind: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
     #[error("failed to apply object {index} of namespace {namespace}: it has no {missing}")]
     Incomplete {
         namespace: String,
@@ -107,6 +117,7 @@ impl ClusterError {
         match self {
             ClusterError::Read { source, .. }
             | ClusterError::Apply { source, .. }
+            | ClusterError::Prune { source, .. }
             | ClusterError::ReadDeployment { source, .. }
             | ClusterError::ListPods { source, .. }
             | ClusterError::DeletionCost { source, .. }

@@ -6,10 +6,12 @@
 //! Split by concern: [`desired`] (a rendered object's resource, scope and content hash),
 //! [`cluster`] (applying objects, deleting a namespace), [`status`] (Deployments as component
 //! health), [`workers`] (worker pods, deletion costs), [`objects`] (one environment's objects
-//! through a revision, scaling and deletion), [`error`] (how API failures are retried).
+//! through a revision, scaling and deletion), [`error`] (how API failures are retried), and
+//! [`environment`] (the cell and its environments as the agent drives them).
 
 pub mod cluster;
 pub mod desired;
+pub mod environment;
 pub mod error;
 pub mod objects;
 pub mod status;
@@ -19,6 +21,10 @@ pub mod workers;
 mod tests;
 
 pub use cluster::{Applied, Cluster, FIELD_MANAGER};
+pub use environment::{
+    Address, KubeEnvironment, KubePlatform, KubePlatformError, KubeRuntime, KubeRuntimeError,
+    Renderer,
+};
 pub use error::ClusterError;
 pub use objects::EnvObjects;
 

@@ -171,6 +171,7 @@ impl Sandbox {
             users: root,
             cgroups: cgroups.as_ref().map(|c| c.version().label().to_owned()),
             landlock: (landlock.as_deref() == Ok("full")).then_some(exec::LANDLOCK_ABI_NUMBER),
+            namespaces: false,
             problems,
         };
         for p in &report.problems {

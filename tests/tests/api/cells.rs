@@ -107,6 +107,7 @@ fn single_user() -> CellIsolation {
         users: false,
         cgroups: Some("v2".into()),
         landlock: None,
+        namespaces: false,
         problems: vec![
             "HANGAR_INSECURE_SINGLE_USER=true: every environment runs as the agent's user".into(),
             "the kernel has no Landlock".into(),
@@ -137,6 +138,7 @@ async fn a_cells_isolation_report_is_shown_on_the_cell_and_its_environments() {
         users: true,
         cgroups: Some("v2".into()),
         landlock: Some(4),
+        namespaces: false,
         problems: vec![],
     };
     let cell = agent.register(10, Some(isolated.clone())).await.unwrap();

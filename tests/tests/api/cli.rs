@@ -333,6 +333,7 @@ async fn cell_list_shows_each_cells_isolation_and_env_get_warns_on_a_cell_withou
         users: true,
         cgroups: Some("v2".into()),
         landlock: Some(4),
+        namespaces: false,
         problems: vec![],
     };
     app.registered_agent_reporting("fenced", 1, Some(isolated))

@@ -87,6 +87,11 @@ pub(super) fn existing_worker(replicas: u32) -> Value {
 /// The API server's side of reading what exists: the namespace, then one metadata list per
 /// kind, every object carrying the hash of `m`'s version of it.
 pub(super) async fn serve_reads(server: &mut ApiServer, m: &Manifests) {
+    serve_reads_with(server, m, &[]).await;
+}
+
+/// [`serve_reads`], with more ConfigMaps managed by Hangar than `m` has.
+pub(super) async fn serve_reads_with(server: &mut ApiServer, m: &Manifests, extra_config: &[&str]) {
     let hash = |i: usize| content_hash(&m.objects[i]);
     server
         .expect(
@@ -112,7 +117,15 @@ pub(super) async fn serve_reads(server: &mut ApiServer, m: &Manifests) {
             "GET",
             &list(&format!("/api/v1/namespaces/{NS}/configmaps")),
             200,
-            metadata_list(vec![applied_meta("airflow-config", &hash(2))]),
+            metadata_list(
+                std::iter::once(applied_meta("airflow-config", &hash(2)))
+                    .chain(
+                        extra_config
+                            .iter()
+                            .map(|n| applied_meta(n, "0123456789abcdef")),
+                    )
+                    .collect(),
+            ),
         )
         .await;
     server

@@ -101,6 +101,40 @@ async fn a_revision_changing_one_component_patches_only_its_objects() {
 }
 
 #[tokio::test]
+async fn objects_the_revision_no_longer_has_are_deleted_after_the_new_ones_are_applied() {
+    let (client, mut server) = mock::pair();
+    let mut objects = env(client);
+    let m = rendered(2, "airflow:2");
+    let applied = scenario(
+        objects.apply::<ClusterError>(0, |n| Ok(rendered(n, "airflow:2"))),
+        async {
+            server
+                .expect("GET", &worker_deployment_uri(), 200, existing_worker(2))
+                .await;
+            serve_reads_with(
+                &mut server,
+                &rendered(2, "airflow:1"),
+                &["requirements-5f2a"],
+            )
+            .await;
+            server.expect_apply(&uris()[4], &m.objects[4]).await;
+            let old = format!("/api/v1/namespaces/{NS}/configmaps/requirements-5f2a");
+            let gone = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "requirements-5f2a", "namespace": NS}});
+            let got = server.expect("DELETE", &old, 200, gone).await;
+            assert_eq!(got.body["propagationPolicy"], "Background");
+        },
+    )
+    .await
+    .unwrap();
+    server.assert_idle();
+    assert_eq!(
+        applied.pruned,
+        vec![format!("ConfigMap/{NS}/requirements-5f2a")]
+    );
+}
+
+#[tokio::test]
 async fn an_agent_restart_adopts_what_exists_without_writing() {
     let (client, mut server) = mock::pair();
     let mut objects = env(client);
