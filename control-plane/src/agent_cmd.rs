@@ -1,17 +1,23 @@
 //! `hangar agent`: a data-plane agent in its own process, serving one cell with the process
-//! runtime. On SIGTERM or Ctrl-C it stops without stopping its environments; the next agent on
-//! the same data directory adopts their processes.
+//! runtime (`--runtime process`, the default) or a Kubernetes cluster (`--runtime kubernetes`).
+//! On SIGTERM or Ctrl-C it stops without stopping its environments; the next agent (on the same
+//! data directory, or on the same cluster) adopts them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
 use hangar_data_plane::autoscaler::machine_worker_slots;
 use hangar_data_plane::bucket::Bucket;
+use hangar_data_plane::kubernetes::{
+    BlueprintRenderer, Cluster, KubePlatform, KubePlatformError, KubeRuntime,
+};
 use hangar_data_plane::log_ship::ShipSettings;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_data_plane::sandbox::{Sandbox, SandboxError, SandboxSettings};
 use hangar_tenants::api::CellCapacity;
+use hangar_tenants::blueprint::kubernetes::KubeCell;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -33,9 +39,12 @@ pub struct AgentArgs {
     /// The cell's token (from `hangar cell create`).
     #[arg(long, env = "HANGAR_CELL_TOKEN", value_name = "HANGAR_CELL_TOKEN", hide_env_values = true, value_parser = secret)]
     pub cell_token: SecretString,
-    /// Where runtimes and environments live on this machine.
+    /// What runs the cell's environments: processes on this machine, or a Kubernetes cluster.
+    #[arg(long, env = "HANGAR_RUNTIME", value_enum, default_value_t = RuntimeKind::Process)]
+    pub runtime: RuntimeKind,
+    /// Where runtimes and environments live on this machine (process runtime).
     #[arg(long, env = "HANGAR_AGENT_DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// Superuser URL of the platform Postgres the environments' databases live on.
     #[arg(long, env = "HANGAR_PLATFORM_POSTGRES_URL", value_name = "HANGAR_PLATFORM_POSTGRES_URL", hide_env_values = true, value_parser = secret)]
     pub postgres_url: SecretString,
@@ -50,7 +59,8 @@ pub struct AgentArgs {
     /// Seconds an environment's lower worker target must hold before workers are drained.
     #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
     pub scale_down_cooldown_secs: u64,
-    /// Worker slots of this cell's shared pool (default: 2 per core, at most 1 per GiB).
+    /// Worker slots of this cell's shared pool (process runtime's default: 2 per core, at most
+    /// 1 per GiB; the kubernetes runtime needs it set, to what its worker node pool holds).
     #[arg(long, env = "HANGAR_WORKER_SLOTS")]
     pub worker_slots: Option<u32>,
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
@@ -60,6 +70,35 @@ pub struct AgentArgs {
     pub log_retention_days: u64,
     #[command(flatten)]
     pub isolation: IsolationArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// What runs a cell's environments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Supervised processes on this machine.
+    Process,
+    /// A namespace per environment on the Kubernetes cluster the agent runs in (or its
+    /// kubeconfig names).
+    Kubernetes,
+}
+
+/// The kubernetes runtime's settings (docs/kubernetes.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubeArgs {
+    /// The cell's Kubernetes settings as JSON (images, worker node pool, system namespace,
+    /// egress); what it leaves out has its default. The bucket URL comes from HANGAR_BUCKET_URL.
+    #[arg(long, env = "HANGAR_KUBE_CELL_FILE")]
+    pub kube_cell_file: Option<PathBuf>,
+    /// The platform Postgres as the environments' pods reach it, `host:port` (default: the
+    /// host and port of HANGAR_PLATFORM_POSTGRES_URL).
+    #[arg(long, env = "HANGAR_KUBE_POD_POSTGRES")]
+    pub pod_postgres: Option<String>,
+    /// The platform Redis as the environments' pods reach it, `host:port` (default: the host
+    /// and port of HANGAR_PLATFORM_REDIS_URL).
+    #[arg(long, env = "HANGAR_KUBE_POD_REDIS")]
+    pub pod_redis: Option<String>,
 }
 
 /// How the process runtime keeps tenants apart (docs/security.md).
@@ -102,25 +141,34 @@ pub enum AgentCmdError {
     Bucket(#[from] hangar_data_plane::bucket::BucketError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    KubePlatform(#[from] KubePlatformError),
+    #[error("failed to reach the Kubernetes API (in-cluster service account or kubeconfig)")]
+    KubeClient(#[source] kube::Error),
+    #[error("HANGAR_KUBE_CELL_FILE: failed to read {path}")]
+    KubeCellFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HANGAR_KUBE_CELL_FILE: {path} is not valid: {message}")]
+    KubeCell { path: PathBuf, message: String },
+    #[error(
+        "HANGAR_WORKER_SLOTS: set it to the worker slots the cluster's worker node pool holds"
+    )]
+    WorkerSlots,
+    #[error("HANGAR_AGENT_DIR: set where the process runtime keeps runtimes and environments")]
+    DataDir,
 }
 
 pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
     let client = hangar_client::Client::new(&args.url, Some(args.cell_token.clone()))?;
-    let sandbox = args.isolation.sandbox().await?;
-    let platform = Platform::connect(
-        &args.postgres_url,
-        &args.redis_url,
-        &args.data_dir,
-        &args.uv,
-        args.bucket.as_deref().map(Bucket::from_url).transpose()?,
-        sandbox,
-    )
-    .await?;
-    let settings = AgentSettings {
-        cell: args.cell,
+    let bucket = args.bucket.as_deref().map(Bucket::from_url).transpose()?;
+    let settings = |worker_slots: u32| AgentSettings {
+        cell: args.cell.clone(),
         capacity: CellCapacity {
             max_environments: args.max_environments,
-            worker_slots: args.worker_slots.unwrap_or_else(machine_worker_slots),
+            worker_slots,
         },
         poll_wait: Duration::from_secs(25),
         tick: Duration::from_secs(2),
@@ -131,6 +179,120 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
             ..ShipSettings::default()
         },
     };
-    agent::run(client, settings, platform, shutdown).await;
+    match (args.runtime, &args.data_dir) {
+        (RuntimeKind::Process, Some(data_dir)) => {
+            let sandbox = args.isolation.sandbox().await?;
+            let platform = Platform::connect(
+                &args.postgres_url,
+                &args.redis_url,
+                data_dir,
+                &args.uv,
+                bucket,
+                sandbox,
+            )
+            .await?;
+            let slots = args.worker_slots.unwrap_or_else(machine_worker_slots);
+            agent::run(client, settings(slots), platform, shutdown).await;
+        }
+        (RuntimeKind::Process, None) => return Err(AgentCmdError::DataDir),
+        (RuntimeKind::Kubernetes, _) => {
+            let slots = args.worker_slots.ok_or(AgentCmdError::WorkerSlots)?;
+            let runtime = kube_runtime(&args, bucket).await?;
+            agent::run(client, settings(slots), runtime, shutdown).await;
+        }
+    }
     Ok(())
+}
+
+/// A client of the Kubernetes API `config` names.
+fn kube_client(config: kube::Config) -> Result<kube::Client, AgentCmdError> {
+    kube::Client::try_from(config).map_err(AgentCmdError::KubeClient)
+}
+
+/// The kubernetes runtime of the cluster the agent runs in (or its kubeconfig names).
+async fn kube_runtime(
+    args: &AgentArgs,
+    bucket: Option<Bucket>,
+) -> Result<KubeRuntime, AgentCmdError> {
+    let mut cell: KubeCell = match &args.kube.kube_cell_file {
+        None => KubeCell::default(),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| AgentCmdError::KubeCellFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            serde_json::from_str(&text).map_err(|e| AgentCmdError::KubeCell {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+        }
+    };
+    if let Some(url) = &args.bucket {
+        cell.bucket_url = url.clone();
+    }
+    cell.validate().map_err(|e| AgentCmdError::KubeCell {
+        path: args.kube.kube_cell_file.clone().unwrap_or_default(),
+        message: e.to_string(),
+    })?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| AgentCmdError::KubeClient(kube::Error::InferConfig(e)))?;
+    let client = kube_client(config)?;
+    let platform = KubePlatform::connect(
+        &args.postgres_url,
+        &args.redis_url,
+        args.kube.pod_postgres.as_deref(),
+        args.kube.pod_redis.as_deref(),
+    )
+    .await?;
+    Ok(KubeRuntime::new(
+        Cluster::new(client),
+        platform,
+        Arc::new(BlueprintRenderer::new(cell)),
+        bucket,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<AgentArgs, clap::Error> {
+        let base = [
+            "hangar",
+            "--cell",
+            "c1",
+            "--cell-token",
+            "t",
+            "--postgres-url",
+            "postgres://a:b@db:5432/postgres",
+            "--redis-url",
+            "redis://a:b@redis:6379",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.agent)
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_client_for_an_https_api_server_can_be_made() {
+        let config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        assert!(kube_client(config).is_ok());
+    }
+
+    #[test]
+    fn the_kubernetes_runtime_is_chosen_by_flag_and_needs_no_data_directory() {
+        let process = parse(&["--data-dir", "/var/lib/hangar"]).unwrap();
+        assert_eq!(process.runtime, RuntimeKind::Process);
+        let kube = parse(&["--runtime", "kubernetes", "--worker-slots", "16"]).unwrap();
+        assert_eq!(kube.runtime, RuntimeKind::Kubernetes);
+        assert_eq!(kube.data_dir, None);
+    }
 }

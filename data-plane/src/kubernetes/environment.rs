@@ -27,9 +27,10 @@ use crate::cell_runtime::{BucketSync, EnvironmentRuntime, Runtime, RuntimeFailur
 use crate::dag_sync::SyncError;
 use crate::metadata_db::{self, EnvDatabase, EnvTasks, MetadataDbAdmin, MetadataDbError};
 
-/// The api-server's Service in an environment's namespace, and its port.
+/// The api-server's Service in an environment's namespace (named after its component), and
+/// its port.
 pub const API_SERVICE: &str = "api-server";
-pub const API_PORT: u16 = 8080;
+pub use hangar_tenants::blueprint::kubernetes::API_PORT;
 
 /// Why an environment could not be applied or deleted.
 #[derive(Debug, thiserror::Error)]
@@ -577,6 +578,14 @@ mod tests {
                 host: "db.internal".into(),
                 port: 5433
             })
+        );
+    }
+
+    #[test]
+    fn the_api_service_is_named_as_the_renderer_names_it() {
+        assert_eq!(
+            API_SERVICE,
+            hangar_tenants::blueprint::ComponentKind::ApiServer.as_str()
         );
     }
 

@@ -7,13 +7,15 @@
 //! [`cluster`] (applying objects, deleting a namespace), [`status`] (Deployments as component
 //! health), [`workers`] (worker pods, deletion costs), [`objects`] (one environment's objects
 //! through a revision, scaling and deletion), [`error`] (how API failures are retried), and
-//! [`environment`] (the cell and its environments as the agent drives them).
+//! [`environment`] (the cell and its environments as the agent drives them), [`render`] (the
+//! Kubernetes renderer as the environment's).
 
 pub mod cluster;
 pub mod desired;
 pub mod environment;
 pub mod error;
 pub mod objects;
+pub mod render;
 pub mod status;
 pub mod workers;
 
@@ -27,11 +29,8 @@ pub use environment::{
 };
 pub use error::ClusterError;
 pub use objects::EnvObjects;
+pub use render::BlueprintRenderer;
 
 /// An environment's objects, as the Kubernetes renderer makes them: its namespace, and every
 /// object (complete: `apiVersion`, `kind`, metadata) in apply order, the namespace first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Manifests {
-    pub namespace: String,
-    pub objects: Vec<serde_json::Value>,
-}
+pub use hangar_tenants::blueprint::kubernetes::Manifests;

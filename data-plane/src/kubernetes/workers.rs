@@ -21,10 +21,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use super::cluster::{Cluster, FIELD_MANAGER};
 use super::error::ClusterError;
 
-/// The component (label `hangar.dev/component`) and Deployment name of the Celery workers.
+/// The component (label `hangar.dev/component`) and Deployment name of the Celery workers
+/// (the renderer's `ComponentKind::Worker`).
 pub const WORKER: &str = "worker";
 /// The label naming an object's component.
-pub const COMPONENT_LABEL: &str = "hangar.dev/component";
+pub use hangar_tenants::blueprint::kubernetes::COMPONENT_LABEL;
 /// The annotation the ReplicaSet controller orders pods by when it removes some (lowest first).
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
@@ -183,6 +184,14 @@ mod tests {
             draining,
             cost,
         }
+    }
+
+    #[test]
+    fn the_worker_deployment_is_named_as_the_renderer_names_it() {
+        assert_eq!(
+            WORKER,
+            hangar_tenants::blueprint::ComponentKind::Worker.as_str()
+        );
     }
 
     #[test]

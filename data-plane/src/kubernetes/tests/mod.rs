@@ -6,6 +6,7 @@
 mod errors;
 pub(crate) mod mock;
 mod objects;
+mod rendered;
 
 use std::time::Duration;
 

@@ -1,0 +1,47 @@
+//! The Kubernetes renderer (`hangar_tenants::blueprint::kubernetes`) as the runtime's
+//! [`Renderer`]: an assignment, its backends and a worker count in, the environment's objects
+//! out, with the cell's settings.
+
+use hangar_tenants::api::Assignment;
+use hangar_tenants::blueprint::kubernetes::{self as renderer, KubeCell, KubeInput};
+use hangar_tenants::blueprint::Backends;
+use hangar_tenants::names::TenantName;
+use uuid::Uuid;
+
+use super::environment::{RenderFailure, Renderer};
+use super::Manifests;
+
+/// The Kubernetes renderer with one cell's settings.
+pub struct BlueprintRenderer {
+    cell: KubeCell,
+}
+
+impl BlueprintRenderer {
+    pub fn new(cell: KubeCell) -> Self {
+        Self { cell }
+    }
+}
+
+impl Renderer for BlueprintRenderer {
+    fn namespace(&self, environment: Uuid) -> String {
+        renderer::namespace_name(environment)
+    }
+
+    fn render(
+        &self,
+        a: &Assignment,
+        backends: &Backends,
+        workers: u32,
+    ) -> Result<Manifests, RenderFailure> {
+        let input = KubeInput {
+            environment_id: a.id,
+            tenant: TenantName::parse(a.tenant.clone())?,
+            spec: a.spec.clone(),
+            secrets: a.secrets.clone(),
+            backends: backends.clone(),
+            workers,
+            cell: self.cell.clone(),
+        };
+        Ok(renderer::render(&input)?)
+    }
+}
