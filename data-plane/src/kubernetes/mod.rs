@@ -7,8 +7,9 @@
 //! [`cluster`] (applying objects, deleting a namespace), [`status`] (Deployments as component
 //! health), [`workers`] (worker pods, deletion costs), [`objects`] (one environment's objects
 //! through a revision, scaling and deletion), [`error`] (how API failures are retried), and
-//! [`environment`] (the cell and its environments as the agent drives them), [`render`] (the
-//! Kubernetes renderer as the environment's).
+//! [`runtime`] (the cell: cluster, platform services, renderer; failures as the agent sees
+//! them), [`environment`] (one environment as the agent drives it), [`render`] (the Kubernetes
+//! renderer as the runtime's).
 
 pub mod cluster;
 pub mod desired;
@@ -16,6 +17,7 @@ pub mod environment;
 pub mod error;
 pub mod objects;
 pub mod render;
+pub mod runtime;
 pub mod status;
 pub mod workers;
 
@@ -23,13 +25,13 @@ pub mod workers;
 mod tests;
 
 pub use cluster::{Applied, Cluster, FIELD_MANAGER};
-pub use environment::{
-    Address, KubeEnvironment, KubePlatform, KubePlatformError, KubeRuntime, KubeRuntimeError,
-    Renderer,
-};
+pub use environment::KubeEnvironment;
 pub use error::ClusterError;
 pub use objects::EnvObjects;
 pub use render::BlueprintRenderer;
+pub use runtime::{
+    Address, KubePlatform, KubePlatformError, KubeRuntime, KubeRuntimeError, Renderer,
+};
 
 /// An environment's objects, as the Kubernetes renderer makes them: its namespace, and every
 /// object (complete: `apiVersion`, `kind`, metadata) in apply order, the namespace first.

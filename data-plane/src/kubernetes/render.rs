@@ -8,7 +8,7 @@ use hangar_tenants::blueprint::Backends;
 use hangar_tenants::names::TenantName;
 use uuid::Uuid;
 
-use super::environment::{RenderFailure, Renderer};
+use super::runtime::{RenderFailure, Renderer};
 use super::Manifests;
 
 /// The Kubernetes renderer with one cell's settings.
