@@ -42,7 +42,9 @@ pub struct AgentArgs {
     /// What runs the cell's environments: processes on this machine, or a Kubernetes cluster.
     #[arg(long, env = "HANGAR_RUNTIME", value_enum, default_value_t = RuntimeKind::Process)]
     pub runtime: RuntimeKind,
-    /// Where runtimes and environments live on this machine (process runtime).
+    /// Where runtimes and environments live on this machine (process runtime); on a
+    /// Kubernetes cell, where the environments' component logs are followed into before they
+    /// are shipped (without it they are not shipped).
     #[arg(long, env = "HANGAR_AGENT_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Superuser URL of the platform Postgres the environments' databases live on.
@@ -246,12 +248,17 @@ async fn kube_runtime(
         args.kube.pod_redis.as_deref(),
     )
     .await?;
-    Ok(KubeRuntime::new(
+    let runtime = KubeRuntime::new(
         Cluster::new(client),
         platform,
         Arc::new(BlueprintRenderer::new(cell)),
         bucket,
-    ))
+    );
+    // Component logs are followed into files under the agent's folder when it has one.
+    Ok(match &args.data_dir {
+        Some(dir) => runtime.with_logs_dir(dir.join("kube-logs")),
+        None => runtime,
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //!
 //! DAGs and plugins are synced inside the environment's pods (the `hangar dag-sync` sidecar the
 //! renderer adds), so the agent only reads `requirements.txt` from the bucket. Component logs
-//! through the Kubernetes log API and the Airflow CLI in a short-lived pod are not provided yet:
-//! [`EnvironmentRuntime::log_source`] and [`EnvironmentRuntime::cli_target`] answer `None`.
+//! are followed through the Kubernetes log API into files the log shipper reads
+//! ([`super::logs`]) when the cell has a folder for them.
 
 use std::collections::BTreeMap;
 
@@ -48,12 +48,22 @@ pub struct KubeEnvironment {
     worker_status: Option<WorkerStatus>,
     /// `requirements.txt` of the environment's bucket prefix: its ETag and text.
     bucket_requirements: Option<(Option<String>, String)>,
+    /// Its pods' logs, followed into files for the log shipper.
+    logs: Option<super::logs::LogFollower>,
 }
 
 impl KubeEnvironment {
     pub fn new(runtime: KubeRuntime, id: Uuid) -> Self {
         let namespace = runtime.renderer.namespace(id);
+        let logs = runtime.logs_dir.as_ref().map(|dir| {
+            super::logs::LogFollower::new(
+                runtime.cluster.client.clone(),
+                &namespace,
+                &dir.join(id.simple().to_string()),
+            )
+        });
         Self {
+            logs,
             objects: EnvObjects::new(runtime.cluster.clone(), namespace),
             runtime,
             running: None,
@@ -132,6 +142,11 @@ impl KubeEnvironment {
 
     /// The environment's state: its Deployments' health and Airflow's own.
     pub async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
+        if let Some(logs) = self.logs.as_mut().filter(|_| self.running.is_some()) {
+            if let Err(e) = logs.refresh().await {
+                tracing::debug!(error = %e, "failed to look for pods to follow the logs of");
+            }
+        }
         let mut components = match self.objects.components().await {
             Ok(c) => c,
             Err(e) => vec![ComponentStatus {
@@ -162,6 +177,11 @@ impl KubeEnvironment {
     /// and its broker user and keys. Idempotent.
     pub async fn delete(&mut self, a: &Assignment) -> Result<(), KubeRuntimeError> {
         self.objects.delete().await?;
+        if let Some(logs) = self.logs.as_mut() {
+            logs.stop();
+            // Shipped already: the shipper stopped reading them before the delete began.
+            let _ = std::fs::remove_dir_all(logs.home());
+        }
         let platform = &self.runtime.platform;
         let password = a
             .secrets
@@ -229,8 +249,12 @@ impl EnvironmentRuntime for KubeEnvironment {
         KubeEnvironment::observe(self, None).await
     }
 
-    fn log_source(&self, _a: &Assignment) -> Option<crate::log_ship::LogSource> {
-        None
+    fn log_source(&self, a: &Assignment) -> Option<crate::log_ship::LogSource> {
+        self.logs.as_ref().map(|l| crate::log_ship::LogSource {
+            tenant: a.tenant.clone(),
+            name: a.name.clone(),
+            home: l.home().to_owned(),
+        })
     }
 
     fn cli_target(&self) -> Option<crate::cli_runner::Target> {

@@ -9,12 +9,14 @@
 //! through a revision, scaling and deletion), [`error`] (how API failures are retried), and
 //! [`runtime`] (the cell: cluster, platform services, renderer; failures as the agent sees
 //! them), [`environment`] (one environment as the agent drives it), [`render`] (the Kubernetes
-//! renderer as the runtime's).
+//! renderer as the runtime's), [`logs`] (component logs followed through the log API into files
+//! the log shipper reads).
 
 pub mod cluster;
 pub mod desired;
 pub mod environment;
 pub mod error;
+pub mod logs;
 pub mod objects;
 pub mod render;
 pub mod runtime;

@@ -186,6 +186,9 @@ pub struct KubeRuntime {
     pub(super) renderer: Arc<dyn Renderer>,
     pub(super) bucket: Option<Bucket>,
     pub(super) http: reqwest::Client,
+    /// Where the environments' component logs are followed into, for the log shipper
+    /// (`<dir>/<env id>/components/`); without it they are not shipped.
+    pub(super) logs_dir: Option<std::path::PathBuf>,
 }
 
 impl KubeRuntime {
@@ -201,7 +204,14 @@ impl KubeRuntime {
             renderer,
             bucket,
             http: reqwest::Client::new(),
+            logs_dir: None,
         }
+    }
+
+    /// Follows the environments' component logs into `dir` (see [`super::logs`]).
+    pub fn with_logs_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.logs_dir = Some(dir);
+        self
     }
 }
 

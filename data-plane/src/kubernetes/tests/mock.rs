@@ -82,6 +82,30 @@ impl ApiServer {
         Received { body, content_type }
     }
 
+    /// Takes the next request, asserts it is `method uri` (query pairs in any order), and
+    /// answers 200 with `text` (a log stream, say).
+    pub async fn expect_text(&mut self, method: &str, uri: &str, text: &str) {
+        let (request, respond) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("no more requests; expected {method} {uri}"));
+        let got_uri = request.uri().to_string();
+        assert_eq!(
+            (request.method().as_str(), split(&got_uri)),
+            (method, split(uri)),
+            "unexpected request {} {got_uri}",
+            request.method()
+        );
+        respond.send_response(
+            Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(Body::from(text.as_bytes().to_vec()))
+                .unwrap(),
+        );
+    }
+
     /// Answers the next request with a lost connection instead, asserting it is `method uri`.
     pub async fn drop_connection(&mut self, method: &str, uri: &str) {
         let (request, respond) = self.0.next_request().await.expect("a request");
@@ -123,6 +147,16 @@ impl ApiServer {
         }
         assert_eq!(&sent, object, "applied body");
         got
+    }
+
+    /// The next request as it came, for a test to check and answer itself.
+    pub async fn next_raw(
+        &mut self,
+    ) -> (
+        Request<Body>,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        self.0.next_request().await.expect("a request")
     }
 
     /// Asserts that nothing else was asked.
