@@ -82,6 +82,23 @@ impl ApiServer {
         Received { body, content_type }
     }
 
+    /// Takes the next request, asserts it is `method uri`, and answers 200 with `text` as plain
+    /// text (a pod's log).
+    pub async fn expect_text(&mut self, method: &str, uri: &str, text: &str) {
+        let (request, respond) = self.0.next_request().await.expect("a request");
+        assert_eq!(
+            (request.method().as_str(), split(&request.uri().to_string())),
+            (method, split(uri))
+        );
+        respond.send_response(
+            Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(Body::from(text.as_bytes().to_vec()))
+                .unwrap(),
+        );
+    }
+
     /// Answers the next request with a lost connection instead, asserting it is `method uri`.
     pub async fn drop_connection(&mut self, method: &str, uri: &str) {
         let (request, respond) = self.0.next_request().await.expect("a request");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod errors;
+mod migrate;
 pub(crate) mod mock;
 mod objects;
 mod rendered;
