@@ -1,16 +1,17 @@
 //! The Kubernetes renderer's objects checked by the real thing, short of a cluster (none runs
-//! here): every object of every sample environment against the Kubernetes API's own schemas
-//! with `kubernetes-validate --strict` (1.37, the newest version, and 1.33, the oldest Hangar
-//! supports), and the Kubernetes executor's pod template loaded by Airflow's own code, as the
-//! executor loads it, into the pod it would create.
+//! here): every object of every sample environment, and the Job that migrates a template
+//! database, against the Kubernetes API's own schemas with `kubernetes-validate --strict`
+//! (1.37, the newest version, and 1.33, the oldest Hangar supports), and the Kubernetes
+//! executor's pod template loaded by Airflow's own code, as the executor loads it, into the
+//! pod it would create.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hangar_data_plane::runtime::python::RuntimeCache;
-use hangar_tenants::blueprint::kubernetes::samples::samples;
-use hangar_tenants::blueprint::kubernetes::{pod_template, render};
+use hangar_tenants::blueprint::kubernetes::samples::{migrate_sample, samples};
+use hangar_tenants::blueprint::kubernetes::{migrate_job, pod_template, render};
 use hangar_tests::emulators::tool;
 use hangar_tests::test_runtime_dir;
 
@@ -82,6 +83,10 @@ fn every_rendered_object_is_valid_for_kubernetes_1_37_and_1_33() {
             &template,
         ));
     }
+    // The Job that fills a template database, with its Secret (not an environment's objects).
+    let migrate = migrate_job(&migrate_sample()).unwrap();
+    files.push(write(&dir.0, "migrate-secret.json", &migrate.secret));
+    files.push(write(&dir.0, "migrate-job.json", &migrate.job));
     assert!(files.len() > 100, "{} files", files.len());
     for version in VERSIONS {
         let (ok, output) = validate(version, &files);

@@ -1,7 +1,7 @@
 //! One environment on a Kubernetes cell ([`super::KubeRuntime`]), as the agent drives it.
 //! Applying a revision is the process runtime's fixed pipeline with objects for processes:
 //! ensure the environment's database (cloned from the migrated template of its Airflow
-//! version) and broker user, render its objects (pure), apply them ([`EnvObjects`]).
+//! version, which a Job makes the first time) and broker user, render its objects (pure), apply them ([`EnvObjects`]).
 //!
 //! DAGs and plugins are synced inside the environment's pods (the `hangar dag-sync` sidecar the
 //! renderer adds), so the agent only reads `requirements.txt` from the bucket. Component logs
@@ -16,13 +16,14 @@ use hangar_tenants::{ComponentStatus, FailedApply, ObservedState, WorkerStatus};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
+use super::migrate::TemplateMigrator;
 use super::runtime::{KubeRuntime, KubeRuntimeError, Renderer};
 use super::{EnvObjects, Manifests};
 use crate::autoscaler::{ScaleError, WorkerRuntime};
 use crate::broker::BrokerUser;
 use crate::cell_runtime::{BucketSync, EnvironmentRuntime};
 use crate::dag_sync::SyncError;
-use crate::metadata_db::{self, EnvDatabase, EnvTasks};
+use crate::metadata_db::{EnvDatabase, EnvTasks};
 
 /// The api-server's Service in an environment's namespace (named after its component), and
 /// its port.
@@ -81,19 +82,21 @@ impl KubeEnvironment {
     }
 
     /// The environment's database (cloned from its Airflow version's template) and broker
-    /// user, made or reset to its passwords, as its pods reach them.
+    /// user, made or reset to its passwords, as its pods reach them. The first environment of
+    /// an Airflow version makes the template ([`TemplateMigrator`], a Job) and takes that much
+    /// longer; the others wait for it on the template's lock.
     async fn ensure_backends(&self, a: &Assignment) -> Result<Backends, KubeRuntimeError> {
         let secrets = self.secrets(a)?;
         let platform = &self.runtime.platform;
-        let version = a.spec.airflow_version.as_str();
-        let template = metadata_db::template_name(version);
-        if !platform.metadata.template_ready(&template).await? {
-            return Err(KubeRuntimeError::TemplateMissing {
-                environment: a.id,
-                template,
-                airflow_version: version.to_owned(),
-            });
-        }
+        let migrator = TemplateMigrator::new(
+            self.runtime.cluster.client.clone(),
+            self.runtime.renderer.clone(),
+            platform.pod_postgres.clone(),
+            self.runtime.migrate_poll,
+        );
+        let template = migrator
+            .ensure_template(&platform.metadata, a.spec.airflow_version.as_str())
+            .await?;
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
         platform.metadata.ensure_database(&db, &template).await?;
         let broker = BrokerUser::for_environment(a.id, secrets.broker_password.clone().into());

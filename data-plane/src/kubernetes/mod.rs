@@ -10,13 +10,15 @@
 //! [`runtime`] (the cell: cluster, platform services, renderer; failures as the agent sees
 //! them), [`environment`] (one environment as the agent drives it), [`render`] (the Kubernetes
 //! renderer as the runtime's), [`logs`] (component logs followed through the log API into files
-//! the log shipper reads).
+//! the log shipper reads), [`migrate`] (the Job that migrates an Airflow version's template
+//! database).
 
 pub mod cluster;
 pub mod desired;
 pub mod environment;
 pub mod error;
 pub mod logs;
+pub mod migrate;
 pub mod objects;
 pub mod render;
 pub mod runtime;
@@ -29,6 +31,7 @@ mod tests;
 pub use cluster::{Applied, Cluster, FIELD_MANAGER};
 pub use environment::KubeEnvironment;
 pub use error::ClusterError;
+pub use migrate::{MigrateJobError, MigratePoll, TemplateMigrator};
 pub use objects::EnvObjects;
 pub use render::BlueprintRenderer;
 pub use runtime::{

@@ -1,11 +1,14 @@
 //! The Kubernetes renderer (`hangar_tenants::blueprint::kubernetes`) as the runtime's
 //! [`Renderer`]: an assignment, its backends and a worker count in, the environment's objects
-//! out, with the cell's settings.
+//! out, with the cell's settings; and the Job that migrates a template database.
 
 use hangar_tenants::api::Assignment;
-use hangar_tenants::blueprint::kubernetes::{self as renderer, KubeCell, KubeInput};
+use hangar_tenants::blueprint::kubernetes::{
+    self as renderer, KubeCell, KubeInput, MigrateInput, MigrateManifests,
+};
 use hangar_tenants::blueprint::Backends;
 use hangar_tenants::names::TenantName;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::runtime::{RenderFailure, Renderer};
@@ -43,5 +46,20 @@ impl Renderer for BlueprintRenderer {
             cell: self.cell.clone(),
         };
         Ok(renderer::render(&input)?)
+    }
+
+    fn migrate(
+        &self,
+        template: &str,
+        airflow_version: &str,
+        sql_alchemy_conn: &SecretString,
+    ) -> Result<MigrateManifests, RenderFailure> {
+        let input = MigrateInput {
+            template: template.to_owned(),
+            airflow_version: airflow_version.to_owned(),
+            sql_alchemy_conn: Some(sql_alchemy_conn.expose_secret().to_owned()),
+            cell: self.cell.clone(),
+        };
+        Ok(renderer::migrate_job(&input)?)
     }
 }

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use hangar_tenants::api::{Assignment, CellIsolation};
+use hangar_tenants::blueprint::kubernetes::MigrateManifests;
 use hangar_tenants::blueprint::Backends;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use super::environment::KubeEnvironment;
 use super::error::ClusterError;
+use super::migrate::MigratePoll;
 use super::{Cluster, Manifests};
 use crate::broker::{BrokerAdmin, BrokerError};
 use crate::bucket::Bucket;
@@ -22,16 +24,6 @@ use crate::metadata_db::{MetadataDbAdmin, MetadataDbError};
 pub enum KubeRuntimeError {
     #[error("failed to apply environment {environment}: the assignment carries no secrets (environment made before secrets existed)")]
     NoSecrets { environment: Uuid },
-    #[error(
-        "failed to create the metadata database of environment {environment}: the template \
-         database {template} of Airflow {airflow_version} does not exist on the platform \
-         Postgres yet (it is made once per Airflow version by `airflow db migrate`)"
-    )]
-    TemplateMissing {
-        environment: Uuid,
-        template: String,
-        airflow_version: String,
-    },
     #[error(transparent)]
     MetadataDb(#[from] MetadataDbError),
     #[error(transparent)]
@@ -50,17 +42,15 @@ impl RuntimeFailure for KubeRuntimeError {
     fn category(&self) -> &'static str {
         match self {
             KubeRuntimeError::NoSecrets { .. } => "secrets",
-            KubeRuntimeError::TemplateMissing { .. } | KubeRuntimeError::MetadataDb(_) => {
-                "metadata_db"
-            }
+            KubeRuntimeError::MetadataDb(_) => "metadata_db",
             KubeRuntimeError::Broker(_) => "broker",
             KubeRuntimeError::Render { .. } => "render",
             KubeRuntimeError::Cluster(e) => e.category(),
         }
     }
 
-    /// The template appears once someone migrates it, and the platform's services come back:
-    /// those are retried. What the same revision can only fail again is permanent.
+    /// A template whose migration Job failed is made again, and the platform's services come
+    /// back: those are retried. What the same revision can only fail again is permanent.
     fn is_permanent(&self) -> bool {
         match self {
             KubeRuntimeError::NoSecrets { .. } | KubeRuntimeError::Render { .. } => true,
@@ -84,6 +74,14 @@ pub trait Renderer: Send + Sync + 'static {
         backends: &Backends,
         workers: u32,
     ) -> Result<Manifests, RenderFailure>;
+    /// The Job (and its Secret) that runs `airflow db migrate` into the template database of
+    /// an Airflow version, through `sql_alchemy_conn` (as pods reach it).
+    fn migrate(
+        &self,
+        template: &str,
+        airflow_version: &str,
+        sql_alchemy_conn: &secrecy::SecretString,
+    ) -> Result<MigrateManifests, RenderFailure>;
 }
 
 /// A host and port.
@@ -189,6 +187,8 @@ pub struct KubeRuntime {
     /// Where the environments' component logs are followed into, for the log shipper
     /// (`<dir>/<env id>/components/`); without it they are not shipped.
     pub(super) logs_dir: Option<std::path::PathBuf>,
+    /// How a template's migration Job is awaited.
+    pub(super) migrate_poll: MigratePoll,
 }
 
 impl KubeRuntime {
@@ -205,12 +205,20 @@ impl KubeRuntime {
             bucket,
             http: reqwest::Client::new(),
             logs_dir: None,
+            migrate_poll: MigratePoll::default(),
         }
     }
 
     /// Follows the environments' component logs into `dir` (see [`super::logs`]).
     pub fn with_logs_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.logs_dir = Some(dir);
+        self
+    }
+
+    /// Reads a template's migration Job every `poll.every`, `poll.polls` times (tests make it
+    /// short).
+    pub fn with_migrate_poll(mut self, poll: MigratePoll) -> Self {
+        self.migrate_poll = poll;
         self
     }
 }
@@ -276,17 +284,15 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_template_says_so_and_is_retried() {
-        let e = KubeRuntimeError::TemplateMissing {
-            environment: Uuid::nil(),
+    fn a_failed_migration_names_the_template_and_is_retried() {
+        let e = KubeRuntimeError::from(MetadataDbError::Migrate {
             template: crate::metadata_db::template_name("3.1.0"),
-            airflow_version: "3.1.0".into(),
-        };
+            message: "Job hangar-system/hangar-migrate-hangar-tpl-3-1-0 failed".into(),
+        });
         assert!(!e.is_permanent());
         assert_eq!(e.category(), "metadata_db");
         let message = e.to_string();
         assert!(message.contains("hangar_tpl_3_1_0"), "{message}");
-        assert!(message.contains("does not exist"), "{message}");
     }
 
     #[test]

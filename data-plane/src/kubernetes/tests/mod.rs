@@ -5,6 +5,7 @@
 
 mod errors;
 mod logs;
+mod migrate;
 pub(crate) mod mock;
 mod objects;
 mod rendered;

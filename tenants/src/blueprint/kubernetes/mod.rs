@@ -9,7 +9,8 @@
 //! probes), [`sidecars`] (DAG sync, requirements, the passwords copy), [`template`] (the
 //! Kubernetes executor's pod template) and [`workloads`] (Secret, ConfigMaps, Deployments,
 //! Service, the requirements Job). [`cell`] holds the cell's settings, [`samples`] the
-//! environments every test renders.
+//! environments every test renders. [`migrate`] renders what is not an environment's: the Job
+//! that fills the template database of an Airflow version, in the cell's system namespace.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ use crate::names::TenantName;
 use crate::spec::{EnvironmentSpec, Executor};
 
 mod cell;
+mod migrate;
 mod namespace;
 mod network;
 mod pods;
@@ -32,6 +34,10 @@ mod template;
 mod workloads;
 
 pub use cell::{CellError, Egress, KubeCell};
+pub use migrate::{
+    migrate_job, migrate_job_name, MigrateInput, MigrateManifests, MigrateRenderError, CONN_KEY,
+    MIGRATE_COMPONENT, MIGRATE_DEADLINE_SECONDS, TEMPLATE_LABEL,
+};
 pub use template::pod_template;
 
 /// Everything one environment's objects are rendered from.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Toleration;
 use uuid::Uuid;
 
-use super::{KubeCell, KubeInput};
+use super::{KubeCell, KubeInput, MigrateInput};
 use crate::api::{CreateEnvironment, EnvironmentSecrets};
 use crate::blueprint::Backends;
 use crate::names::TenantName;
@@ -154,4 +154,15 @@ pub fn samples() -> Result<Vec<Sample>, FieldErrors> {
             &pool,
         )?,
     ])
+}
+
+/// The template migration Job's sample: Airflow 3.3.2's template, its URL redacted, the
+/// default cell.
+pub fn migrate_sample() -> MigrateInput {
+    MigrateInput {
+        template: "hangar_tpl_3_3_2".into(),
+        airflow_version: "3.3.2".into(),
+        sql_alchemy_conn: None,
+        cell: KubeCell::default(),
+    }
 }

@@ -171,51 +171,56 @@ fn every_name_is_an_rfc1123_label() {
 fn every_pod_is_restricted() {
     for (sample, m) in all() {
         for (pod, spec) in pod_specs(&m) {
-            let what = format!("{} {pod}", sample.name);
-            let ctx = &spec["securityContext"];
-            assert_eq!(ctx["runAsNonRoot"], true, "{what}");
-            assert_ne!(ctx["runAsUser"], 0, "{what}");
-            assert_eq!(ctx["seccompProfile"]["type"], "RuntimeDefault", "{what}");
-            for host in ["hostNetwork", "hostPID", "hostIPC"] {
-                assert_ne!(spec[host], true, "{what} {host}");
-            }
-            for v in spec["volumes"].as_array().unwrap() {
-                let allowed = ["emptyDir", "secret", "configMap"];
-                let source: Vec<&String> = v
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .filter(|k| *k != "name")
-                    .collect();
-                assert!(
-                    source.len() == 1 && allowed.contains(&source[0].as_str()),
-                    "{what}: volume {v}"
-                );
-            }
-            for c in containers(&spec) {
-                let what = format!("{what} {}", c["name"]);
-                let sc = &c["securityContext"];
-                assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
-                assert_eq!(
-                    sc["capabilities"]["drop"],
-                    serde_json::json!(["ALL"]),
-                    "{what}"
-                );
-                assert!(sc["capabilities"].get("add").is_none(), "{what}");
-                assert_ne!(sc["runAsNonRoot"], false, "{what}");
-                assert_ne!(sc["privileged"], true, "{what}");
-                assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
-                for key in ["cpu", "memory"] {
-                    assert!(c["resources"]["requests"][key].is_string(), "{what} {key}");
-                    assert!(c["resources"]["limits"][key].is_string(), "{what} {key}");
-                }
-                let ports = c["ports"].as_array().into_iter().flatten();
-                assert!(
-                    ports.into_iter().all(|p| p.get("hostPort").is_none()),
-                    "{what}"
-                );
-            }
+            assert_restricted(&format!("{} {pod}", sample.name), &spec);
         }
+    }
+}
+
+/// Pod Security `restricted`, and cpu and memory requests and limits on every container, for
+/// the pod spec `spec` (named `what`); every pod Hangar renders keeps these.
+pub(super) fn assert_restricted(what: &str, spec: &Value) {
+    let ctx = &spec["securityContext"];
+    assert_eq!(ctx["runAsNonRoot"], true, "{what}");
+    assert_ne!(ctx["runAsUser"], 0, "{what}");
+    assert_eq!(ctx["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(spec[host], true, "{what} {host}");
+    }
+    for v in spec["volumes"].as_array().unwrap() {
+        let allowed = ["emptyDir", "secret", "configMap"];
+        let source: Vec<&String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "name")
+            .collect();
+        assert!(
+            source.len() == 1 && allowed.contains(&source[0].as_str()),
+            "{what}: volume {v}"
+        );
+    }
+    for c in containers(spec) {
+        let what = format!("{what} {}", c["name"]);
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{what}"
+        );
+        assert!(sc["capabilities"].get("add").is_none(), "{what}");
+        assert_ne!(sc["runAsNonRoot"], false, "{what}");
+        assert_ne!(sc["privileged"], true, "{what}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+        for key in ["cpu", "memory"] {
+            assert!(c["resources"]["requests"][key].is_string(), "{what} {key}");
+            assert!(c["resources"]["limits"][key].is_string(), "{what} {key}");
+        }
+        let ports = c["ports"].as_array().into_iter().flatten();
+        assert!(
+            ports.into_iter().all(|p| p.get("hostPort").is_none()),
+            "{what}"
+        );
     }
 }
 
