@@ -1,8 +1,11 @@
-//! Runs one allow-listed Airflow CLI command (`hangar_tenants::airflow_cli`) in an
-//! environment's own runtime: no shell, the environment's variables only, in its DAG folder,
-//! with a time limit (the whole process group is killed when it passes) and a cap on the
-//! output kept (the rest is read and dropped, so a chatty command never blocks on its pipe).
-//! Connection listings have their passwords and extras masked.
+//! Runs one allow-listed Airflow CLI command (`hangar_tenants::airflow_cli`) where its
+//! environment runs ([`Target`]). On the process runtime: a process of the environment's own
+//! runtime, no shell, the environment's variables only, in its DAG folder, with a time limit
+//! (the whole process group is killed when it passes) and a cap on the output kept (the rest
+//! is read and dropped, so a chatty command never blocks on its pipe). On the kubernetes
+//! runtime: a short-lived pod ([`crate::kubernetes::cli`]), whose one log holds stdout and
+//! stderr merged, all reported as stdout. Connection listings have their passwords and extras
+//! masked either way.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -47,10 +50,19 @@ pub struct CliOutput {
     pub truncated: bool,
 }
 
-/// Where an environment's CLI commands run: its runtime's `airflow`, the variables of its
-/// scheduler (its configuration and secrets), its DAG folder.
+/// Where an environment's CLI commands run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub enum Target {
+    /// A process on this machine (process runtime).
+    Process(ProcessTarget),
+    /// A short-lived pod in the environment's namespace (kubernetes runtime).
+    Pod(crate::kubernetes::cli::PodTarget),
+}
+
+/// A process runtime's environment: its runtime's `airflow`, the variables of its scheduler
+/// (its configuration and secrets), its DAG folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessTarget {
     pub program: std::path::PathBuf,
     pub env: BTreeMap<String, String>,
     pub cwd: std::path::PathBuf,
@@ -58,10 +70,11 @@ pub struct Target {
     pub confinement: crate::sandbox::Confinement,
 }
 
-/// Runs one command a cell's agent claimed, checking it against the allow-list again (the
-/// agent does not trust the control plane with a shell), and says what it gave.
+/// Runs one command a cell's agent claimed (call `call`), checking it against the allow-list
+/// again (the agent does not trust the control plane with a shell), and says what it gave.
 pub async fn run_call(
     target: Option<&Target>,
+    call: uuid::Uuid,
     args: Vec<String>,
     timeout: Duration,
 ) -> AirflowCliResult {
@@ -85,15 +98,16 @@ pub async fn run_call(
         timeout,
         ..Limits::default()
     };
-    let argv = t.confinement.wrap(
-        &std::iter::once(t.program.display().to_string())
-            .chain(command.args.iter().cloned())
-            .collect::<Vec<_>>(),
-    );
-    let Some((program, args)) = argv.split_first() else {
-        return refused("the environment has no program to run".to_owned());
+    let output = match t {
+        Target::Process(p) => run_process(p, &command.args, limits).await,
+        Target::Pod(p) => p.run(call, &command.args, limits).await.map_err(|e| {
+            format!(
+                "failed to run the command in a pod: {e}{}",
+                crate::agent::source_chain(&e)
+            )
+        }),
     };
-    match run(Path::new(program), args, &t.env, &t.cwd, limits).await {
+    match output {
         Ok(o) => AirflowCliResult {
             stdout: if command.masks_connections && o.exit_code == Some(0) {
                 mask_connections(&o.stdout)
@@ -108,8 +122,27 @@ pub async fn run_call(
             truncated: o.truncated,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         },
-        Err(e) => refused(format!("failed to run {}: {e}", t.program.display())),
+        Err(message) => refused(message),
     }
+}
+
+/// Runs `airflow args…` as a process of the environment's runtime, confined as its processes.
+async fn run_process(
+    t: &ProcessTarget,
+    args: &[String],
+    limits: Limits,
+) -> Result<CliOutput, String> {
+    let argv = t.confinement.wrap(
+        &std::iter::once(t.program.display().to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>(),
+    );
+    let Some((program, args)) = argv.split_first() else {
+        return Err("the environment has no program to run".to_owned());
+    };
+    run(Path::new(program), args, &t.env, &t.cwd, limits)
+        .await
+        .map_err(|e| format!("failed to run {}: {e}", t.program.display()))
 }
 
 /// Runs `program args…` with exactly `env` (plus the basics a process needs) in `cwd`.

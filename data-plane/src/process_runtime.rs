@@ -422,12 +422,14 @@ impl ProcessEnvironment {
             .iter()
             .find(|p| p.kind == hangar_tenants::blueprint::ComponentKind::Scheduler)
             .and_then(|p| {
-                Some(crate::cli_runner::Target {
-                    program: p.argv.first()?.into(),
-                    env: p.env.clone(),
-                    cwd: layout.dags(),
-                    confinement: self.confinement.clone(),
-                })
+                Some(crate::cli_runner::Target::Process(
+                    crate::cli_runner::ProcessTarget {
+                        program: p.argv.first()?.into(),
+                        env: p.env.clone(),
+                        cwd: layout.dags(),
+                        confinement: self.confinement.clone(),
+                    },
+                ))
             });
         self.api_url = Some(format!(
             "http://127.0.0.1:{}{}",

@@ -1,9 +1,10 @@
 //! The Kubernetes renderer's objects checked by the real thing, short of a cluster (none runs
 //! here): every object of every sample environment, and the Job that migrates a template
 //! database, against the Kubernetes API's own schemas with `kubernetes-validate --strict`
-//! (1.37, the newest version, and 1.33, the oldest Hangar supports), and the Kubernetes
-//! executor's pod template loaded by Airflow's own code, as the executor loads it, into the
-//! pod it would create.
+//! (1.37, the newest version, and 1.33, the oldest Hangar supports; with the Kubernetes
+//! executor's pod template and an Airflow CLI command's pod), and the Kubernetes executor's pod
+//! template loaded by Airflow's own code, as the executor loads it, into the pod it would
+//! create.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::process::Command;
 
 use hangar_data_plane::runtime::python::RuntimeCache;
 use hangar_tenants::blueprint::kubernetes::samples::{migrate_sample, samples};
-use hangar_tenants::blueprint::kubernetes::{migrate_job, pod_template, render};
+use hangar_tenants::blueprint::kubernetes::{cli_pod, migrate_job, pod_template, render};
 use hangar_tests::emulators::tool;
 use hangar_tests::test_runtime_dir;
 
@@ -81,6 +82,14 @@ fn every_rendered_object_is_valid_for_kubernetes_1_37_and_1_33() {
             &dir.0,
             &format!("{}-pod-template.json", sample.name),
             &template,
+        ));
+        // So is the pod of an Airflow CLI command.
+        let args = ["dags", "list", "--output", "json"].map(str::to_owned);
+        let cli = cli_pod(&sample.input, uuid::Uuid::nil(), &args, 60).unwrap();
+        files.push(write(
+            &dir.0,
+            &format!("{}-cli-pod.json", sample.name),
+            &cli,
         ));
     }
     // The Job that fills a template database, with its Secret (not an environment's objects).

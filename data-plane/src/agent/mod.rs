@@ -73,7 +73,8 @@ async fn cli_loop(client: Client, cell: String, targets: CliTargets, cancel: Can
                     running.spawn(async move {
                         let timeout = Duration::from_secs(u64::from(call.timeout_seconds));
                         let result =
-                            crate::cli_runner::run_call(target.as_ref(), call.args, timeout).await;
+                            crate::cli_runner::run_call(target.as_ref(), call.id, call.args, timeout)
+                                .await;
                         if let Err(e) = client.finish_cli_call(&cell, call.id, &result).await {
                             tracing::warn!(call = %call.id, error = %e, "failed to answer a CLI command");
                         }

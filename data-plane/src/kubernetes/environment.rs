@@ -6,9 +6,11 @@
 //! DAGs and plugins are synced inside the environment's pods (the `hangar dag-sync` sidecar the
 //! renderer adds), so the agent only reads `requirements.txt` from the bucket. Component logs
 //! are followed through the Kubernetes log API into files the log shipper reads
-//! ([`super::logs`]) when the cell has a folder for them.
+//! ([`super::logs`]) when the cell has a folder for them. Airflow CLI commands run in a
+//! short-lived pod each ([`super::cli`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hangar_tenants::api::{Assignment, EnvironmentSecrets};
 use hangar_tenants::blueprint::Backends;
@@ -36,6 +38,8 @@ pub use hangar_tenants::blueprint::kubernetes::API_PORT;
 struct Running {
     revision: i64,
     backends: Backends,
+    /// The assignment applied (the CLI's pods are rendered from it).
+    assignment: Arc<Assignment>,
 }
 
 /// One environment on a Kubernetes cell.
@@ -131,6 +135,7 @@ impl KubeEnvironment {
         self.running = Some(Running {
             revision: a.revision,
             backends,
+            assignment: Arc::new(a.clone()),
         });
         Ok(())
     }
@@ -260,8 +265,19 @@ impl EnvironmentRuntime for KubeEnvironment {
         })
     }
 
+    /// A pod per command, rendered from the running revision (none before the first apply).
     fn cli_target(&self) -> Option<crate::cli_runner::Target> {
-        None
+        let running = self.running.clone()?;
+        let renderer = self.runtime.renderer.clone();
+        let render: super::cli::RenderCliPod = Arc::new(move |call, args, timeout| {
+            renderer.cli_pod(&running.assignment, &running.backends, call, args, timeout)
+        });
+        Some(crate::cli_runner::Target::Pod(super::cli::PodTarget::new(
+            self.runtime.cluster.client.clone(),
+            self.objects.namespace().to_owned(),
+            running.revision,
+            render,
+        )))
     }
 }
 

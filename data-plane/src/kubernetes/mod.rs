@@ -11,8 +11,9 @@
 //! them), [`environment`] (one environment as the agent drives it), [`render`] (the Kubernetes
 //! renderer as the runtime's), [`logs`] (component logs followed through the log API into files
 //! the log shipper reads), [`migrate`] (the Job that migrates an Airflow version's template
-//! database).
+//! database), [`cli`] (an Airflow CLI command in a short-lived pod).
 
+pub mod cli;
 pub mod cluster;
 pub mod desired;
 pub mod environment;

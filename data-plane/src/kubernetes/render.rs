@@ -1,6 +1,7 @@
 //! The Kubernetes renderer (`hangar_tenants::blueprint::kubernetes`) as the runtime's
 //! [`Renderer`]: an assignment, its backends and a worker count in, the environment's objects
-//! out, with the cell's settings; and the Job that migrates a template database.
+//! out, with the cell's settings; the Job that migrates a template database; and the pod of
+//! one Airflow CLI command.
 
 use hangar_tenants::api::Assignment;
 use hangar_tenants::blueprint::kubernetes::{
@@ -23,6 +24,23 @@ impl BlueprintRenderer {
     pub fn new(cell: KubeCell) -> Self {
         Self { cell }
     }
+
+    fn input(
+        &self,
+        a: &Assignment,
+        backends: &Backends,
+        workers: u32,
+    ) -> Result<KubeInput, RenderFailure> {
+        Ok(KubeInput {
+            environment_id: a.id,
+            tenant: TenantName::parse(a.tenant.clone())?,
+            spec: a.spec.clone(),
+            secrets: a.secrets.clone(),
+            backends: backends.clone(),
+            workers,
+            cell: self.cell.clone(),
+        })
+    }
 }
 
 impl Renderer for BlueprintRenderer {
@@ -36,16 +54,19 @@ impl Renderer for BlueprintRenderer {
         backends: &Backends,
         workers: u32,
     ) -> Result<Manifests, RenderFailure> {
-        let input = KubeInput {
-            environment_id: a.id,
-            tenant: TenantName::parse(a.tenant.clone())?,
-            spec: a.spec.clone(),
-            secrets: a.secrets.clone(),
-            backends: backends.clone(),
-            workers,
-            cell: self.cell.clone(),
-        };
-        Ok(renderer::render(&input)?)
+        Ok(renderer::render(&self.input(a, backends, workers)?)?)
+    }
+
+    fn cli_pod(
+        &self,
+        a: &Assignment,
+        backends: &Backends,
+        call: Uuid,
+        args: &[String],
+        timeout_seconds: u32,
+    ) -> Result<serde_json::Value, RenderFailure> {
+        let input = self.input(a, backends, a.spec.min_workers)?;
+        Ok(renderer::cli_pod(&input, call, args, timeout_seconds)?)
     }
 
     fn migrate(

@@ -82,6 +82,16 @@ pub trait Renderer: Send + Sync + 'static {
         airflow_version: &str,
         sql_alchemy_conn: &secrecy::SecretString,
     ) -> Result<MigrateManifests, RenderFailure>;
+    /// The pod that runs one Airflow CLI command (call `call`, `airflow args…`, validated),
+    /// for at most `timeout_seconds`.
+    fn cli_pod(
+        &self,
+        a: &Assignment,
+        backends: &Backends,
+        call: Uuid,
+        args: &[String],
+        timeout_seconds: u32,
+    ) -> Result<serde_json::Value, RenderFailure>;
 }
 
 /// A host and port.

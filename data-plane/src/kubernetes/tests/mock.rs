@@ -12,14 +12,25 @@ use kube::client::Body;
 use serde_json::{json, Value};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Respond = tower_test::mock::SendResponse<Response<Body>>;
 
 /// The API server's end of a mock client.
-pub(crate) struct ApiServer(Handle);
+pub(crate) struct ApiServer {
+    handle: Handle,
+    /// A request taken (by [`ApiServer::expect_repeated`]) but not answered yet.
+    pending: Option<(Request<Body>, Respond)>,
+}
 
 /// A client and the API server it talks to.
 pub(crate) fn pair() -> (kube::Client, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (kube::Client::new(service, "default"), ApiServer(handle))
+    (
+        kube::Client::new(service, "default"),
+        ApiServer {
+            handle,
+            pending: None,
+        },
+    )
 }
 
 /// A request as the API server received it.
@@ -49,11 +60,55 @@ impl ApiServer {
         status: u16,
         answer: Value,
     ) -> Received {
-        let (request, respond) = self
-            .0
-            .next_request()
+        let body = serde_json::to_vec(&answer).unwrap();
+        self.expect_raw(method, uri, status, "application/json", body)
             .await
-            .unwrap_or_else(|| panic!("no more requests; expected {method} {uri}"));
+    }
+
+    /// Answers `method uri` with `answer` for as long as it is asked again (polling), at least
+    /// once; the first other request is kept for the next `expect`. Returns how many times.
+    pub async fn expect_repeated(
+        &mut self,
+        method: &str,
+        uri: &str,
+        status: u16,
+        answer: Value,
+    ) -> usize {
+        self.expect(method, uri, status, answer.clone()).await;
+        let mut times = 1;
+        loop {
+            let next = self.next().await;
+            let same = (next.0.method().as_str(), split(&next.0.uri().to_string()))
+                == (method, split(uri));
+            self.pending = Some(next);
+            if !same {
+                return times;
+            }
+            self.expect(method, uri, status, answer.clone()).await;
+            times += 1;
+        }
+    }
+
+    async fn next(&mut self) -> (Request<Body>, Respond) {
+        match self.pending.take() {
+            Some(p) => p,
+            None => self
+                .handle
+                .next_request()
+                .await
+                .unwrap_or_else(|| panic!("no more requests")),
+        }
+    }
+
+    async fn expect_raw(
+        &mut self,
+        method: &str,
+        uri: &str,
+        status: u16,
+        answer_type: &str,
+        answer: Vec<u8>,
+    ) -> Received {
+        let (request, respond) = self.next().await;
         let got_uri = request.uri().to_string();
         assert_eq!(
             (request.method().as_str(), split(&got_uri)),
@@ -75,8 +130,8 @@ impl ApiServer {
         respond.send_response(
             Response::builder()
                 .status(status)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .header(http::header::CONTENT_TYPE, answer_type)
+                .body(Body::from(answer))
                 .unwrap(),
         );
         Received { body, content_type }
@@ -85,30 +140,13 @@ impl ApiServer {
     /// Takes the next request, asserts it is `method uri` (query pairs in any order), and
     /// answers 200 with `text` (a log stream, say).
     pub async fn expect_text(&mut self, method: &str, uri: &str, text: &str) {
-        let (request, respond) = self
-            .0
-            .next_request()
-            .await
-            .unwrap_or_else(|| panic!("no more requests; expected {method} {uri}"));
-        let got_uri = request.uri().to_string();
-        assert_eq!(
-            (request.method().as_str(), split(&got_uri)),
-            (method, split(uri)),
-            "unexpected request {} {got_uri}",
-            request.method()
-        );
-        respond.send_response(
-            Response::builder()
-                .status(200)
-                .header(http::header::CONTENT_TYPE, "text/plain")
-                .body(Body::from(text.as_bytes().to_vec()))
-                .unwrap(),
-        );
+        self.expect_raw(method, uri, 200, "text/plain", text.as_bytes().to_vec())
+            .await;
     }
 
     /// Answers the next request with a lost connection instead, asserting it is `method uri`.
     pub async fn drop_connection(&mut self, method: &str, uri: &str) {
-        let (request, respond) = self.0.next_request().await.expect("a request");
+        let (request, respond) = self.next().await;
         assert_eq!(
             (request.method().as_str(), split(&request.uri().to_string())),
             (method, split(uri))
@@ -156,13 +194,16 @@ impl ApiServer {
         Request<Body>,
         tower_test::mock::SendResponse<Response<Body>>,
     ) {
-        self.0.next_request().await.expect("a request")
+        self.next().await
     }
 
     /// Asserts that nothing else was asked.
     pub fn assert_idle(&mut self) {
         use futures::FutureExt;
-        if let Some(Some((r, _))) = self.0.next_request().now_or_never() {
+        if let Some((r, _)) = self.pending.take() {
+            panic!("unexpected request {} {}", r.method(), r.uri());
+        }
+        if let Some(Some((r, _))) = self.handle.next_request().now_or_never() {
             panic!("unexpected request {} {}", r.method(), r.uri());
         }
     }

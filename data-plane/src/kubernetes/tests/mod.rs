@@ -3,6 +3,7 @@
 //! environment's objects, a few of each family, as the renderer makes them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli;
 mod errors;
 mod logs;
 mod migrate;

@@ -7,9 +7,9 @@
 //! [`namespace`] (namespace, quota, limits, service accounts, the executor's RBAC),
 //! [`network`] (NetworkPolicies), [`pods`] (Airflow's containers, volumes, security contexts,
 //! probes), [`sidecars`] (DAG sync, requirements, the passwords copy), [`template`] (the
-//! Kubernetes executor's pod template) and [`workloads`] (Secret, ConfigMaps, Deployments,
-//! Service, the requirements Job). [`cell`] holds the cell's settings, [`samples`] the
-//! environments every test renders. [`migrate`] renders what is not an environment's: the Job
+//! Kubernetes executor's pod template, and the pod of one Airflow CLI command) and
+//! [`workloads`] (Secret, ConfigMaps, Deployments, Service, the requirements Job). [`cell`]
+//! holds the cell's settings, [`samples`] the environments every test renders. [`migrate`] renders what is not an environment's: the Job
 //! that fills the template database of an Airflow version, in the cell's system namespace.
 
 use std::collections::BTreeMap;
@@ -38,7 +38,7 @@ pub use migrate::{
     migrate_job, migrate_job_name, MigrateInput, MigrateManifests, MigrateRenderError, CONN_KEY,
     MIGRATE_COMPONENT, MIGRATE_DEADLINE_SECONDS, TEMPLATE_LABEL,
 };
-pub use template::pod_template;
+pub use template::{cli_pod, pod_template, CLI_CONTAINER};
 
 /// Everything one environment's objects are rendered from.
 #[derive(Debug, Clone)]
@@ -105,6 +105,10 @@ pub const COMPONENT_LABEL: &str = "hangar.dev/component";
 /// Pods that are not one of the environment's long-running components.
 pub const TASK_COMPONENT: &str = "task";
 pub const REQUIREMENTS_COMPONENT: &str = "requirements";
+/// The short-lived pods that run one Airflow CLI command each ([`cli_pod`]).
+pub const CLI_COMPONENT: &str = "cli";
+/// The label naming the CLI command a pod runs.
+pub const CLI_CALL_LABEL: &str = "hangar.dev/cli-call";
 
 /// An environment's namespace: `hangar-` and 12 hex digits of its id (unique enough among a
 /// cluster's environments, and short).

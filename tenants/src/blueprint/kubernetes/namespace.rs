@@ -43,7 +43,8 @@ pub(crate) fn namespace(ctx: &Ctx<'_>) -> Result<serde_json::Value, RenderError>
 
 /// Every pod the environment may run at most at once, with how many of each: its components
 /// at their largest (workers at `max_workers`), the Kubernetes executor's task pods (one per
-/// task slot the workers would have had), and the requirements Job.
+/// task slot the workers would have had), the requirements Job, and one Airflow CLI command's
+/// pod.
 pub(crate) fn pods_at_most(ctx: &Ctx<'_>) -> Vec<(PodSpec, u32)> {
     let spec = ctx.spec();
     let mut pods: Vec<(PodSpec, u32)> = ctx
@@ -65,6 +66,7 @@ pub(crate) fn pods_at_most(ctx: &Ctx<'_>) -> Vec<(PodSpec, u32)> {
     if let Some(job) = workloads::requirements_pod(ctx) {
         pods.push((job, 1));
     }
+    pods.push((template::cli_pod_spec(ctx, &[], 1), 1));
     pods
 }
 

@@ -14,13 +14,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    runs_task_pods, to_value, Ctx, Egress, RenderError, API_PORT, COMPONENT_LABEL,
+    runs_task_pods, to_value, Ctx, Egress, RenderError, API_PORT, CLI_COMPONENT, COMPONENT_LABEL,
     REQUIREMENTS_COMPONENT, TASK_COMPONENT, TRIGGER_LOG_PORT, WORKER_LOG_PORT,
 };
 
-/// The components that use the environment's database.
-const DATABASE_CLIENTS: [&str; 5] = [
+/// The components that use the environment's database (the CLI's pods too: most commands
+/// read or write it).
+const DATABASE_CLIENTS: [&str; 6] = [
     "api-server",
+    CLI_COMPONENT,
     "dag-processor",
     "scheduler",
     "triggerer",

@@ -2,16 +2,20 @@
 //! executor gives its command), on the shared worker pool, with the environment's settings and
 //! DAG files synced once at start, and neither a secret nor a token: Airflow 3 tasks reach
 //! only the Execution API, with the short-lived token their workload carries.
+//!
+//! Also the pod of one Airflow CLI command ([`cli_pod`]): the scheduler's pod, run once.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use uuid::Uuid;
+
 use super::pods::{
-    airflow_container, airflow_env, airflow_mounts, airflow_volumes, on_worker_pool, pod_security,
-    resource_requirements, PodKind, AIRFLOW_SA, TMP_DIR,
+    airflow_container, airflow_env, airflow_mounts, airflow_volumes, component_pod, on_worker_pool,
+    pod_security, resource_requirements, PodKind, AIRFLOW_SA, TMP_DIR,
 };
 use super::sidecars::{dag_sync, unpack_requirements};
-use super::{to_value, Ctx, KubeInput, RenderError, TASK_COMPONENT};
+use super::{to_value, Ctx, KubeInput, RenderError, CLI_CALL_LABEL, CLI_COMPONENT, TASK_COMPONENT};
 use crate::blueprint::{component_resources, ComponentKind, Resources};
 
 /// One task's share of a worker: a worker's CPU and memory over its concurrency.
@@ -78,4 +82,104 @@ pub(crate) fn task_pod(ctx: &Ctx<'_>) -> Pod {
 pub fn pod_template(input: &KubeInput) -> Result<serde_json::Value, RenderError> {
     let ctx = Ctx::new(input)?;
     to_value(&ctx, &task_pod(&ctx))
+}
+
+/// The container of a CLI pod that runs the command (its log is the command's output).
+pub const CLI_CONTAINER: &str = "base";
+
+/// The pod that runs one allow-listed Airflow CLI command, `airflow args…` (already validated:
+/// it is the container's argv, no shell), for at most `timeout_seconds` once started: the
+/// scheduler's pod as rendered (its image, settings, resources and the environment's Secret),
+/// its DAG files synced once before the command, never restarted, with no service account
+/// token whatever the executor.
+pub fn cli_pod(
+    input: &KubeInput,
+    call_id: Uuid,
+    args: &[String],
+    timeout_seconds: u32,
+) -> Result<serde_json::Value, RenderError> {
+    let ctx = Ctx::new(input)?;
+    let spec = cli_pod_spec(&ctx, args, timeout_seconds);
+    let mut labels = ctx.component_labels(CLI_COMPONENT);
+    labels.insert(CLI_CALL_LABEL.to_owned(), call_id.simple().to_string());
+    let pod = Pod {
+        metadata: ctx.meta(&cli_pod_name(call_id), labels),
+        spec: Some(spec),
+        ..Pod::default()
+    };
+    to_value(&ctx, &pod)
+}
+
+/// The spec of a CLI command's pod (see [`cli_pod`]).
+pub(crate) fn cli_pod_spec(ctx: &Ctx<'_>, args: &[String], timeout_seconds: u32) -> PodSpec {
+    let mut spec = component_pod(ctx, ComponentKind::Scheduler, args);
+    spec.service_account_name = Some(AIRFLOW_SA.to_owned());
+    spec.automount_service_account_token = Some(false);
+    spec.restart_policy = Some("Never".to_owned());
+    spec.active_deadline_seconds = Some(i64::from(timeout_seconds.max(1)));
+    // The sidecar that keeps syncing becomes an init container that syncs once.
+    if let Some(init) = &mut spec.init_containers {
+        for c in init.iter_mut().filter(|c| c.name == "dag-sync") {
+            *c = dag_sync(ctx, PodKind::Task);
+        }
+    }
+    for c in &mut spec.containers {
+        c.name = CLI_CONTAINER.to_owned();
+        c.command = Some(vec!["airflow".to_owned()]);
+        c.liveness_probe = None;
+        c.ports = None;
+    }
+    spec
+}
+
+/// The name of a CLI command's pod.
+fn cli_pod_name(call_id: Uuid) -> String {
+    format!("cli-{}", call_id.simple())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::blueprint::kubernetes::samples;
+
+    #[test]
+    fn a_cli_pod_is_the_scheduler_run_once_with_the_command_as_its_argv() {
+        let input = samples::samples()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "kubernetes_executor")
+            .unwrap()
+            .input;
+        let args: Vec<String> = ["dags", "list", "--output", "json"]
+            .map(str::to_owned)
+            .to_vec();
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let pod = cli_pod(&input, id, &args, 60).unwrap();
+        insta::assert_json_snapshot!("cli_pod", pod);
+        let spec = &pod["spec"];
+        assert_eq!(
+            spec["containers"][0]["command"],
+            serde_json::json!(["airflow"])
+        );
+        assert_eq!(spec["containers"][0]["args"], serde_json::json!(args));
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["activeDeadlineSeconds"], 60);
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert_eq!(spec["serviceAccountName"], "airflow", "not the executor's");
+        assert_eq!(
+            pod["metadata"]["labels"][super::super::COMPONENT_LABEL],
+            "cli"
+        );
+        let sync = spec["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "dag-sync")
+            .unwrap();
+        assert!(sync["args"].as_array().unwrap().contains(&"--once".into()));
+        assert!(sync.get("restartPolicy").is_none(), "not a sidecar: {sync}");
+        let volumes = spec["volumes"].to_string();
+        assert!(volumes.contains("airflow-config"), "{volumes}");
+    }
 }
