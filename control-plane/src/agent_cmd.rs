@@ -11,7 +11,7 @@ use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
 use hangar_data_plane::autoscaler::machine_worker_slots;
 use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::kubernetes::{
-    BlueprintRenderer, Cluster, KubePlatform, KubePlatformError, KubeRuntime,
+    pool, BlueprintRenderer, Cluster, KubePlatform, KubePlatformError, KubeRuntime,
 };
 use hangar_data_plane::log_ship::ShipSettings;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
@@ -62,7 +62,8 @@ pub struct AgentArgs {
     #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
     pub scale_down_cooldown_secs: u64,
     /// Worker slots of this cell's shared pool (process runtime's default: 2 per core, at most
-    /// 1 per GiB; the kubernetes runtime needs it set, to what its worker node pool holds).
+    /// 1 per GiB; kubernetes runtime's default: the `small` workers its Ready, schedulable worker
+    /// nodes fit, read again every 5 minutes).
     #[arg(long, env = "HANGAR_WORKER_SLOTS")]
     pub worker_slots: Option<u32>,
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
@@ -155,10 +156,8 @@ pub enum AgentCmdError {
     },
     #[error("HANGAR_KUBE_CELL_FILE: {path} is not valid: {message}")]
     KubeCell { path: PathBuf, message: String },
-    #[error(
-        "HANGAR_WORKER_SLOTS: set it to the worker slots the cluster's worker node pool holds"
-    )]
-    WorkerSlots,
+    #[error(transparent)]
+    WorkerPool(#[from] hangar_data_plane::kubernetes::pool::PoolError),
     #[error("HANGAR_AGENT_DIR: set where the process runtime keeps runtimes and environments")]
     DataDir,
 }
@@ -166,7 +165,7 @@ pub enum AgentCmdError {
 pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
     let client = hangar_client::Client::new(&args.url, Some(args.cell_token.clone()))?;
     let bucket = args.bucket.as_deref().map(Bucket::from_url).transpose()?;
-    let settings = |worker_slots: u32| AgentSettings {
+    let settings = |worker_slots: u32, updates| AgentSettings {
         cell: args.cell.clone(),
         capacity: CellCapacity {
             max_environments: args.max_environments,
@@ -180,6 +179,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
             retention: Duration::from_secs(args.log_retention_days * 86_400),
             ..ShipSettings::default()
         },
+        worker_slots_updates: updates,
     };
     match (args.runtime, &args.data_dir) {
         (RuntimeKind::Process, Some(data_dir)) => {
@@ -194,13 +194,30 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
             )
             .await?;
             let slots = args.worker_slots.unwrap_or_else(machine_worker_slots);
-            agent::run(client, settings(slots), platform, shutdown).await;
+            agent::run(client, settings(slots, None), platform, shutdown).await;
         }
         (RuntimeKind::Process, None) => return Err(AgentCmdError::DataDir),
         (RuntimeKind::Kubernetes, _) => {
-            let slots = args.worker_slots.ok_or(AgentCmdError::WorkerSlots)?;
-            let runtime = kube_runtime(&args, bucket).await?;
-            agent::run(client, settings(slots), runtime, shutdown).await;
+            let (runtime, kube, cell) = kube_runtime(&args, bucket).await?;
+            let (slots, updates) = match args.worker_slots {
+                Some(n) => (n, None),
+                None => {
+                    // Sized from the worker nodes now (failing fast when they cannot be
+                    // read), then followed as nodes come and go.
+                    let n = pool::worker_slots(&kube, &cell.worker_node_selector).await?;
+                    tracing::info!(worker_slots = n, "worker pool sized from the worker nodes");
+                    let (tx, rx) = tokio::sync::watch::channel(n);
+                    tokio::spawn(pool::watch_worker_slots(
+                        kube,
+                        cell.worker_node_selector,
+                        pool::REFRESH,
+                        tx,
+                        shutdown.clone(),
+                    ));
+                    (n, Some(rx))
+                }
+            };
+            agent::run(client, settings(slots, updates), runtime, shutdown).await;
         }
     }
     Ok(())
@@ -211,11 +228,12 @@ fn kube_client(config: kube::Config) -> Result<kube::Client, AgentCmdError> {
     kube::Client::try_from(config).map_err(AgentCmdError::KubeClient)
 }
 
-/// The kubernetes runtime of the cluster the agent runs in (or its kubeconfig names).
+/// The kubernetes runtime of the cluster the agent runs in (or its kubeconfig names), with its
+/// client and the cell's settings.
 async fn kube_runtime(
     args: &AgentArgs,
     bucket: Option<Bucket>,
-) -> Result<KubeRuntime, AgentCmdError> {
+) -> Result<(KubeRuntime, kube::Client, KubeCell), AgentCmdError> {
     let mut cell: KubeCell = match &args.kube.kube_cell_file {
         None => KubeCell::default(),
         Some(path) => {
@@ -249,16 +267,17 @@ async fn kube_runtime(
     )
     .await?;
     let runtime = KubeRuntime::new(
-        Cluster::new(client),
+        Cluster::new(client.clone()),
         platform,
-        Arc::new(BlueprintRenderer::new(cell)),
+        Arc::new(BlueprintRenderer::new(cell.clone())),
         bucket,
     );
     // Component logs are followed into files under the agent's folder when it has one.
-    Ok(match &args.data_dir {
+    let runtime = match &args.data_dir {
         Some(dir) => runtime.with_logs_dir(dir.join("kube-logs")),
         None => runtime,
-    })
+    };
+    Ok((runtime, client, cell))
 }
 
 #[cfg(test)]
@@ -301,5 +320,10 @@ mod tests {
         let kube = parse(&["--runtime", "kubernetes", "--worker-slots", "16"]).unwrap();
         assert_eq!(kube.runtime, RuntimeKind::Kubernetes);
         assert_eq!(kube.data_dir, None);
+        let sized_from_nodes = parse(&["--runtime", "kubernetes"]).unwrap();
+        assert_eq!(
+            sized_from_nodes.worker_slots, None,
+            "the worker nodes size the pool"
+        );
     }
 }

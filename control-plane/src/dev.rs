@@ -280,6 +280,7 @@ async fn serve(
             retention: std::time::Duration::from_secs(settings.log_retention_days * 86_400),
             ..Default::default()
         },
+        worker_slots_updates: None,
     };
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(agent::run(

@@ -719,6 +719,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         on_shutdown: OnShutdown::Stop,
         scale_down_cooldown,
         logs: hangar_data_plane::log_ship::ShipSettings::default(),
+        worker_slots_updates: None,
     };
     let agent_stop = CancellationToken::new();
     let agent = with_agent.then(|| {

@@ -9,6 +9,7 @@ mod autoscale;
 mod reconcile;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub struct AgentSettings {
     pub scale_down_cooldown: Duration,
     /// How the environments' logs are shipped and how long the bucket keeps them.
     pub logs: crate::log_ship::ShipSettings,
+    /// Later sizes of the cell's worker pool (a Kubernetes cell's, read from its worker nodes):
+    /// each is used at once and registered. `None`: `capacity.worker_slots` for good.
+    pub worker_slots_updates: Option<watch::Receiver<u32>>,
 }
 
 /// Where each environment of the cell runs its Airflow CLI commands.
@@ -100,6 +104,7 @@ pub async fn run<R: Runtime>(
 ) {
     let mut envs: HashMap<Uuid, watch::Sender<Assignment>> = HashMap::new();
     let pool: autoscale::Pool = Arc::default();
+    let slots = Arc::new(AtomicU32::new(settings.capacity.worker_slots));
     let targets: CliTargets = Arc::default();
     let sources = LogSources::default();
     let tunnel = crate::tunnel::TunnelEnvironments::default();
@@ -127,10 +132,12 @@ pub async fn run<R: Runtime>(
     let isolation = runtime.isolation();
     let mut cursor = 0i64;
     let mut registered = false;
+    let mut capacity = settings.capacity;
+    let mut slot_updates = settings.worker_slots_updates.clone();
     while !cancel.is_cancelled() {
         if !registered {
             let req = RegisterCell {
-                capacity: settings.capacity,
+                capacity,
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 isolation: Some(isolation.clone()),
             };
@@ -148,6 +155,15 @@ pub async fn run<R: Runtime>(
         }
         let polled = tokio::select! {
             () = cancel.cancelled() => break,
+            Some(n) = next_slots(&mut slot_updates) => {
+                if n != capacity.worker_slots {
+                    tracing::info!(cell = %settings.cell, from = capacity.worker_slots, to = n, "worker pool resized; registering again");
+                    capacity.worker_slots = n;
+                    slots.store(n, Ordering::Relaxed);
+                    registered = false;
+                }
+                continue;
+            }
             r = client.assignments(&settings.cell, cursor, settings.poll_wait) => r,
         };
         match polled {
@@ -168,6 +184,7 @@ pub async fn run<R: Runtime>(
                                 rx,
                                 Shared {
                                     pool: pool.clone(),
+                                    slots: slots.clone(),
                                     targets: targets.clone(),
                                     sources: sources.clone(),
                                     tunnel: tunnel.clone(),
@@ -188,6 +205,20 @@ pub async fn run<R: Runtime>(
     while tasks.join_next().await.is_some() {}
 }
 
+/// The pool's next size, once it changes; never when there are no updates (any more).
+async fn next_slots(updates: &mut Option<watch::Receiver<u32>>) -> Option<u32> {
+    let Some(rx) = updates else {
+        return std::future::pending().await;
+    };
+    match rx.changed().await {
+        Ok(()) => Some(*rx.borrow_and_update()),
+        Err(_) => {
+            *updates = None;
+            None
+        }
+    }
+}
+
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
     tokio::select! {
         () = cancel.cancelled() => {},
@@ -203,4 +234,28 @@ pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn each_new_pool_size_is_seen_once_and_a_gone_source_is_left_alone() {
+        let (tx, rx) = watch::channel(4);
+        let mut updates = Some(rx);
+        tx.send(6).unwrap();
+        assert_eq!(next_slots(&mut updates).await, Some(6));
+        let again = tokio::time::timeout(Duration::from_millis(20), next_slots(&mut updates));
+        assert!(again.await.is_err(), "no change, nothing to see");
+        drop(tx);
+        assert_eq!(next_slots(&mut updates).await, None);
+        assert!(updates.is_none());
+        let never = tokio::time::timeout(Duration::from_millis(20), next_slots(&mut updates));
+        assert!(never.await.is_err(), "without updates it waits for good");
+        let mut none = None;
+        let never = tokio::time::timeout(Duration::from_millis(20), next_slots(&mut none));
+        assert!(never.await.is_err());
+    }
 }

@@ -48,6 +48,8 @@ pub(crate) enum Failure<E> {
 /// What an environment's reconciler shares with the rest of the cell's agent.
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
+    /// The cell's worker slots now (a Kubernetes cell's pool follows its worker nodes).
+    pub(crate) slots: std::sync::Arc<std::sync::atomic::AtomicU32>,
     pub(crate) targets: CliTargets,
     pub(crate) sources: LogSources,
     /// Where the cell's tunnel forwards each environment's Airflow requests.
@@ -97,7 +99,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
                 &mut self.env,
                 &r,
                 &self.shared.pool,
-                self.settings.capacity.worker_slots,
+                self.shared.slots.load(std::sync::atomic::Ordering::Relaxed),
                 &mut self.scaler,
             )
             .await;

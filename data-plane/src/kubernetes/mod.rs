@@ -11,7 +11,8 @@
 //! them), [`environment`] (one environment as the agent drives it), [`render`] (the Kubernetes
 //! renderer as the runtime's), [`logs`] (component logs followed through the log API into files
 //! the log shipper reads), [`migrate`] (the Job that migrates an Airflow version's template
-//! database), [`cli`] (an Airflow CLI command in a short-lived pod).
+//! database), [`cli`] (an Airflow CLI command in a short-lived pod), [`pool`] (the cell's
+//! worker pool sized from its worker nodes).
 
 pub mod cli;
 pub mod cluster;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod logs;
 pub mod migrate;
 pub mod objects;
+pub mod pool;
 pub mod render;
 pub mod runtime;
 pub mod status;

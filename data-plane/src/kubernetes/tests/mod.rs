@@ -9,6 +9,7 @@ mod logs;
 mod migrate;
 pub(crate) mod mock;
 mod objects;
+mod pool;
 mod rendered;
 
 use std::time::Duration;

@@ -9,8 +9,9 @@
 //! probes), [`sidecars`] (DAG sync, requirements, the passwords copy), [`template`] (the
 //! Kubernetes executor's pod template, and the pod of one Airflow CLI command) and
 //! [`workloads`] (Secret, ConfigMaps, Deployments, Service, the requirements Job). [`cell`]
-//! holds the cell's settings, [`samples`] the environments every test renders. [`migrate`] renders what is not an environment's: the Job
-//! that fills the template database of an Airflow version, in the cell's system namespace.
+//! holds the cell's settings, [`samples`] the environments every test renders. [`migrate`]
+//! renders what is not an environment's: the Job that fills the template database of an
+//! Airflow version, in the cell's system namespace.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,7 @@ pub use migrate::{
     migrate_job, migrate_job_name, MigrateInput, MigrateManifests, MigrateRenderError, CONN_KEY,
     MIGRATE_COMPONENT, MIGRATE_DEADLINE_SECONDS, TEMPLATE_LABEL,
 };
+pub use pods::worker_slot;
 pub use template::{cli_pod, pod_template, CLI_CONTAINER};
 
 /// Everything one environment's objects are rendered from.

@@ -365,6 +365,15 @@ pub(crate) fn airflow_volumes(ctx: &Ctx<'_>, pod: PodKind) -> Vec<Volume> {
     volumes
 }
 
+/// One slot of a Kubernetes cell's worker pool, as the agent sizes the pool from its worker
+/// nodes: what one worker pod of a `small` environment holds (its Celery worker and its DAG
+/// sync sidecar). The pool counts workers, whatever their class: a `micro` worker takes a little
+/// less than its slot, a `medium` or larger one more.
+pub fn worker_slot() -> Resources {
+    component_resources(crate::spec::EnvironmentClass::Small, ComponentKind::Worker)
+        + super::sidecars::SYNC_RESOURCES
+}
+
 /// Workers and task pods run on the shared worker node pool.
 pub(crate) fn on_worker_pool(ctx: &Ctx<'_>, spec: &mut PodSpec) {
     let cell = ctx.cell();

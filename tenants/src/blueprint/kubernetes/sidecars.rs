@@ -12,7 +12,7 @@ use super::Ctx;
 use crate::blueprint::{ComponentKind, Resources, PASSWORDS_FILE};
 
 /// The DAG sync sidecar's share of its pod.
-const SYNC_RESOURCES: Resources = Resources::new(100, 128);
+pub(crate) const SYNC_RESOURCES: Resources = Resources::new(100, 128);
 /// Unpacking the requirements archive.
 const UNPACK_RESOURCES: Resources = Resources::new(250, 256);
 /// Copying the passwords file.
