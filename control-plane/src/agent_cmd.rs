@@ -10,6 +10,7 @@ use std::time::Duration;
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
 use hangar_data_plane::autoscaler::machine_worker_slots;
 use hangar_data_plane::bucket::Bucket;
+use hangar_data_plane::bucket_gateway::{Gateway, GatewayKey};
 use hangar_data_plane::kubernetes::{
     pool, BlueprintRenderer, Cluster, KubePlatform, KubePlatformError, KubeRuntime,
 };
@@ -18,7 +19,7 @@ use hangar_data_plane::process_runtime::{Platform, PlatformError};
 use hangar_data_plane::sandbox::{Sandbox, SandboxError, SandboxSettings};
 use hangar_tenants::api::CellCapacity;
 use hangar_tenants::blueprint::kubernetes::KubeCell;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 fn secret(s: &str) -> Result<SecretString, String> {
@@ -102,6 +103,15 @@ pub struct KubeArgs {
     /// and port of HANGAR_PLATFORM_REDIS_URL).
     #[arg(long, env = "HANGAR_KUBE_POD_REDIS")]
     pub pod_redis: Option<String>,
+    /// Where the bucket gateway listens: the environments' pods reach the bucket only through
+    /// it, each with credentials for its own prefix (the cell's `bucket_gateway_url` names
+    /// this address as the pods see it).
+    #[arg(
+        long,
+        env = "HANGAR_BUCKET_GATEWAY_ADDR",
+        default_value = "0.0.0.0:9470"
+    )]
+    pub bucket_gateway_addr: std::net::SocketAddr,
 }
 
 /// How the process runtime keeps tenants apart (docs/security.md).
@@ -160,6 +170,12 @@ pub enum AgentCmdError {
     WorkerPool(#[from] hangar_data_plane::kubernetes::pool::PoolError),
     #[error("HANGAR_AGENT_DIR: set where the process runtime keeps runtimes and environments")]
     DataDir,
+    #[error("HANGAR_BUCKET_GATEWAY_ADDR: failed to listen on {addr}")]
+    BucketGateway {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
@@ -198,7 +214,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
         }
         (RuntimeKind::Process, None) => return Err(AgentCmdError::DataDir),
         (RuntimeKind::Kubernetes, _) => {
-            let (runtime, kube, cell) = kube_runtime(&args, bucket).await?;
+            let (runtime, kube, cell) = kube_runtime(&args, bucket, shutdown.clone()).await?;
             let (slots, updates) = match args.worker_slots {
                 Some(n) => (n, None),
                 None => {
@@ -233,6 +249,7 @@ fn kube_client(config: kube::Config) -> Result<kube::Client, AgentCmdError> {
 async fn kube_runtime(
     args: &AgentArgs,
     bucket: Option<Bucket>,
+    shutdown: CancellationToken,
 ) -> Result<(KubeRuntime, kube::Client, KubeCell), AgentCmdError> {
     let mut cell: KubeCell = match &args.kube.kube_cell_file {
         None => KubeCell::default(),
@@ -266,10 +283,22 @@ async fn kube_runtime(
         args.kube.pod_redis.as_deref(),
     )
     .await?;
+    // The environments' only way to the bucket, with the agent's own credentials behind it.
+    let key = GatewayKey::derive(args.cell_token.expose_secret().as_bytes());
+    let platform_bucket = match &bucket {
+        Some(b) => b.clone(),
+        None => Bucket::from_url(&cell.bucket_url)?,
+    };
+    let addr = args.kube.bucket_gateway_addr;
+    let bound = Gateway::new(platform_bucket, key.clone())
+        .spawn(addr, shutdown)
+        .await
+        .map_err(|source| AgentCmdError::BucketGateway { addr, source })?;
+    tracing::info!(%bound, url = %cell.bucket_gateway_url, "bucket gateway listening");
     let runtime = KubeRuntime::new(
         Cluster::new(client.clone()),
         platform,
-        Arc::new(BlueprintRenderer::new(cell.clone())),
+        Arc::new(BlueprintRenderer::new(cell.clone(), key)),
         bucket,
     );
     // Component logs are followed into files under the agent's folder when it has one.

@@ -122,6 +122,7 @@ pub async fn run(client: &Client, a: ManifestsArgs) -> anyhow::Result<()> {
             broker_key_prefix: broker.key_prefix,
         },
         cell,
+        bucket_access: None,
     };
     let manifests = kubernetes::render(&input)?;
     let list = serde_json::json!({

@@ -27,6 +27,12 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 pub enum BucketError {
     #[error("the bucket URL {url:?} is not valid: {reason}")]
     Url { url: String, reason: String },
+    #[error("failed to read the bucket URL from {path}")]
+    UrlFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the bucket URL's option {key:?} is not known to the {scheme} store")]
     UnknownOption { scheme: String, key: String },
     #[error("failed to prepare the bucket folder {path}")]
@@ -62,9 +68,17 @@ pub struct Bucket {
     root: ObjectPath,
 }
 
+/// A URL fit for an error: its options may hold keys, so they are left out.
+fn shown(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_owned(),
+    }
+}
+
 fn bad(url: &str, reason: impl Into<String>) -> BucketError {
     BucketError::Url {
-        url: url.to_owned(),
+        url: shown(url),
         reason: reason.into(),
     }
 }
@@ -155,6 +169,11 @@ impl Bucket {
             base: format!("file://{}", dir.display()),
             root: ObjectPath::default(),
         })
+    }
+
+    /// The bucket's prefix in its store: every key is under it.
+    pub fn root(&self) -> &ObjectPath {
+        &self.root
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

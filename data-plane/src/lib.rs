@@ -14,6 +14,7 @@ pub mod agent;
 pub mod autoscaler;
 pub mod broker;
 pub mod bucket;
+pub mod bucket_gateway;
 pub mod cell_runtime;
 pub mod cli_runner;
 pub mod dag_sync;

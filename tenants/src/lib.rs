@@ -1,6 +1,7 @@
 //! Hangar's pure domain, shared by the control plane, the data plane, the client and the tests:
 //! validated names, the environment spec and its validation, lifecycle phases and how observed
-//! state drives them, and the JSON types of the API. Nothing here does I/O.
+//! state drives them, the JSON types of the API, and the verification of AWS SigV4 signatures
+//! (for the MWAA-compatible API). Nothing here does I/O.
 
 pub mod airflow_cli;
 pub mod airflow_users;
@@ -11,6 +12,7 @@ pub mod dag_path;
 pub mod error;
 pub mod names;
 pub mod phase;
+pub mod sigv4;
 pub mod spec;
 pub mod tunnel;
 

@@ -243,7 +243,27 @@ async fn dags_from_s3_run_and_its_requirements_txt_updates_the_environment() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    wait_phase(&c, Phase::Available, Duration::from_secs(120)).await;
+    // The phase read before the restart ended may still be AVAILABLE: wait for the first report
+    // made after it (the restart counted), then for every component to be healthy again.
+    let start = Instant::now();
+    loop {
+        let e = c.get_environment("acme", "etl").await.unwrap();
+        let restarts = e
+            .observed
+            .as_ref()
+            .and_then(|o| o.reconcile.as_ref())
+            .map_or(0, |r| r.plugin_restarts);
+        if restarts >= 1 && e.phase == Phase::Available {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not available again after the plugin restart: {} ({:?}), {restarts} restarts",
+            e.phase,
+            e.status_message
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let home = stack.env_home(id);
     assert_eq!(
         std::fs::read_to_string(home.join("plugins/hangar_probe.py")).unwrap(),

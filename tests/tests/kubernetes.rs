@@ -4,7 +4,7 @@
 //! (1.37, the newest version, and 1.33, the oldest Hangar supports; with the Kubernetes
 //! executor's pod template and an Airflow CLI command's pod), and the Kubernetes executor's pod
 //! template loaded by Airflow's own code, as the executor loads it, into the pod it would
-//! create.
+//! create. (Remote task logging from the rendered settings: `bucket_gateway.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use hangar_data_plane::runtime::python::RuntimeCache;
 use hangar_tenants::blueprint::kubernetes::samples::{migrate_sample, samples};
 use hangar_tenants::blueprint::kubernetes::{cli_pod, migrate_job, pod_template, render};
 use hangar_tests::emulators::tool;
-use hangar_tests::test_runtime_dir;
+use hangar_tests::{succeeded, test_runtime_dir, KUBERNETES_PROVIDERS};
 
 /// The newest Kubernetes version Hangar renders for, and the oldest it supports.
 const VERSIONS: [&str; 2] = ["1.37.0", "1.33.0"];
@@ -151,10 +151,7 @@ print(json.dumps({
 #[tokio::test]
 async fn airflow_builds_task_pods_on_the_rendered_pod_template() {
     let cache = RuntimeCache::new(&test_runtime_dir(), Path::new("uv"));
-    let runtime = cache
-        .ensure("3.3.2", "apache-airflow-providers-cncf-kubernetes==10.25.0")
-        .await
-        .unwrap();
+    let runtime = cache.ensure("3.3.2", KUBERNETES_PROVIDERS).await.unwrap();
     let sample = samples()
         .unwrap()
         .into_iter()
@@ -184,12 +181,7 @@ async fn airflow_builds_task_pods_on_the_rendered_pod_template() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loaded: serde_json::Value = serde_json::from_str(&succeeded(&out)).unwrap();
 
     // Nothing of the template is lost reading it.
     assert_eq!(loaded["template"]["spec"]["containers"][0]["name"], "base");
@@ -239,11 +231,15 @@ async fn airflow_builds_task_pods_on_the_rendered_pod_template() {
         config["value"], "/tmp/airflow.cfg",
         "a task pod gets no secret"
     );
-    assert!(spec["volumes"]
+    // No secret but the environment's bucket credentials (the task uploads its own log).
+    let secrets: Vec<&str> = spec["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .all(|v| v.get("secret").is_none()));
+        .filter_map(|v| v.get("secret"))
+        .map(|s| s["secretName"].as_str().unwrap())
+        .collect();
+    assert_eq!(secrets, ["bucket-access"]);
 
     // The pod the executor would create is itself valid for both versions.
     let created = write(&dir.0, "task-pod.json", pod);
@@ -293,7 +289,10 @@ fn every_dag_sync_container_runs_hangar_dag_sync_with_arguments_it_takes() {
                     .args;
             assert_eq!(parsed.tenant.as_str(), "acme");
             assert_eq!(parsed.environment, sample.input.spec.name);
-            assert_eq!(parsed.bucket, sample.input.cell.bucket_url);
+            assert_eq!(
+                parsed.bucket.url_file.as_deref(),
+                Some(Path::new("/opt/hangar/bucket/url"))
+            );
             assert_eq!(parsed.once, sync.get("restartPolicy").is_none());
             seen += 1;
         }

@@ -14,15 +14,18 @@ use uuid::Uuid;
 
 use super::runtime::{RenderFailure, Renderer};
 use super::Manifests;
+use crate::bucket_gateway::{GatewayKey, Grant};
 
-/// The Kubernetes renderer with one cell's settings.
+/// The Kubernetes renderer with one cell's settings and the key of the agent's bucket
+/// gateway, from which each environment's bucket credentials are derived.
 pub struct BlueprintRenderer {
     cell: KubeCell,
+    gateway: GatewayKey,
 }
 
 impl BlueprintRenderer {
-    pub fn new(cell: KubeCell) -> Self {
-        Self { cell }
+    pub fn new(cell: KubeCell, gateway: GatewayKey) -> Self {
+        Self { cell, gateway }
     }
 
     fn input(
@@ -31,9 +34,16 @@ impl BlueprintRenderer {
         backends: &Backends,
         workers: u32,
     ) -> Result<KubeInput, RenderFailure> {
+        let tenant = TenantName::parse(a.tenant.clone())?;
+        let grant = Grant {
+            tenant: tenant.clone(),
+            environment: a.spec.name.clone(),
+            id: a.id,
+        };
         Ok(KubeInput {
             environment_id: a.id,
-            tenant: TenantName::parse(a.tenant.clone())?,
+            bucket_access: Some(self.gateway.credentials(&grant)),
+            tenant,
             spec: a.spec.clone(),
             secrets: a.secrets.clone(),
             backends: backends.clone(),

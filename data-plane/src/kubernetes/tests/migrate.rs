@@ -27,7 +27,10 @@ const POD_URL: &str = "postgresql+psycopg2://hangar_template_owner:0a1b2c3d4e5f@
 fn migrator(client: kube::Client, polls: u32) -> TemplateMigrator {
     TemplateMigrator::new(
         client,
-        Arc::new(BlueprintRenderer::new(KubeCell::default())),
+        Arc::new(BlueprintRenderer::new(
+            KubeCell::default(),
+            crate::bucket_gateway::GatewayKey::derive(b"test"),
+        )),
         Address {
             host: "postgres.hangar-system.svc".into(),
             port: 5432,
@@ -374,7 +377,10 @@ async fn one_job_makes_the_template_for_environments_asking_at_once() {
     // Pods reach the same server by another name than the agent's 127.0.0.1.
     let m = TemplateMigrator::new(
         client,
-        Arc::new(BlueprintRenderer::new(KubeCell::default())),
+        Arc::new(BlueprintRenderer::new(
+            KubeCell::default(),
+            crate::bucket_gateway::GatewayKey::derive(b"test"),
+        )),
         Address {
             host: "localhost".into(),
             port: pg.port(),

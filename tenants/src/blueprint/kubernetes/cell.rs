@@ -54,8 +54,11 @@ pub struct KubeCell {
     pub dns_namespace: String,
     pub postgres: Egress,
     pub redis: Egress,
-    /// The bucket's endpoint: DAG sync and the requirements archives.
-    pub bucket: Egress,
+    /// The agent's bucket gateway as the environments' pods reach it
+    /// (`http://host:port`, the port explicit): their only way to the bucket, with each
+    /// environment's own credentials for its own prefix. Pods may connect to that port of the
+    /// pods in `system_namespace`.
+    pub bucket_gateway_url: String,
     /// The package index the requirements Job installs from.
     pub package_index: Egress,
     /// The Kubernetes API, which the scheduler of an environment with the Kubernetes executor
@@ -76,7 +79,7 @@ impl Default for KubeCell {
             dns_namespace: "kube-system".to_owned(),
             postgres: Egress::new(&PRIVATE, &[5432]),
             redis: Egress::new(&PRIVATE, &[6379]),
-            bucket: Egress::new(&ANYWHERE, &[443]),
+            bucket_gateway_url: "http://hangar-agent.hangar-system.svc:9470".to_owned(),
             package_index: Egress::new(&ANYWHERE, &[443]),
             kubernetes_api: Egress::new(&ANYWHERE, &[443, 6443]),
         }
@@ -91,6 +94,8 @@ pub enum CellError {
     Python(String),
     #[error("bucket_url: {0:?} is not a URL such as s3://bucket/prefix")]
     Bucket(String),
+    #[error("bucket_gateway_url: {0:?} is not a URL such as http://hangar-agent.hangar-system.svc:9470 (with its port)")]
+    BucketGateway(String),
     #[error("{field}: {value:?} is not a namespace name")]
     Namespace { field: &'static str, value: String },
     #[error("{field}: {value:?} is not a CIDR such as 10.0.0.0/8")]
@@ -157,6 +162,23 @@ impl KubeCell {
     }
 
     /// Refuses settings that would render invalid objects, naming the setting.
+    /// The bucket gateway's port: `http(s)://host:port[/]`, nothing else (no user, path or
+    /// query), the port explicit since the network policy names it.
+    pub fn bucket_gateway_port(&self) -> Option<u16> {
+        let rest = self
+            .bucket_gateway_url
+            .strip_prefix("http://")
+            .or_else(|| self.bucket_gateway_url.strip_prefix("https://"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':')?;
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        host_ok.then_some(port)
+    }
+
     pub fn validate(&self) -> Result<(), CellError> {
         for (field, value) in [
             ("airflow_image", &self.airflow_image),
@@ -190,6 +212,9 @@ impl KubeCell {
         if !bucket_ok {
             return Err(CellError::Bucket(self.bucket_url.clone()));
         }
+        if self.bucket_gateway_port().is_none() {
+            return Err(CellError::BucketGateway(self.bucket_gateway_url.clone()));
+        }
         for (field, value) in [
             ("system_namespace", &self.system_namespace),
             ("dns_namespace", &self.dns_namespace),
@@ -204,7 +229,6 @@ impl KubeCell {
         for (field, egress) in [
             ("postgres", &self.postgres),
             ("redis", &self.redis),
-            ("bucket", &self.bucket),
             ("package_index", &self.package_index),
             ("kubernetes_api", &self.kubernetes_api),
         ] {
@@ -256,9 +280,27 @@ mod tests {
     }
 
     #[rstest]
+    #[case("http://hangar-agent.hangar-system.svc:9470", Some(9470))]
+    #[case("https://10.0.0.7:443/", Some(443))]
+    #[case("http://[fd00::1]:9470", Some(9470))]
+    #[case("http://hangar-agent:0", None)]
+    #[case("http://:9470", None)]
+    fn the_gateway_port_is_read_from_its_url(#[case] url: &str, #[case] port: Option<u16>) {
+        let cell = KubeCell {
+            bucket_gateway_url: url.to_owned(),
+            ..KubeCell::default()
+        };
+        assert_eq!(cell.bucket_gateway_port(), port);
+    }
+
+    #[rstest]
     #[case(serde_json::json!({"airflow_image": "apache/airflow latest"}), "airflow_image")]
     #[case(serde_json::json!({"python_version": "3.x"}), "python_version")]
     #[case(serde_json::json!({"bucket_url": "hangar"}), "bucket_url")]
+    #[case(serde_json::json!({"bucket_gateway_url": "http://hangar-agent"}), "bucket_gateway_url")]
+    #[case(serde_json::json!({"bucket_gateway_url": "s3://hangar-agent:9470"}), "bucket_gateway_url")]
+    #[case(serde_json::json!({"bucket_gateway_url": "http://a:9470/path"}), "bucket_gateway_url")]
+    #[case(serde_json::json!({"bucket_gateway_url": "http://u@a:9470"}), "bucket_gateway_url")]
     #[case(serde_json::json!({"system_namespace": "Hangar"}), "system_namespace")]
     #[case(serde_json::json!({"postgres": {"cidrs": ["10.0.0.0/33"], "ports": [5432]}}), "postgres")]
     #[case(serde_json::json!({"redis": {"cidrs": [], "ports": [6379]}}), "redis")]

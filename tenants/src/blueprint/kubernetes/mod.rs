@@ -8,7 +8,8 @@
 //! [`network`] (NetworkPolicies), [`pods`] (Airflow's containers, volumes, security contexts,
 //! probes), [`sidecars`] (DAG sync, requirements, the passwords copy), [`template`] (the
 //! Kubernetes executor's pod template, and the pod of one Airflow CLI command) and
-//! [`workloads`] (Secret, ConfigMaps, Deployments, Service, the requirements Job). [`cell`]
+//! [`bucket`] (the environment's way to the bucket: the gateway, its credentials, remote
+//! logging), [`workloads`] (Secret, ConfigMaps, Deployments, Service, the requirements Job). [`cell`]
 //! holds the cell's settings, [`samples`] the environments every test renders. [`migrate`]
 //! renders what is not an environment's: the Job that fills the template database of an
 //! Airflow version, in the cell's system namespace.
@@ -24,6 +25,7 @@ use crate::api::EnvironmentSecrets;
 use crate::names::TenantName;
 use crate::spec::{EnvironmentSpec, Executor};
 
+mod bucket;
 mod cell;
 mod migrate;
 mod namespace;
@@ -34,6 +36,9 @@ mod sidecars;
 mod template;
 mod workloads;
 
+pub use bucket::{
+    BucketAccess, BUCKET_DIR, BUCKET_SECRET, CONNECTION_ID, GATEWAY_BUCKET, GATEWAY_REGION, PROFILE,
+};
 pub use cell::{CellError, Egress, KubeCell};
 pub use migrate::{
     migrate_job, migrate_job_name, MigrateInput, MigrateManifests, MigrateRenderError, CONN_KEY,
@@ -55,6 +60,9 @@ pub struct KubeInput {
     /// Celery workers to run now (the autoscaler's choice, within the spec's bounds).
     pub workers: u32,
     pub cell: KubeCell,
+    /// The environment's credentials for the agent's bucket gateway; `None` renders them as
+    /// [`REDACTED`].
+    pub bucket_access: Option<BucketAccess>,
 }
 
 /// An environment's objects.

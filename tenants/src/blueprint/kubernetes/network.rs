@@ -1,6 +1,6 @@
 //! The environment's NetworkPolicies: everything denied, in and out, for every pod of its
 //! namespace; then only what Airflow needs, each allow naming the pods it is for: DNS, the
-//! environment's database and broker, the bucket, the Execution API inside the namespace, the
+//! environment's database and broker, the agent's bucket gateway, the Execution API inside the namespace, the
 //! api-server from the agent's namespace, task logs from workers to the api-server, and for
 //! the Kubernetes executor the scheduler to the Kubernetes API.
 
@@ -183,8 +183,16 @@ pub(crate) fn policies(ctx: &Ctx<'_>) -> Result<Vec<serde_json::Value>, RenderEr
             components(&BROKER_CLIENTS),
             addresses(&cell.redis),
         ),
-        // The DAG sync sidecar and the requirements archive, in every pod.
-        Policy::egress("allow-bucket", all_pods(), addresses(&cell.bucket)),
+        // The bucket gateway (DAG sync, requirements archives, task logs), in every pod: the
+        // agent's pods, never the bucket itself.
+        Policy::egress(
+            "allow-bucket-gateway",
+            all_pods(),
+            NetworkPolicyEgressRule {
+                to: Some(vec![namespace(&cell.system_namespace)]),
+                ports: Some(tcp(&[cell.bucket_gateway_port().unwrap_or_default()])),
+            },
+        ),
         Policy::ingress(
             "allow-api-server-ingress",
             components(&["api-server"]),

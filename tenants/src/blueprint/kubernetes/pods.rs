@@ -165,6 +165,8 @@ pub(crate) fn airflow_env(ctx: &Ctx<'_>) -> Vec<EnvVar> {
             TRIGGER_LOG_PORT.to_string(),
         ),
     ];
+    // Task logs go to the bucket (through the gateway), so they outlive the pods.
+    platform.extend(super::bucket::logging_settings(ctx));
     if runs_task_pods(ctx.executor()) {
         platform.extend([
             ("kubernetes_executor", "namespace", ctx.namespace.clone()),
@@ -186,6 +188,7 @@ pub(crate) fn airflow_env(ctx: &Ctx<'_>) -> Vec<EnvVar> {
         "AIRFLOW_CONFIG".to_owned(),
         format!("{CONFIG_DIR}/airflow.cfg"),
     );
+    env.extend(super::bucket::variables(ctx));
     env.insert("HOME".to_owned(), TMP_DIR.to_owned());
     env.insert("TMPDIR".to_owned(), TMP_DIR.to_owned());
     // The root filesystem is read-only: nothing could cache bytecode anyway.
@@ -310,8 +313,11 @@ pub(crate) fn airflow_mounts(ctx: &Ctx<'_>, pod: PodKind) -> Vec<VolumeMount> {
         mount("synced", SYNC_HOME, true),
         mount("logs", LOGS_DIR, false),
         mount("tmp", TMP_DIR, false),
+        // Every Airflow process may write task logs (a task's own, uploaded when it ends).
+        super::bucket::mount(),
     ];
-    // Task pods reach only the Execution API: they get no secret at all.
+    // Task pods reach only the Execution API and the bucket gateway: they get no other
+    // secret.
     if pod != PodKind::Task {
         mounts.push(mount("config", CONFIG_DIR, true));
     }
@@ -332,6 +338,7 @@ pub(crate) fn airflow_volumes(ctx: &Ctx<'_>, pod: PodKind) -> Vec<Volume> {
         empty_dir("synced", 1280, false),
         empty_dir("logs", 2048, false),
         empty_dir("tmp", 1024, false),
+        super::bucket::volume(),
     ];
     if pod != PodKind::Task {
         volumes.push(Volume {

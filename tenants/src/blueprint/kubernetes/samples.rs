@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Toleration;
 use uuid::Uuid;
 
-use super::{KubeCell, KubeInput, MigrateInput};
+use super::{BucketAccess, KubeCell, KubeInput, MigrateInput};
 use crate::api::{CreateEnvironment, EnvironmentSecrets};
 use crate::blueprint::Backends;
 use crate::names::TenantName;
@@ -22,6 +22,9 @@ pub struct Sample {
     pub name: &'static str,
     pub input: KubeInput,
 }
+
+/// The samples' bucket gateway secret, distinctive like the others.
+pub const SAMPLE_BUCKET_SECRET: &str = "sample-bucket-secret-0123456789";
 
 /// The samples' secrets: every value is distinctive, so a test can look for it anywhere.
 pub fn sample_secrets() -> EnvironmentSecrets {
@@ -78,12 +81,17 @@ pub fn samples() -> Result<Vec<Sample>, FieldErrors> {
         ..Toleration::default()
     }];
     let sample = |name, json, with_secrets: bool, workers, cell: &KubeCell| {
+        let spec = spec(json)?;
         Ok::<_, FieldErrors>(Sample {
             name,
             input: KubeInput {
                 environment_id: id,
                 tenant: tenant.clone(),
-                spec: spec(json)?,
+                bucket_access: with_secrets.then(|| BucketAccess {
+                    access_key: format!("acme.{}.{}", spec.name, id.simple()),
+                    secret_key: SAMPLE_BUCKET_SECRET.into(),
+                }),
+                spec,
                 secrets: with_secrets.then(|| secrets.clone()),
                 backends: backends(&secrets),
                 workers,

@@ -8,7 +8,7 @@ use super::pods::{
     container_security, mount, resource_requirements, PodKind, AUTH_DIR, CONFIG_DIR, PYTHON_DIR,
     SYNC_HOME, TMP_DIR,
 };
-use super::Ctx;
+use super::{bucket, Ctx};
 use crate::blueprint::{ComponentKind, Resources, PASSWORDS_FILE};
 
 /// The DAG sync sidecar's share of its pod.
@@ -30,8 +30,8 @@ pub(crate) fn dag_sync(ctx: &Ctx<'_>, pod: PodKind) -> Container {
         .is_some_and(|v| v.eq_ignore_ascii_case("regexp"));
     let mut args: Vec<String> = [
         "dag-sync",
-        "--bucket-url",
-        &ctx.cell().bucket_url,
+        "--bucket-url-file",
+        &bucket::url_file(),
         "--tenant",
         ctx.input.tenant.as_str(),
         "--environment",
@@ -46,6 +46,7 @@ pub(crate) fn dag_sync(ctx: &Ctx<'_>, pod: PodKind) -> Container {
     let mut mounts = vec![
         mount("synced", SYNC_HOME, false),
         mount("tmp", TMP_DIR, false),
+        bucket::mount(),
     ];
     let once = pod == PodKind::Task;
     if once {
@@ -80,8 +81,8 @@ pub(crate) fn unpack_requirements(ctx: &Ctx<'_>) -> Option<Container> {
         args: Some(vec![
             "requirements".to_owned(),
             "unpack".to_owned(),
-            "--bucket-url".to_owned(),
-            ctx.cell().bucket_url.clone(),
+            "--bucket-url-file".to_owned(),
+            bucket::url_file(),
             "--archive".to_owned(),
             archive,
             "--into".to_owned(),
@@ -92,6 +93,7 @@ pub(crate) fn unpack_requirements(ctx: &Ctx<'_>) -> Option<Container> {
         volume_mounts: Some(vec![
             mount("python", PYTHON_DIR, false),
             mount("tmp", TMP_DIR, false),
+            bucket::mount(),
         ]),
         ..Container::default()
     })

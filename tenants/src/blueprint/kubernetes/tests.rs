@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::samples::{sample_secrets, samples, Sample};
+use super::samples::{sample_secrets, samples, Sample, SAMPLE_BUCKET_SECRET};
 use super::*;
 use crate::airflow_users::AirflowRole;
 
@@ -321,20 +321,33 @@ fn no_secret_value_is_outside_the_secret() {
                     .map(|v| String::from_utf8(v.0).unwrap())
                     .collect();
                 let all = files.concat();
-                for secret in secret_values() {
+                // Each Secret holds its own values only: Airflow's, or the bucket credentials.
+                let (own, others) = if name(o) == super::BUCKET_SECRET {
+                    (vec![SAMPLE_BUCKET_SECRET.to_owned()], secret_values())
+                } else {
+                    (secret_values(), vec![SAMPLE_BUCKET_SECRET.to_owned()])
+                };
+                for secret in own {
                     assert_eq!(
                         all.contains(&secret),
                         sample.input.secrets.is_some(),
-                        "{}: {secret}",
-                        sample.name
+                        "{} {}: {secret}",
+                        sample.name,
+                        name(o)
                     );
+                }
+                for secret in others {
+                    assert!(!all.contains(&secret), "{} {}", sample.name, name(o));
                 }
                 if sample.input.secrets.is_none() {
                     assert!(files.iter().all(|f| f == REDACTED));
                 }
                 continue;
             }
-            for secret in secret_values() {
+            for secret in secret_values()
+                .into_iter()
+                .chain([SAMPLE_BUCKET_SECRET.to_owned()])
+            {
                 assert!(
                     !text.contains(&secret),
                     "{} {} {} carries {secret}",
@@ -472,7 +485,8 @@ fn requirements_are_built_once_and_unpacked_in_every_airflow_pod() {
             let job_name = name(job);
             assert!(job_name.starts_with("requirements-") && job_name.len() == 23);
             let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
-            assert_eq!(args[5], "s3://hangar-platform/cell-a");
+            assert_eq!(args[4], "--bucket-url-file");
+            assert_eq!(args[5], "/opt/hangar/bucket/url");
             let archive = args[7].as_str().unwrap();
             assert!(
                 archive.starts_with("tenants/acme/environments/"),
@@ -499,4 +513,110 @@ fn bad_cell_settings_are_refused_before_rendering() {
     sample.input.cell.redis.cidrs = vec!["10.0.0.300/32".to_owned()];
     let err = render(&sample.input).unwrap_err().to_string();
     assert!(err.contains("redis"), "{err}");
+}
+
+#[test]
+fn pods_reach_the_bucket_only_through_the_gateway_with_the_environments_credentials() {
+    for (sample, m) in all() {
+        let input = &sample.input;
+        // The only way out to the bucket: the gateway's port in the agent's namespace.
+        let policy = m
+            .objects
+            .iter()
+            .find(|o| kind(o) == "NetworkPolicy" && name(o) == "allow-bucket-gateway")
+            .unwrap();
+        let rule = &policy["spec"]["egress"][0];
+        assert_eq!(
+            rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "hangar-system"
+        );
+        assert_eq!(rule["ports"][0]["port"], 9470);
+        assert!(!m.objects.iter().any(|o| serde_json::to_string(o)
+            .unwrap()
+            .contains("hangar-platform")));
+        // Every container that touches the bucket reads the Secret's URL file; the one that
+        // installs the requirements (running their build scripts) gets no credentials.
+        for (pod, spec) in pod_specs(&m) {
+            for c in containers(&spec) {
+                let mounts = c["volumeMounts"].as_array().unwrap();
+                let has_bucket = mounts.iter().any(|v| v["name"] == "bucket");
+                let cname = c["name"].as_str().unwrap();
+                let args = serde_json::to_string(&c["args"]).unwrap();
+                if args.contains("--bucket-url") {
+                    assert!(args.contains("\"--bucket-url-file\",\"/opt/hangar/bucket/url\""));
+                }
+                let expected = !matches!(cname, "install" | "auth");
+                assert_eq!(has_bucket, expected, "{} {pod} {cname}", sample.name);
+            }
+        }
+        // Airflow's remote task logs, under the prefix the control plane reads them from.
+        let template = pod_template(input).unwrap();
+        let env: std::collections::BTreeMap<String, String> = template["spec"]["containers"][0]
+            ["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_owned(),
+                    v["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(env["AIRFLOW__LOGGING__REMOTE_LOGGING"], "True");
+        assert_eq!(
+            env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"],
+            format!(
+                "s3://hangar/tenants/acme/environments/{}/logs/{}/tasks",
+                input.spec.name,
+                input.environment_id.simple()
+            )
+        );
+        assert_eq!(env["AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID"], "hangar_bucket");
+        let conn: Value = serde_json::from_str(&env["AIRFLOW_CONN_HANGAR_BUCKET"]).unwrap();
+        assert_eq!(conn["extra"]["profile_name"], "hangar");
+        assert_eq!(
+            conn["extra"]["endpoint_url"],
+            "http://hangar-agent.hangar-system.svc:9470"
+        );
+        assert_eq!(
+            env["AWS_SHARED_CREDENTIALS_FILE"],
+            "/opt/hangar/bucket/credentials"
+        );
+        // Tenants' own AWS code keeps its defaults: no global endpoint, profile or keys.
+        for var in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_PROFILE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_CONFIG_FILE",
+        ] {
+            assert!(!env.contains_key(var), "{var}");
+        }
+    }
+}
+
+#[test]
+fn a_tenant_cannot_move_its_task_logs_elsewhere() {
+    let mut sample = samples().unwrap().remove(0);
+    for (k, v) in [
+        ("logging.remote_base_log_folder", "s3://elsewhere/logs"),
+        ("logging.remote_log_conn_id", "mine"),
+        ("logging.remote_logging", "False"),
+    ] {
+        sample
+            .input
+            .spec
+            .airflow_config_overrides
+            .insert(k.to_owned(), v.to_owned());
+    }
+    sample.input.spec.env_vars.insert(
+        "AIRFLOW_CONN_HANGAR_BUCKET".to_owned(),
+        "aws://elsewhere".to_owned(),
+    );
+    let template = pod_template(&sample.input).unwrap();
+    let text = serde_json::to_string(&template).unwrap();
+    assert!(!text.contains("elsewhere"), "{text}");
+    assert!(!text.contains("\"mine\""), "{text}");
 }

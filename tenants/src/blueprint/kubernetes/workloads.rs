@@ -20,8 +20,8 @@ use super::pods::{
     self, AIRFLOW_SA, CONFIG_SECRET, POD_TEMPLATE_CONFIGMAP, POD_TEMPLATE_FILE, TMP_DIR,
 };
 use super::{
-    runs_task_pods, template, to_value, Ctx, RenderError, API_PORT, COMPONENT_LABEL, REDACTED,
-    REQUIREMENTS_COMPONENT,
+    bucket, runs_task_pods, template, to_value, Ctx, RenderError, API_PORT, COMPONENT_LABEL,
+    REDACTED, REQUIREMENTS_COMPONENT,
 };
 use crate::airflow_users;
 use crate::blueprint::{airflow_cfg, Resources, PASSWORDS_FILE};
@@ -60,7 +60,12 @@ fn secret_files(ctx: &Ctx<'_>) -> BTreeMap<String, String> {
 /// A digest of the Secret's files, on every pod template: a changed secret restarts the pods
 /// that read it.
 fn config_digest(ctx: &Ctx<'_>) -> String {
-    let files = secret_files(ctx);
+    let mut files = secret_files(ctx);
+    files.extend(
+        bucket::files(ctx)
+            .into_iter()
+            .map(|(k, v)| (format!("{}/{k}", bucket::BUCKET_SECRET), v)),
+    );
     let parts: Vec<&str> = files
         .iter()
         .flat_map(|(k, v)| [k.as_str(), v.as_str()])
@@ -68,20 +73,28 @@ fn config_digest(ctx: &Ctx<'_>) -> String {
     sha256_hex(&parts)[..16].to_owned()
 }
 
-/// The Secret, and the pod template's ConfigMap for the Kubernetes executor.
-pub(crate) fn config(ctx: &Ctx<'_>) -> Result<Vec<serde_json::Value>, RenderError> {
-    let secret = Secret {
-        metadata: ctx.meta(CONFIG_SECRET, ctx.labels()),
+/// A Secret of the environment holding `files`.
+pub(crate) fn opaque_secret(ctx: &Ctx<'_>, name: &str, files: BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata: ctx.meta(name, ctx.labels()),
         type_: Some("Opaque".to_owned()),
         data: Some(
-            secret_files(ctx)
+            files
                 .into_iter()
                 .map(|(k, v)| (k, ByteString(v.into_bytes())))
                 .collect(),
         ),
         ..Secret::default()
-    };
-    let mut out = vec![to_value(ctx, &secret)?];
+    }
+}
+
+/// The Secrets, and the pod template's ConfigMap for the Kubernetes executor.
+pub(crate) fn config(ctx: &Ctx<'_>) -> Result<Vec<serde_json::Value>, RenderError> {
+    let secret = opaque_secret(ctx, CONFIG_SECRET, secret_files(ctx));
+    let mut out = vec![
+        to_value(ctx, &secret)?,
+        to_value(ctx, &bucket::secret(ctx))?,
+    ];
     if runs_task_pods(ctx.executor()) {
         let template = to_value(ctx, &template::task_pod(ctx))?;
         let text =
@@ -180,8 +193,8 @@ pub(crate) fn requirements_pod(ctx: &Ctx<'_>) -> Option<PodSpec> {
             "pack".to_owned(),
             "--site".to_owned(),
             "/build/site".to_owned(),
-            "--bucket-url".to_owned(),
-            ctx.cell().bucket_url.clone(),
+            "--bucket-url-file".to_owned(),
+            bucket::url_file(),
             "--archive".to_owned(),
             archive,
         ]),
@@ -190,6 +203,7 @@ pub(crate) fn requirements_pod(ctx: &Ctx<'_>) -> Option<PodSpec> {
         volume_mounts: Some(vec![
             mount("build", "/build", true),
             mount("tmp", TMP_DIR, false),
+            bucket::mount(),
         ]),
         ..Container::default()
     };
@@ -213,6 +227,7 @@ pub(crate) fn requirements_pod(ctx: &Ctx<'_>) -> Option<PodSpec> {
                 ..Volume::default()
             },
             pods::empty_dir("tmp", 4096, false),
+            bucket::volume(),
         ]),
         ..PodSpec::default()
     })
