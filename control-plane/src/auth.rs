@@ -74,11 +74,30 @@ impl Principal {
 pub enum TokenKind {
     Tenant,
     Cell,
+    /// An access key of the MWAA-compatible API (its "hash" is the access key id itself,
+    /// which is not secret: what proves the caller is the request's signature).
+    AccessKey,
     /// No known prefix: the platform admin's token, or nothing.
     Other,
 }
 
 impl TokenKind {
+    /// How the kind is stored (a portal session names the token it was opened with).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Cell => "cell",
+            Self::AccessKey => "access_key",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Tenant, Self::Cell, Self::AccessKey, Self::Other]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
     pub fn of(token: &str) -> Self {
         if token.starts_with(TENANT_TOKEN_PREFIX) {
             Self::Tenant

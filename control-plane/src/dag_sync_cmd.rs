@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hangar_data_plane::bucket::Bucket;
+use crate::bucket_source::BucketSource;
 use hangar_data_plane::dag_sync::{self, DagSync};
 use hangar_tenants::bucket_layout as layout;
 use hangar_tenants::names::{EnvName, TenantName};
@@ -17,9 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// Syncs an environment's `dags/` and `plugins/` from the platform bucket into a folder.
 #[derive(Debug, clap::Args)]
 pub struct DagSyncArgs {
-    /// The platform bucket by URL (as `hangar serve`'s `HANGAR_BUCKET_URL`).
-    #[arg(long = "bucket-url", env = "HANGAR_BUCKET_URL")]
-    pub bucket: String,
+    #[command(flatten)]
+    pub bucket: BucketSource,
     /// The environment's tenant.
     #[arg(long, value_parser = parse_tenant)]
     pub tenant: TenantName,
@@ -71,7 +70,7 @@ pub enum DagSyncCmdError {
 
 /// Runs the sync until `cancel` (or one round with `--once`).
 pub async fn run(args: DagSyncArgs, cancel: CancellationToken) -> Result<(), DagSyncCmdError> {
-    let bucket = Bucket::from_url(&args.bucket)?;
+    let bucket = args.bucket.open()?;
     std::fs::create_dir_all(&args.home).map_err(|source| DagSyncCmdError::Home {
         path: args.home.clone(),
         source,

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hangar_data_plane::bucket::{Bucket, BucketError};
+use crate::bucket_source::BucketSource;
+use hangar_data_plane::bucket::BucketError;
 use hangar_data_plane::runtime::archive::{self, ArchiveError};
 use hangar_tenants::bucket_layout::Key;
 use tokio_util::sync::CancellationToken;
@@ -36,9 +37,8 @@ pub enum RequirementsCmd {
 
 #[derive(Debug, clap::Args)]
 pub struct ArchiveAt {
-    /// The platform bucket by URL (as `hangar serve`'s `HANGAR_BUCKET_URL`).
-    #[arg(long = "bucket-url", env = "HANGAR_BUCKET_URL")]
-    pub bucket: String,
+    #[command(flatten)]
+    pub bucket: BucketSource,
     /// The archive's key in the bucket
     /// (`tenants/<tenant>/environments/<env>/python/<digest>.tar.gz`).
     #[arg(long, value_parser = parse_key)]
@@ -92,7 +92,7 @@ pub async fn run(
 ) -> Result<(), RequirementsCmdError> {
     match cmd {
         RequirementsCmd::Pack { site, at } => {
-            let bucket = Bucket::from_url(&at.bucket)?;
+            let bucket = at.bucket.open()?;
             let bytes = tokio::task::spawn_blocking(move || archive::pack(&site))
                 .await
                 .map_err(|e| ArchiveError::Pack {
@@ -117,7 +117,7 @@ pub async fn run(
             into,
             wait_seconds,
         } => {
-            let bucket = Bucket::from_url(&at.bucket)?;
+            let bucket = at.bucket.open()?;
             let key = at.archive.to_string();
             let path = bucket.path(&at.archive);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_seconds);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod isolation;
 mod logs;
+mod mwaa;
 mod tunnel;
 
 use hangar_client::Client;
@@ -14,6 +15,7 @@ use hangar_tenants::api::{
     CreateEnvironment, EnvironmentSecrets, Role, RunAirflowCli, UpdateEnvironment,
 };
 use hangar_tenants::Phase;
+use hangar_tests::dev::interrupt;
 use hangar_tests::{airflow_api, spawn_stack, spawn_stack_with, wait_for_phase as wait_for, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -258,6 +260,8 @@ async fn two_tenants_run_isolated_airflow_environments_end_to_end() {
         stack.env_home(b.id).display().to_string(),
         "beta's task ran on beta's worker"
     );
+    // An environment's whole life through the MWAA-compatible API, as MWAA's users live it.
+    mwaa::lifecycle(&stack, "alpha", DAG).await;
 
     // Hangar's roles are Airflow's there (viewer → viewer, editor → op): a viewer reads, and its
     // changes reach Airflow, whose own role check refuses them (Airflow's 403, not a Hangar
@@ -1024,54 +1028,10 @@ fn processes_under(dir: &std::path::Path) -> Vec<(u32, String)> {
 /// The parent cgroup of `hangar dev` in these tests (removed after them).
 const DEV_CGROUP_PARENT: &str = "hangar-e2e-dev";
 
-/// Starts `hangar dev` on `dir` and waits for its dev.json; returns it with an admin client.
+/// Starts `hangar dev` on `dir`; returns it with an admin client.
 async fn start_dev(dir: &std::path::Path) -> (std::process::Child, Client) {
-    let _ = std::fs::remove_file(dir.join("dev.json"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.with_extension("log"))
-        .unwrap();
-    let child = std::process::Command::new(hangar_bin())
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("HANGAR_CGROUP_PARENT", DEV_CGROUP_PARENT)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let dev: Value = loop {
-        if let Some(v) = std::fs::read(dir.join("dev.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            break v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "hangar dev did not start; see {}",
-            dir.with_extension("log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let admin = Client::new(
-        dev["url"].as_str().unwrap(),
-        Some(secrecy::SecretString::from(
-            dev["admin_token"].as_str().unwrap().to_owned(),
-        )),
-    )
-    .unwrap();
-    (child, admin)
-}
-
-/// Ctrl-C, as a user would; returns once `hangar dev` has exited.
-fn interrupt(mut child: std::process::Child) -> std::process::ExitStatus {
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap()
+    let dev = hangar_tests::dev::start(dir, DEV_CGROUP_PARENT).await;
+    (dev.child, dev.admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
