@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use hangar_tenants::api::{
-    AirflowCliResult, Assignments, AuditLog, Cell, CellCreated, CellList, CliCalls, CreateCell,
-    CreateEnvironment, CreateTenant, CreateToken, CreateUploadUrl, DagFile, DagFileList,
-    Environment, EnvironmentList, ImportErrorList, LogBatch, LogLine, LogPage, Problem,
-    RegisterCell, RunAirflowCli, Tenant, TenantList, TokenCreated, TokenList, UpdateEnvironment,
-    UploadUrl, WebLoginToken,
+    AccessKeyCreated, AccessKeyList, AirflowCliResult, Assignments, AuditLog, Cell, CellCreated,
+    CellList, CliCalls, CreateAccessKey, CreateCell, CreateEnvironment, CreateTenant, CreateToken,
+    CreateUploadUrl, DagFile, DagFileList, Environment, EnvironmentList, ImportErrorList, LogBatch,
+    LogLine, LogPage, PortalLoginLink, Problem, RegisterCell, RunAirflowCli, Tenant, TenantList,
+    TokenCreated, TokenList, UpdateEnvironment, UploadUrl, WebLoginToken,
 };
 use hangar_tenants::ObservedState;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -243,6 +243,33 @@ impl Client {
         Ok(())
     }
 
+    pub async fn create_access_key(
+        &self,
+        tenant: &str,
+        req: &CreateAccessKey,
+    ) -> Result<AccessKeyCreated, ClientError> {
+        self.json(
+            self.request(Method::POST, &format!("v1/tenants/{tenant}/access-keys"))
+                .json(req),
+        )
+        .await
+    }
+
+    pub async fn list_access_keys(&self, tenant: &str) -> Result<AccessKeyList, ClientError> {
+        self.json(self.request(Method::GET, &format!("v1/tenants/{tenant}/access-keys")))
+            .await
+    }
+
+    /// Revokes a key named by its id or its access key id.
+    pub async fn revoke_access_key(&self, tenant: &str, key: &str) -> Result<(), ClientError> {
+        self.send(self.request(
+            Method::DELETE,
+            &format!("v1/tenants/{tenant}/access-keys/{key}"),
+        ))
+        .await?;
+        Ok(())
+    }
+
     pub async fn audit(&self, tenant: &str) -> Result<AuditLog, ClientError> {
         self.json(self.request(Method::GET, &format!("v1/tenants/{tenant}/audit")))
             .await
@@ -433,6 +460,20 @@ impl Client {
             &format!("v1/tenants/{tenant}/environments/{env}/web-login-token"),
         ))
         .await
+    }
+
+    /// A one-time sign-in link to the portal, landing on the tenant's page.
+    pub async fn portal_login_link(&self, tenant: &str) -> Result<PortalLoginLink, ClientError> {
+        self.json(self.request(
+            Method::POST,
+            &format!("v1/tenants/{tenant}/portal-login-link"),
+        ))
+        .await
+    }
+
+    /// The URL of a path on the control plane (a portal link's `login_path`).
+    pub fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
     }
 
     /// Runs an allow-listed Airflow CLI command in the environment and waits for its result.

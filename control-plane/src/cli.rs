@@ -7,8 +7,8 @@ use std::io::Read;
 use anyhow::{bail, Context};
 use hangar_client::Client;
 use hangar_tenants::api::{
-    Cell, CreateCell, CreateEnvironment, CreateTenant, CreateToken, Environment, Role, Runtime,
-    UpdateEnvironment,
+    Cell, CreateAccessKey, CreateCell, CreateEnvironment, CreateTenant, CreateToken, Environment,
+    Role, Runtime, UpdateEnvironment,
 };
 use secrecy::SecretString;
 use serde::Serialize;
@@ -70,6 +70,30 @@ pub enum TokenCmd {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum AccessKeyCmd {
+    /// Create an access key for the MWAA-compatible API (AWS Signature V4); its secret is
+    /// printed once.
+    Create {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        #[arg(long, value_parser = ["viewer", "editor", "admin"])]
+        role: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    List {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+    /// Revoke a key, by its id or its access key id.
+    Revoke {
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+        key: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum CellCmd {
     /// Create a data-plane cell and print its agent's token once (platform admin).
     Create {
@@ -117,13 +141,17 @@ pub struct SpecArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum DagsCmd {
     /// Uploads a folder's DAG files to the environment, only those that differ from what it
-    /// has, several at once, with a progress bar.
+    /// has, several at once, with a progress bar: `hangar dags push etl ./dags --tenant data`.
     Push {
-        /// The folder to upload (its files land under the environment's `dags/`).
-        dir: std::path::PathBuf,
         /// The environment.
-        #[arg(long)]
-        env: String,
+        #[arg(value_name = "ENV")]
+        first: String,
+        /// The folder to upload (its files land under the environment's `dags/`).
+        #[arg(value_name = "DIR")]
+        dir: Option<String>,
+        /// Deprecated: give the environment first instead (`hangar dags push ENV DIR`).
+        #[arg(long, hide = true)]
+        env: Option<String>,
         #[arg(long, env = "HANGAR_TENANT")]
         tenant: String,
         /// Also remove the environment's DAG files that are not in the folder.
@@ -133,6 +161,35 @@ pub enum DagsCmd {
         #[arg(long, default_value_t = 8)]
         parallel: usize,
     },
+    /// Lists the environment's DAG files: `hangar dags list etl --tenant data`.
+    List {
+        /// The environment.
+        env: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+}
+
+/// The environment and folder of `dags push`: `ENV DIR`, or the deprecated `--env ENV DIR`
+/// (which says so on standard error).
+fn push_target(
+    first: String,
+    dir: Option<String>,
+    env: Option<String>,
+) -> anyhow::Result<(String, std::path::PathBuf)> {
+    match (env, Some(first), dir) {
+        (Some(env), Some(dir), None) => {
+            eprintln!(
+                "warning: `--env` is deprecated and will be removed: write `hangar dags push {env} {dir}`"
+            );
+            Ok((env, dir.into()))
+        }
+        (Some(_), _, _) => {
+            bail!("give the environment once: `hangar dags push ENV DIR` (without `--env`)")
+        }
+        (None, Some(env), Some(dir)) => Ok((env, dir.into())),
+        (None, _, _) => bail!("missing DIR: `hangar dags push ENV DIR`"),
+    }
 }
 
 /// Regular files under `dir`, relative, `/`-separated; no `__pycache__`, `.git` or
@@ -312,16 +369,35 @@ pub async fn task_log(opts: &ClientOpts, a: TaskLogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn list_dags(opts: &ClientOpts, c: &Client, tenant: &str, env: &str) -> anyhow::Result<()> {
+    let list = c.list_dags(tenant, env).await?;
+    if opts.json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .files
+        .iter()
+        .map(|f| vec![f.path.clone(), f.size.to_string()])
+        .collect();
+    print_table(&["PATH", "BYTES"], &rows);
+    Ok(())
+}
+
 pub async fn dags(opts: &ClientOpts, cmd: DagsCmd) -> anyhow::Result<()> {
     use futures::StreamExt;
     let c = client(opts)?;
-    let DagsCmd::Push {
-        dir,
-        env,
-        tenant,
-        delete,
-        parallel,
-    } = cmd;
+    let (args, env, tenant, delete, parallel) = match cmd {
+        DagsCmd::List { env, tenant } => return list_dags(opts, &c, &tenant, &env).await,
+        DagsCmd::Push {
+            first,
+            dir,
+            env,
+            tenant,
+            delete,
+            parallel,
+        } => ((first, dir), env, tenant, delete, parallel),
+    };
+    let (env, dir) = push_target(args.0, args.1, env)?;
     let local = local_dag_files(&dir)?;
     let remote: BTreeMap<String, u64> = c
         .list_dags(&tenant, &env)
@@ -692,6 +768,64 @@ pub async fn token(opts: &ClientOpts, cmd: TokenCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn access_key(opts: &ClientOpts, cmd: AccessKeyCmd) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    match cmd {
+        AccessKeyCmd::Create { tenant, role, name } => {
+            let role = Role::parse(&role).context("--role must be viewer, editor or admin")?;
+            let k = c
+                .create_access_key(&tenant, &CreateAccessKey { name, role })
+                .await?;
+            if opts.json {
+                return print_json(&k);
+            }
+            println!("AWS_ACCESS_KEY_ID={}", k.access_key_id);
+            println!("AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
+            eprintln!(
+                "access key {} ({}) for tenant {tenant}: the secret is shown once, store it now",
+                k.access_key_id,
+                k.role.as_str()
+            );
+        }
+        AccessKeyCmd::List { tenant } => {
+            let list = c.list_access_keys(&tenant).await?;
+            if opts.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list
+                .access_keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.access_key_id.clone(),
+                        k.name.clone(),
+                        k.role.as_str().to_owned(),
+                        k.last_used_at
+                            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .to_owned(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ACCESS KEY ID", "NAME", "ROLE", "LAST USED", "STATE"],
+                &rows,
+            );
+        }
+        AccessKeyCmd::Revoke { tenant, key } => {
+            c.revoke_access_key(&tenant, &key).await?;
+            if !opts.json {
+                println!("revoked {key}");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn cell(opts: &ClientOpts, cmd: CellCmd) -> anyhow::Result<()> {
     let c = client(opts)?;
     match cmd {
@@ -822,5 +956,47 @@ pub async fn env(opts: &ClientOpts, cmd: EnvCmd) -> anyhow::Result<()> {
             println!("{url}");
             Ok(())
         }
+    }
+}
+
+/// `hangar portal-login --tenant T`: prints a one-time sign-in link to the portal.
+pub async fn portal_login(opts: &ClientOpts, tenant: &str) -> anyhow::Result<()> {
+    let c = client(opts)?;
+    let link = c.portal_login_link(tenant).await?;
+    println!("{}", c.url_of(&link.login_path));
+    eprintln!(
+        "open it within five minutes (until {}); it works once",
+        link.expires_at.format("%H:%M:%S UTC")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_takes_the_environment_then_the_folder() {
+        let (env, dir) = push_target("etl".into(), Some("./dags".into()), None).unwrap();
+        assert_eq!((env.as_str(), dir), ("etl", "./dags".into()));
+    }
+
+    #[test]
+    fn push_still_takes_the_deprecated_flag() {
+        let (env, dir) = push_target("./dags".into(), None, Some("etl".into())).unwrap();
+        assert_eq!((env.as_str(), dir), ("etl", "./dags".into()));
+    }
+
+    #[test]
+    fn push_refuses_a_missing_folder_or_two_environments() {
+        let e = push_target("etl".into(), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing DIR"), "{e}");
+        let e = push_target("etl".into(), Some("./dags".into()), Some("etl".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("environment once"), "{e}");
     }
 }

@@ -4,12 +4,15 @@
 pub mod agent_cmd;
 pub mod api;
 pub mod auth;
+pub mod bucket_source;
 pub mod changes;
 pub mod cli;
 pub mod dag_sync_cmd;
 pub mod dev;
 pub mod manifests_cmd;
+pub mod mwaa;
 pub mod persistence;
+pub mod portal;
 pub mod requirements_cmd;
 pub mod secrets;
 pub mod service;

@@ -1,8 +1,10 @@
 //! `hangar`: the control plane server (`serve`, `migrate`, `openapi`) and the command line client.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use hangar_control_plane::cli::{self, CellCmd, ClientOpts, EnvCmd, TenantCmd, TokenCmd};
+use clap::{CommandFactory, Parser, Subcommand};
+use hangar_control_plane::cli::{
+    self, AccessKeyCmd, CellCmd, ClientOpts, EnvCmd, TenantCmd, TokenCmd,
+};
 use hangar_control_plane::persistence::Db;
 use hangar_control_plane::settings::{DatabaseSettings, ServeSettings};
 use hangar_control_plane::startup::Application;
@@ -51,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Access keys for the MWAA-compatible API (AWS Signature V4).
+    AccessKey {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: AccessKeyCmd,
+    },
     /// Airflow environments.
     Env {
         #[command(flatten)]
@@ -93,6 +102,22 @@ enum Command {
         opts: ClientOpts,
         #[command(subcommand)]
         cmd: CellCmd,
+    },
+    /// Print a one-time link that signs a browser in to the portal with this token's rights
+    /// (valid five minutes).
+    PortalLogin {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The tenant whose page the link opens.
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+    /// Print a shell completion script: `hangar completions bash > /etc/bash_completion.d/hangar`,
+    /// `hangar completions zsh > "${fpath[1]}/_hangar"`,
+    /// `hangar completions fish > ~/.config/fish/completions/hangar.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Replay a multi-tenant task trace through Hangar's shared worker pool, dedicated
     /// (MWAA-like) workers and KEDA autoscaling, offline.
@@ -212,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Openapi => print!("{}", hangar_control_plane::api::openapi_json()),
         Command::Tenant { opts, cmd } => cli::tenant(&opts, cmd).await?,
         Command::Token { opts, cmd } => cli::token(&opts, cmd).await?,
+        Command::AccessKey { opts, cmd } => cli::access_key(&opts, cmd).await?,
         Command::Env { opts, cmd } => cli::env(&opts, cmd).await?,
         Command::Dags { opts, cmd } => cli::dags(&opts, cmd).await?,
         Command::Airflow { opts, args } => {
@@ -225,7 +251,128 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { opts, args } => cli::logs(&opts, args).await?,
         Command::TaskLog { opts, args } => cli::task_log(&opts, args).await?,
         Command::Cell { opts, cmd } => cli::cell(&opts, cmd).await?,
+        Command::PortalLogin { opts, tenant } => cli::portal_login(&opts, &tenant).await?,
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut script);
+            match std::io::stdout().write_all(&script) {
+                // Piped into `head`: not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                written => written.context("failed to write the completion script")?,
+            }
+        }
         Command::Simulate { cmd } => hangar_control_plane::simulate_cmd::run(cmd)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Every help text, of every subcommand, long and short form.
+    fn all_help(cmd: &mut clap::Command, out: &mut Vec<(String, String)>) {
+        let name = cmd.get_name().to_owned();
+        out.push((name.clone(), cmd.render_long_help().to_string()));
+        out.push((name, cmd.render_help().to_string()));
+        for sub in cmd.get_subcommands_mut() {
+            all_help(sub, out);
+        }
+    }
+
+    /// A mention of an issue of the tracker: "issue 5", "issue #5", "#12".
+    fn issue_reference(text: &str) -> Option<String> {
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower.split_whitespace().collect();
+        for (i, w) in words.iter().enumerate() {
+            let numbered = |s: &str| {
+                let s = s.trim_start_matches(['(', '#']);
+                s.chars().next().is_some_and(|c| c.is_ascii_digit())
+            };
+            if w.trim_start_matches('(').starts_with("issue")
+                && words.get(i + 1).is_some_and(|n| numbered(n))
+            {
+                return Some(format!("{w} {}", words[i + 1]));
+            }
+            if let Some(rest) = w.trim_start_matches('(').strip_prefix('#') {
+                if rest.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                    return Some((*w).to_owned());
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_reference_finder_sees_issue_numbers_and_nothing_else() {
+        assert!(issue_reference("the trace of issue 5: 200 tenants").is_some());
+        assert!(issue_reference("see (issue #12)").is_some());
+        assert!(issue_reference("fixed in #26587").is_some());
+        assert!(issue_reference("an issue with the bucket, 5 retries").is_none());
+        assert!(issue_reference("colour #fff and 200 tenants").is_none());
+    }
+
+    #[test]
+    fn help_texts_speak_of_the_product_not_of_the_tracker() {
+        let mut texts = Vec::new();
+        all_help(&mut Cli::command(), &mut texts);
+        assert!(texts.len() > 40, "walked {} help texts", texts.len());
+        for (name, text) in texts {
+            assert!(
+                issue_reference(&text).is_none(),
+                "`{name}` help mentions {:?}:\n{text}",
+                issue_reference(&text)
+            );
+        }
+    }
+
+    #[test]
+    fn completions_are_generated_for_every_shell() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for sub in ["dags", "portal-login", "task-log", "completions"] {
+                assert!(script.contains(sub), "{shell} completions lack `{sub}`");
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_takes_the_environment_first() {
+        let cli = Cli::try_parse_from(["hangar", "dags", "push", "etl", "./dags", "--tenant", "t"])
+            .unwrap();
+        let Command::Dags {
+            cmd: cli::DagsCmd::Push {
+                first, dir, env, ..
+            },
+            ..
+        } = cli.command
+        else {
+            panic!("not a push");
+        };
+        assert_eq!(
+            (first.as_str(), dir.as_deref(), env),
+            ("etl", Some("./dags"), None)
+        );
+        for argv in [
+            &["hangar", "dags", "list", "etl", "--tenant", "t"][..],
+            &["hangar", "logs", "etl", "--tenant", "t"],
+            &[
+                "hangar", "airflow", "etl", "--tenant", "t", "--", "dags", "list",
+            ],
+            // The earlier form still parses; it warns when run.
+            &[
+                "hangar", "dags", "push", "--env", "etl", "./dags", "--tenant", "t",
+            ],
+        ] {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+    }
 }

@@ -134,6 +134,10 @@ impl Application {
     /// Cells' tunnels are closed as the listener stops (they are not requests to finish).
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let cancel = self.cancel.clone();
+        let sampler = tokio::spawn(crate::service::usage::supervise_sampler(
+            self.services.clone(),
+            cancel.clone(),
+        ));
         let tunnels = self.services.tunnels.clone();
         let result = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
@@ -142,6 +146,7 @@ impl Application {
             })
             .await;
         cancel.cancel();
+        let _ = sampler.await;
         result
     }
 }

@@ -95,6 +95,41 @@ pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
+/// Asks for an access key (the MWAA-compatible API's AWS Signature V4 credentials).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccessKey {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A new access key. `secret_access_key` is shown here once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessKeyCreated {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccessKeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub access_key_id: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessKeyList {
+    pub access_keys: Vec<AccessKeyInfo>,
+}
+
 /// A new environment. Everything but `name` has a default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -453,6 +488,15 @@ pub struct WebLoginToken {
     /// URL on the environment's own UI origin when it has one, else a path on this API.
     pub login_url: String,
     pub webserver_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A one-time sign-in link to the portal (`hangar portal-login`): opening it once within
+/// `expires_at` starts a portal session with the rights of the token that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PortalLoginLink {
+    /// The link's path on this API's origin (`/login/link?token=…`).
+    pub login_path: String,
     pub expires_at: DateTime<Utc>,
 }
 

@@ -182,6 +182,9 @@ pub struct ReconcileCounters {
     /// Syncs from the bucket that failed (the folder kept its last good state).
     #[serde(default)]
     pub dag_syncs_failed: u64,
+    /// Restarts that loaded changed plugins (every component that loads them restarted).
+    #[serde(default)]
+    pub plugin_restarts: u64,
 }
 
 /// An environment's task demand and Celery workers.

@@ -2,9 +2,12 @@
 //! `HANGAR_TEST_DATABASE_URL`), a fresh database per test, and `spawn_app()` running the real
 //! control plane on a free port. Also a fake data-plane agent that speaks the real cell API.
 
+pub mod browser;
+pub mod dev;
 pub mod emulators;
 pub mod fake_airflow;
 pub mod otlp;
+pub mod portal;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -581,6 +584,23 @@ pub async fn serve_on_free_port(
 }
 
 /// Where the tests keep Python runtimes between runs, so Airflow is installed once per machine.
+/// The providers of the official Airflow image that Hangar's Kubernetes runtime relies on:
+/// the Kubernetes executor's, and the amazon one for remote task logs through the bucket
+/// gateway. The tests that load the rendered pod template and write remote logs share this
+/// runtime.
+pub const KUBERNETES_PROVIDERS: &str =
+    "apache-airflow-providers-cncf-kubernetes==10.25.0\napache-airflow-providers-amazon==9.39.0";
+
+/// A finished command's standard output, or a panic with its standard error when it failed.
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn test_runtime_dir() -> PathBuf {
     std::env::var("HANGAR_TEST_RUNTIME_DIR")
         .map(PathBuf::from)

@@ -52,7 +52,7 @@ pub struct AppState {
     paths(logs::task_log),
     modifiers(&BearerAuth),
     tags(
-        (name = "tenants", description = "Tenants and their tokens (platform admin, tenant admin)"),
+        (name = "tenants", description = "Tenants, their tokens and access keys (platform admin, tenant admin)"),
         (name = "environments", description = "Airflow environments of a tenant"),
         (name = "cells", description = "Data-plane cells: agent registration, assignments, observed state"),
         (name = "operations", description = "Health, metrics and this document"),
@@ -78,7 +78,13 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tenants::get_tenant))
         .routes(routes!(tenants::create_token, tenants::list_tokens))
         .routes(routes!(tenants::revoke_token))
+        .routes(routes!(
+            tenants::create_access_key,
+            tenants::list_access_keys
+        ))
+        .routes(routes!(tenants::revoke_access_key))
         .routes(routes!(tenants::audit_log))
+        .routes(routes!(tenants::create_portal_login_link))
         .routes(routes!(
             environments::create_environment,
             environments::list_environments
@@ -142,7 +148,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{tenant}/environments/{env}/dags",
             axum::routing::get(dags::list_dags),
-        );
+        )
+        .nest("/mwaa", crate::mwaa::routes())
+        .merge(crate::portal::routes())
+        .merge(crate::mwaa::web_server_routes());
     let api = with_middleware(api, state.clone());
     match state.services.ui_domain.clone() {
         Some(domain) => ui_host::by_host(domain, api, with_middleware(ui_host::routes(), state)),

@@ -167,13 +167,14 @@ impl EnvFigures {
 
 /// Per environment: whether it is up (every component its agent reported is healthy, Airflow's
 /// own health check included, and its cell is not lost), each component, and its reconciler's
-/// counters (failures by category, DAG syncs by outcome) since the cell's agent started.
+/// counters (failures by category, DAG syncs by outcome, plugin restarts) since the cell's agent started.
 fn render_environments(envs: &[EnvFigures]) -> String {
     use std::fmt::Write;
     let mut up = String::new();
     let mut components = String::new();
     let mut failures = String::new();
     let mut syncs = String::new();
+    let mut plugin_restarts = String::new();
     for e in envs {
         let labels = e.labels();
         let o = &e.observed;
@@ -209,6 +210,11 @@ fn render_environments(envs: &[EnvFigures]) -> String {
                     "hangar_dag_sync_total{{{labels},outcome=\"{outcome}\"}} {n}"
                 );
             }
+            let _ = writeln!(
+                plugin_restarts,
+                "hangar_plugin_restarts_total{{{labels}}} {}",
+                r.plugin_restarts
+            );
         }
     }
     let mut out = String::new();
@@ -230,6 +236,8 @@ fn render_environments(envs: &[EnvFigures]) -> String {
     );
     family(&mut out, "hangar_dag_sync_total", "counter",
         "Syncs from the bucket that changed the DAG folder or failed, since the cell's agent started.", &syncs);
+    family(&mut out, "hangar_plugin_restarts_total", "counter",
+        "Restarts of the environment's components to load changed plugins, since the cell's agent started.", &plugin_restarts);
     out
 }
 
@@ -426,6 +434,7 @@ mod tests {
             failures: [("requirements".to_owned(), 3)].into(),
             dag_syncs_changed: 2,
             dag_syncs_failed: 1,
+            plugin_restarts: 4,
         });
         let mut well = sick.clone();
         well.components[1].healthy = true;
@@ -471,6 +480,7 @@ mod tests {
             r#"hangar_reconcile_failures_total{tenant="a",environment="etl",cell="local",category="requirements"} 3"#,
             r#"hangar_dag_sync_total{tenant="a",environment="etl",cell="local",outcome="changed"} 2"#,
             r#"hangar_dag_sync_total{tenant="a",environment="etl",cell="local",outcome="failed"} 1"#,
+            r#"hangar_plugin_restarts_total{tenant="a",environment="etl",cell="local"} 4"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

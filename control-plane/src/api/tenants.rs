@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hangar_tenants::api::{
-    AuditLog, CreateTenant, CreateToken, Problem, Tenant, TenantList, TokenCreated, TokenList,
+    AccessKeyCreated, AccessKeyList, AuditLog, CreateAccessKey, CreateTenant, CreateToken,
+    PortalLoginLink, Problem, Tenant, TenantList, TokenCreated, TokenList,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -98,6 +99,49 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Creates an access key for the MWAA-compatible API (AWS Signature V4); the secret is in this
+/// answer only.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/access-keys", tag = "tenants", request_body = CreateAccessKey,
+    security(("bearer" = [])), params(("tenant" = String, Path)),
+    responses((status = 201, body = AccessKeyCreated), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_access_key(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(tenant): Path<String>,
+    ApiJson(req): ApiJson<CreateAccessKey>,
+) -> Result<(StatusCode, Json<AccessKeyCreated>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.services.create_access_key(&actor, &tenant, req).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/access-keys", tag = "tenants", security(("bearer" = [])),
+    params(("tenant" = String, Path)), responses((status = 200, body = AccessKeyList)))]
+pub async fn list_access_keys(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(tenant): Path<String>,
+) -> Result<Json<AccessKeyList>, ApiError> {
+    Ok(Json(AccessKeyList {
+        access_keys: s.services.list_access_keys(&actor, &tenant).await?,
+    }))
+}
+
+/// Revokes an access key (by its id or its access key id): it stops working at once.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/access-keys/{key}", tag = "tenants",
+    security(("bearer" = [])), params(("tenant" = String, Path), ("key" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn revoke_access_key(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((tenant, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.services.revoke_access_key(&actor, &tenant, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
@@ -122,4 +166,22 @@ pub async fn audit_log(
             .audit_log(&actor, &tenant, q.before, q.limit)
             .await?,
     }))
+}
+
+/// A one-time link that signs a browser in to the portal with the caller's own rights, landing
+/// on the tenant's page (`hangar portal-login`). It works once, within five minutes.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/portal-login-link", tag = "tenants",
+    security(("bearer" = [])), params(("tenant" = String, Path)),
+    responses(
+        (status = 201, body = PortalLoginLink),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_portal_login_link(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(tenant): Path<String>,
+) -> Result<(StatusCode, Json<PortalLoginLink>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.services.create_portal_link(&actor, &tenant).await?),
+    ))
 }

@@ -95,7 +95,7 @@ pub async fn web_login_on_ui_host(
 
 /// Whether the browser reached Hangar over https: a TLS proxy in front says so with
 /// `X-Forwarded-Proto`, or the UI domain was configured as `https://…`.
-fn https(headers: &HeaderMap, configured: bool) -> bool {
+pub(crate) fn https(headers: &HeaderMap, configured: bool) -> bool {
     configured
         || headers
             .get("x-forwarded-proto")
@@ -116,7 +116,7 @@ fn session_cookie(session: &str, path: &str, secure: bool) -> String {
 }
 
 /// A 303 to `location`, setting `cookie` if given; never cached.
-fn see_other(location: &str, cookie: Option<String>) -> Response {
+pub(crate) fn see_other(location: &str, cookie: Option<String>) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     let cookie = cookie.map(|c| (header::SET_COOKIE, c));
     for (name, value) in std::iter::once((header::LOCATION, location.to_owned())).chain(cookie) {

@@ -61,3 +61,27 @@ pub async fn list(
     .fetch_all(pool)
     .await
 }
+
+/// The changes of one environment's spec (created, updated, deleted) since `since`, newest
+/// first: its revision history.
+pub async fn environment_changes(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    target: &str,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<AuditRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AuditRow,
+        "SELECT id, actor, action, target, request_id, details, at FROM audit_log
+         WHERE tenant_id = $1 AND target = $2 AND at >= $3
+           AND action IN ('environment.create', 'environment.update', 'environment.delete')
+         ORDER BY id DESC LIMIT $4",
+        tenant_id,
+        target,
+        since,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -123,6 +123,50 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::E
     .await
 }
 
+/// One page of the tenant's environments whose name contains `name_part` (any case), by name.
+pub async fn list_page(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name_part: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<EnvRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EnvRow,
+        r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
+                  e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
+                  extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
+                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
+           FROM environments e JOIN tenants t ON t.id = e.tenant_id
+           LEFT JOIN cells c ON c.id = e.cell_id
+           WHERE e.tenant_id = $1 AND e.phase <> 'DELETED'
+             AND strpos(lower(e.name), lower($2)) > 0
+           ORDER BY e.name LIMIT $3 OFFSET $4"#,
+        tenant_id,
+        name_part,
+        limit,
+        offset
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How many of the tenant's environments have a name that contains `name_part` (any case).
+pub async fn count_matching(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name_part: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM environments
+           WHERE tenant_id = $1 AND phase <> 'DELETED' AND strpos(lower(name), lower($2)) > 0"#,
+        tenant_id,
+        name_part
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Locks the environment's row; returns its cell, phase, revision and deletion intent.
 pub struct LockedEnv {
     pub tenant_id: Uuid,

@@ -2,13 +2,17 @@
 //! function per query. Functions that must run inside a caller's transaction take a
 //! `&mut PgConnection`; reads that stand alone take the pool.
 
+pub mod access_keys;
 pub mod audit;
 pub mod cells;
 pub mod cli_calls;
 pub mod environments;
 pub mod log_tail;
+pub mod mwaa;
+pub mod portal;
 pub mod tenants;
 pub mod tokens;
+pub mod usage;
 
 use std::time::Duration;
 

@@ -46,6 +46,11 @@ fn airflow_role(actor: &Actor) -> AirflowRole {
     }
 }
 
+/// The Airflow user a caller acts as in its environments (`hangar-op` for an editor).
+pub fn airflow_user_of(actor: &Actor) -> &'static str {
+    airflow_role(actor).user()
+}
+
 /// Tokens of environments' Airflow APIs, by environment and the role they were issued for.
 #[derive(Debug, Default)]
 pub struct AirflowTokens(Mutex<HashMap<(Uuid, AirflowRole), (String, Instant)>>);

@@ -240,6 +240,69 @@ impl Services {
         self.environment_out(row)
     }
 
+    /// One page of the tenant's environments whose name contains `name_part` (any case), by
+    /// name, and how many match in all.
+    pub async fn list_environments_page(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name_part: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<(Vec<Environment>, u64), ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
+        let total = persistence::environments::count_matching(&self.db.pool, t.id, name_part)
+            .await
+            .store("count environments")?;
+        let rows = persistence::environments::list_page(
+            &self.db.pool,
+            t.id,
+            name_part,
+            i64::from(per_page),
+            i64::from(page) * i64::from(per_page),
+        )
+        .await
+        .store("list environments")?;
+        let envs = rows
+            .into_iter()
+            .map(|r| self.environment_out(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((envs, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// An environment's revision history from the audit log (who created, changed or deleted
+    /// it, and what changed), newest first; any role of the tenant may read it.
+    pub async fn environment_history(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<hangar_tenants::api::AuditEntry>, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
+        let row = self.live_environment(&t, name).await?;
+        let rows = persistence::audit::environment_changes(
+            &self.db.pool,
+            t.id,
+            &format!("{}/environments/{name}", t.name),
+            row.created_at,
+            100,
+        )
+        .await
+        .store("read an environment's history")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| hangar_tenants::api::AuditEntry {
+                id: r.id,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                request_id: r.request_id,
+                details: r.details,
+                at: r.at,
+            })
+            .collect())
+    }
+
     pub async fn list_environments(
         &self,
         actor: &Actor,

@@ -1,6 +1,7 @@
 //! The control plane's service layer: everything the API and the portal do, without HTTP.
 //! Authorisation and auditing happen here, so every surface gets the same rules.
 
+pub mod access_keys;
 pub mod airflow;
 pub mod airflow_call;
 pub mod cells;
@@ -8,7 +9,9 @@ pub mod cli;
 pub mod dags;
 pub mod environments;
 pub mod logs;
+pub mod portal;
 pub mod tenants;
+pub mod usage;
 pub mod web_login;
 
 use std::time::Duration;
@@ -214,6 +217,19 @@ impl Services {
                 Ok(Principal::Cell {
                     id: cell.id,
                     name: cell.name,
+                })
+            }
+            TokenKind::AccessKey => {
+                let id = std::str::from_utf8(hash).map_err(|_| ServiceError::Unauthenticated)?;
+                let holder = self
+                    .access_key_holder(id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated)?;
+                Ok(Principal::Tenant {
+                    token_id: holder.id,
+                    tenant_id: holder.tenant_id,
+                    tenant: holder.tenant,
+                    role: holder.role,
                 })
             }
             TokenKind::Other if auth::same_hash(hash, &self.admin_token_hash) => {

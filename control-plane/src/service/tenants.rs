@@ -23,6 +23,22 @@ fn tenant_out(row: persistence::tenants::TenantRow) -> Tenant {
     }
 }
 
+/// The name of a token or an access key: 1 to 64 printable characters, trimmed.
+pub(super) fn credential_name(name: &str) -> Result<&str, ServiceError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_TOKEN_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(FieldError::new(
+            "name",
+            format!("must be 1 to {MAX_TOKEN_NAME} printable characters"),
+        )
+        .into());
+    }
+    Ok(name)
+}
+
 fn token_out(row: persistence::tokens::TokenRow) -> Result<TokenInfo, ServiceError> {
     Ok(TokenInfo {
         id: row.id,
@@ -119,17 +135,7 @@ impl Services {
         req: CreateToken,
     ) -> Result<TokenCreated, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Admin).await?;
-        let name = req.name.trim();
-        if name.is_empty()
-            || name.chars().count() > MAX_TOKEN_NAME
-            || name.chars().any(char::is_control)
-        {
-            return Err(FieldError::new(
-                "name",
-                format!("must be 1 to {MAX_TOKEN_NAME} printable characters"),
-            )
-            .into());
-        }
+        let name = credential_name(&req.name)?;
         let token = auth::generate(auth::TENANT_TOKEN_PREFIX);
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         let row = persistence::tokens::insert(

@@ -36,6 +36,9 @@ pub fn web_login_path(tenant: &str, env: &str) -> String {
 }
 
 const LOGIN_PURPOSE: &[u8] = b"hangar web login token v1";
+const CLI_PURPOSE: &[u8] = b"hangar mwaa cli token v1";
+/// How long an MWAA CLI token is good for (MWAA's own is short-lived too).
+pub const CLI_TOKEN_TTL_SECS: i64 = 60;
 const SESSION_PURPOSE: &[u8] = b"hangar web session v1";
 
 /// What a web login token and a session cookie carry.
@@ -89,6 +92,62 @@ impl Services {
         Ok(URL_SAFE_NO_PAD.encode(sealed))
     }
 
+    /// Opens a sealed token of `purpose`, whatever it is for, or says it is not one, naming
+    /// `field`.
+    fn unseal(
+        &self,
+        purpose: &[u8],
+        field: &'static str,
+        sealed: &str,
+    ) -> Result<WebClaims, ServiceError> {
+        URL_SAFE_NO_PAD
+            .decode(sealed.trim())
+            .ok()
+            .and_then(|blob| self.master_key.open_bytes(purpose, &blob))
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+            .ok_or_else(|| ServiceError::BadCredential {
+                field,
+                message: format!(
+                    "the {field} is not valid (malformed, tampered with or from elsewhere)"
+                ),
+            })
+    }
+
+    /// The caller a token was issued to, resolved again now (it may have been revoked since:
+    /// `gone` says so, naming `field`).
+    async fn claims_actor(
+        &self,
+        claims: &WebClaims,
+        field: &'static str,
+        gone: &str,
+        request_id: Option<String>,
+    ) -> Result<Actor, ServiceError> {
+        let hash = URL_SAFE_NO_PAD
+            .decode(&claims.token_hash)
+            .map_err(|_| ServiceError::Unauthenticated)?;
+        let principal = self
+            .principal_of(claims.kind, &hash)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Unauthenticated => ServiceError::BadCredential {
+                    field,
+                    message: gone.to_owned(),
+                },
+                other => other,
+            })?;
+        if matches!(principal, Principal::Cell { .. }) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        Ok(Actor {
+            principal,
+            request_id,
+            credential: Credential {
+                kind: claims.kind,
+                hash,
+            },
+        })
+    }
+
     /// Opens a sealed token for `tenant`/`env`, or says why not, naming `field`.
     fn open_claims(
         &self,
@@ -102,12 +161,7 @@ impl Services {
             field,
             message: format!("the {field} {why}"),
         };
-        let claims: WebClaims = URL_SAFE_NO_PAD
-            .decode(sealed.trim())
-            .ok()
-            .and_then(|blob| self.master_key.open_bytes(purpose, &blob))
-            .and_then(|plain| serde_json::from_slice(&plain).ok())
-            .ok_or_else(|| refused("is not valid (malformed, tampered with or from elsewhere)"))?;
+        let claims = self.unseal(purpose, field, sealed)?;
         if claims.tenant != tenant || claims.env != env {
             return Err(refused("was issued for another environment"));
         }
@@ -174,6 +228,13 @@ impl Services {
 
     /// Exchanges a web login token, once, for a session cookie's value: for the environment's
     /// own UI host when `on_ui_host`, else for its path on the control plane's origin.
+    /// The tenant and environment a web login token is for (it stays unused: the environment's
+    /// web login exchanges it).
+    pub fn web_login_target(&self, token: &str) -> Result<(String, String), ServiceError> {
+        let claims = self.unseal(LOGIN_PURPOSE, "token", token)?;
+        Ok((claims.tenant, claims.env))
+    }
+
     pub fn open_web_login(
         &self,
         tenant: &str,
@@ -200,6 +261,53 @@ impl Services {
         )
     }
 
+    /// An MWAA CLI token (`CreateCliToken`): good for 60 s, for one environment, for
+    /// `POST /aws_mwaa/cli` with the caller's own rights (resolved again when it is used).
+    pub async fn create_cli_token(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        env: &str,
+    ) -> Result<String, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
+        self.live_environment(&t, env).await?;
+        self.seal_claims(
+            CLI_PURPOSE,
+            &WebClaims {
+                tenant: t.name,
+                env: env.to_owned(),
+                kind: actor.credential.kind,
+                token_hash: URL_SAFE_NO_PAD.encode(&actor.credential.hash),
+                exp: Utc::now().timestamp() + CLI_TOKEN_TTL_SECS,
+                ui_host: false,
+            },
+        )
+    }
+
+    /// The caller behind an MWAA CLI token, and the tenant and environment it is for.
+    pub async fn cli_token_actor(
+        &self,
+        sealed: &str,
+        request_id: Option<String>,
+    ) -> Result<(Actor, String, String), ServiceError> {
+        let claims = self.unseal(CLI_PURPOSE, "CliToken", sealed)?;
+        if claims.exp <= Utc::now().timestamp() {
+            return Err(ServiceError::BadCredential {
+                field: "CliToken",
+                message: "the CliToken has expired; ask for a new one".to_owned(),
+            });
+        }
+        let actor = self
+            .claims_actor(
+                &claims,
+                "CliToken",
+                "the CliToken was issued to a key or token that is no longer valid",
+                request_id,
+            )
+            .await?;
+        Ok((actor, claims.tenant, claims.env))
+    }
+
     /// The caller behind a session cookie, for the environment (and the origin: its own UI
     /// host, or the control plane's) it was issued for only.
     pub async fn web_session_actor(
@@ -217,30 +325,13 @@ impl Services {
                 message: format!("the {WEB_SESSION_COOKIE} was issued for another origin"),
             });
         }
-        let hash = URL_SAFE_NO_PAD
-            .decode(&claims.token_hash)
-            .map_err(|_| ServiceError::Unauthenticated)?;
-        let principal = self
-            .principal_of(claims.kind, &hash)
-            .await
-            .map_err(|e| match e {
-                ServiceError::Unauthenticated => ServiceError::BadCredential {
-                    field: WEB_SESSION_COOKIE,
-                    message: "the token this session was opened with is no longer valid".to_owned(),
-                },
-                other => other,
-            })?;
-        if matches!(principal, Principal::Cell { .. }) {
-            return Err(ServiceError::Unauthenticated);
-        }
-        Ok(Actor {
-            principal,
+        self.claims_actor(
+            &claims,
+            WEB_SESSION_COOKIE,
+            "the token this session was opened with is no longer valid",
             request_id,
-            credential: Credential {
-                kind: claims.kind,
-                hash,
-            },
-        })
+        )
+        .await
     }
 }
 

@@ -178,9 +178,12 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
                 if out.plugins_changed && self.failed.is_none() {
                     tracing::info!(env = %name, "plugins changed; restarting what loads them");
                     let span = reconcile_span("restart for plugins", a);
-                    if let Err(e) = self.env.apply(a).instrument(span.clone()).await {
-                        failure(&span, &mut self.counters, e.category());
-                        tracing::warn!(env = %name, error = %e, "failed to restart for new plugins");
+                    match self.env.apply(a).instrument(span.clone()).await {
+                        Ok(()) => self.counters.plugin_restarts += 1,
+                        Err(e) => {
+                            failure(&span, &mut self.counters, e.category());
+                            tracing::warn!(env = %name, error = %e, "failed to restart for new plugins");
+                        }
                     }
                 }
             }

@@ -38,7 +38,7 @@ pub struct GenerateParams {
 }
 
 impl Default for GenerateParams {
-    /// The default trace of issue 5: 200 tenants over 24 hours.
+    /// The default trace: 200 tenants over 24 hours.
     fn default() -> Self {
         Self {
             tenants: 200,

@@ -1,12 +1,17 @@
 //! `hangar-bench`: Hangar's benchmark commands. Each prints one JSON object per figure on
 //! stdout and rewrites its own section of docs/benchmarks.md. Run through `scripts/bench`.
 //!
+//! `portal`: the portal's list and environment pages for a tenant with 1,000 environments.
+//!
 //! `api`: seeds tenants × environments through the real API, then measures environment get
 //! and list under concurrent clients (`api_p99_ms`, DESIGN.md), load generator on the same machine.
 //!
 //! `simulate`: replays the generated multi-tenant trace through Hangar's shared pool,
 //! MWAA-like dedicated workers and KEDA autoscaling (`pool_utilization`, issue 5), offline.
 #![allow(clippy::expect_used)]
+
+#[path = "bench/portal.rs"]
+mod portal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,6 +94,18 @@ enum Bench {
         hours: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// The portal's environment list and environment pages for a tenant with many
+    /// environments (`portal_p99_ms`).
+    Portal {
+        #[arg(long, default_value_t = 1000)]
+        environments: usize,
+        /// Pages measured of each kind.
+        #[arg(long, default_value_t = 400)]
+        requests: usize,
+        /// Signed-in viewers loading pages at once.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
     },
     /// Environment get/list latency and throughput of the control plane API.
     Api {
@@ -252,39 +269,62 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     (h.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0
 }
 
+/// A control plane on a private Postgres of its own, for the benchmarks that need no data plane.
+pub struct ControlPlane {
+    pub address: String,
+    /// A client with the platform admin's token.
+    pub admin: hangar_client::Client,
+    /// Cancel to stop the server.
+    pub shutdown: CancellationToken,
+    _pg: PrivatePostgres,
+}
+
+impl ControlPlane {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = PathBuf::from(format!("/tmp/hangar-bench-pg-{}", std::process::id()));
+        let pg = PrivatePostgres::start(&dir)
+            .await
+            .context("failed to start a private Postgres")?;
+        pg.stop_and_remove_after(std::process::id())?;
+        let admin_token = "bench-platform-admin-token-000000";
+        let app = Application::build(ServeSettings {
+            database: DatabaseSettings {
+                database_url: SecretString::from(pg.url("postgres").expose_secret().to_owned()),
+                db_max_connections: 20,
+            },
+            listen: ([127, 0, 0, 1], 0).into(),
+            admin_token: SecretString::from(admin_token.to_owned()),
+            master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
+            airflow_versions: vec!["3.3.2".into()],
+            cell_ttl_secs: 3600,
+            bucket: None,
+            token_cache_secs: 5,
+            metrics_token: None,
+            ui_domain: None,
+            proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
+        })
+        .await?;
+        let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        let admin = hangar_tests::client(&address, Some(admin_token));
+        Ok(Self {
+            address,
+            admin,
+            shutdown,
+            _pg: pg,
+        })
+    }
+}
+
 async fn bench_api(
     tenants: usize,
     envs: usize,
     clients: usize,
     seconds: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let dir = PathBuf::from(format!("/tmp/hangar-bench-pg-{}", std::process::id()));
-    let pg = PrivatePostgres::start(&dir)
-        .await
-        .context("failed to start a private Postgres")?;
-    pg.stop_and_remove_after(std::process::id())?;
-    let admin_token = "bench-platform-admin-token-000000";
-    let app = Application::build(ServeSettings {
-        database: DatabaseSettings {
-            database_url: SecretString::from(pg.url("postgres").expose_secret().to_owned()),
-            db_max_connections: 20,
-        },
-        listen: ([127, 0, 0, 1], 0).into(),
-        admin_token: SecretString::from(admin_token.to_owned()),
-        master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
-        airflow_versions: vec!["3.3.2".into()],
-        cell_ttl_secs: 3600,
-        bucket: None,
-        token_cache_secs: 5,
-        metrics_token: None,
-        ui_domain: None,
-        proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
-    })
-    .await?;
-    let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
-    let admin = hangar_tests::client(&address, Some(admin_token));
+    let cp = ControlPlane::start().await?;
+    let (address, admin, shutdown) = (cp.address.clone(), cp.admin.clone(), cp.shutdown.clone());
 
     let seed_start = Instant::now();
     let seeded = Arc::new(seed(&admin, tenants, envs).await?);
@@ -1256,7 +1296,7 @@ fn simulate_markdown(s: &Simulated) -> String {
     let targets = hangar.map_or_else(String::new, |h| {
         let x = fewer_than_dedicated(s, h);
         format!(
-            "Targets of issue 5 for the hangar policy on this trace: pool utilization ≥ 75 % with p95 queue wait ≤ 30 s: \
+            "The shared pool's targets for the hangar policy on this trace: pool utilization ≥ 75 % with p95 queue wait ≤ 30 s: \
 {} (utilization {}, p95 {} s); ≥ 3× fewer worker-hours than dedicated: {} ({x:.2}×). \
 The packing bound of the trace is {}: no policy whose workers each serve one environment with {} task slots, \
 not even one starting and stopping workers instantly and moving running tasks between them, can use its slots \
@@ -1406,6 +1446,21 @@ async fn main() -> anyhow::Result<()> {
             }
             if !cli.no_docs {
                 write_section(&cli.docs, "simulate", &simulate_markdown(&s))?;
+            }
+        }
+        Bench::Portal {
+            environments,
+            requests,
+            clients,
+        } => {
+            anyhow::ensure!(
+                environments > 0 && requests > 0 && clients > 0,
+                "every count must be at least 1"
+            );
+            let r = portal::bench_portal(environments, requests, clients).await?;
+            println!("{r}");
+            if !cli.no_docs {
+                write_section(&cli.docs, "portal", &portal::portal_markdown(&r))?;
             }
         }
         Bench::Api {

@@ -451,9 +451,8 @@ async fn dags_push_uploads_only_what_changed_and_can_remove_the_rest() {
         let mut args = vec![
             "dags",
             "push",
-            d.to_str().unwrap(),
-            "--env",
             "etl",
+            d.to_str().unwrap(),
             "--tenant",
             "data",
             "--json",
@@ -462,6 +461,7 @@ async fn dags_push_uploads_only_what_changed_and_can_remove_the_rest() {
         serde_json::from_str(&ok(hangar(&url, ADMIN_TOKEN, &args))).unwrap()
     };
     let (push2, dir2, bucket2) = (push.clone(), dir.clone(), bucket.clone());
+    let url2 = app.address.clone();
     tokio::task::spawn_blocking(move || {
         let first = push2(&[]);
         assert_eq!(
@@ -486,6 +486,58 @@ async fn dags_push_uploads_only_what_changed_and_can_remove_the_rest() {
         assert!(!bucket2
             .join("tenants/data/environments/etl/dags/.airflowignore")
             .exists());
+
+        // The earlier form, the environment as a flag, still works and says what to write.
+        let (url, d) = (url2.clone(), dir2.to_str().unwrap().to_owned());
+        std::fs::write(dir2.join("a.py"), "a = 3\n").unwrap();
+        let old = hangar(
+            &url,
+            ADMIN_TOKEN,
+            &[
+                "dags", "push", &d, "--env", "etl", "--tenant", "data", "--json",
+            ],
+        );
+        let warning = String::from_utf8_lossy(&old.stderr).into_owned();
+        let pushed: serde_json::Value = serde_json::from_str(&ok(old)).unwrap();
+        assert_eq!(pushed["uploaded"], serde_json::json!(["a.py"]));
+        assert!(
+            warning.contains("deprecated")
+                && warning.contains(&format!("hangar dags push etl {d}")),
+            "{warning}"
+        );
+        let both = hangar(
+            &url,
+            ADMIN_TOKEN,
+            &[
+                "dags", "push", "etl", &d, "--env", "etl", "--tenant", "data",
+            ],
+        );
+        assert!(!both.status.success());
+        assert!(String::from_utf8_lossy(&both.stderr).contains("environment once"));
+
+        // `dags list ENV`, the same argument order.
+        let listed: serde_json::Value = serde_json::from_str(&ok(hangar(
+            &url,
+            ADMIN_TOKEN,
+            &["dags", "list", "etl", "--tenant", "data", "--json"],
+        )))
+        .unwrap();
+        let paths: Vec<&str> = listed["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, ["a.py", "team/b c.py"]);
+        let table = ok(hangar(
+            &url,
+            ADMIN_TOKEN,
+            &["dags", "list", "etl", "--tenant", "data"],
+        ));
+        assert!(
+            table.starts_with("PATH") && table.contains("team/b c.py  6"),
+            "{table}"
+        );
     })
     .await
     .unwrap();
@@ -618,9 +670,15 @@ fn env_manifests_renders_a_create_request_without_a_control_plane() {
     );
     assert!(!names.iter().any(|n| n == "Deployment/worker"), "{names:?}");
     let text = list.to_string();
+    // Pods reach the bucket through the agent's gateway, never the platform bucket itself.
     assert!(
-        text.contains("\"--bucket-url\",\"gs://platform/cell-b\""),
+        text.contains("\"--bucket-url-file\",\"/opt/hangar/bucket/url\""),
         "{text}"
+    );
+    assert!(!text.contains("gs://platform/cell-b"), "{text}");
+    assert!(
+        names.iter().any(|n| n == "Secret/bucket-access"),
+        "{names:?}"
     );
     assert!(
         text.contains("\"tenants/data/environments/etl/python/"),
@@ -781,4 +839,28 @@ fn requirements_are_packed_into_the_bucket_and_unpacked_by_another_pod() {
     let out = hangar(&["unpack", "--archive", "../x.tar.gz", "--into", "/tmp/x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--archive"));
+}
+
+#[test]
+fn completions_come_for_bash_zsh_and_fish_and_an_unknown_shell_is_named() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef hangar"),
+        ("fish", "complete -c hangar"),
+    ] {
+        let out = Command::new(hangar_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = ok(out);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("portal-login"), "{shell} lacks subcommands");
+    }
+    let out = Command::new(hangar_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tcsh") && err.contains("<SHELL>"), "{err}");
 }
