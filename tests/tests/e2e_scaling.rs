@@ -143,6 +143,84 @@ async fn run_state(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) ->
     state
 }
 
+/// The run's task instances that have not succeeded (map index; state, try, host, pid,
+/// times), to say where a run that does not finish is stuck.
+async fn unfinished_tasks(
+    c: &Client,
+    tenant: &str,
+    env: &str,
+    dag: &str,
+    run: &str,
+) -> Vec<(i64, String)> {
+    let (_, tis) = airflow_api(
+        c,
+        tenant,
+        env,
+        Method::GET,
+        &format!("dags/{dag}/dagRuns/{run}/taskInstances?limit=100"),
+        None,
+    )
+    .await;
+    tis["task_instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] != "success")
+        .map(|t| {
+            let line = format!(
+                "{env} map {} {} try {} on {} pid {} queued {} started {}",
+                t["map_index"],
+                t["state"],
+                t["try_number"],
+                t["hostname"],
+                t["pid"],
+                t["queued_when"],
+                t["start_date"]
+            );
+            (t["map_index"].as_i64().unwrap_or(-1), line)
+        })
+        .collect()
+}
+
+/// The last lines of the task logs of `map_indexes` (any try) and of the environment's
+/// workers, retired ones included: what a stuck run's tasks and workers said last.
+fn evidence(stack: &Stack, env: Uuid, dag: &str, map_indexes: &[i64]) -> String {
+    fn tail(path: &std::path::Path, lines: usize) -> String {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let home = stack.env_home(env);
+    let mut found = Vec::new();
+    files(&home.join("logs").join(format!("dag_id={dag}")), &mut found);
+    files(&home.join("components"), &mut found);
+    found.sort();
+    let mut out = String::new();
+    for p in found {
+        let shown = p.display().to_string();
+        let task = map_indexes
+            .iter()
+            .any(|i| shown.contains(&format!("/map_index={i}/")));
+        let worker = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("worker-"));
+        if task || worker {
+            out.push_str(&format!("==> {shown}\n{}\n", tail(&p, 25)));
+        }
+    }
+    out
+}
+
 /// Asserts that every task instance of the run succeeded on its first try, and returns how
 /// many there were.
 async fn all_succeeded_once(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) -> usize {
@@ -232,16 +310,21 @@ async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum
         .tenant_with_role("echo", Role::Editor)
         .await
         .unwrap();
-    create(
-        &c,
-        "echo",
-        CreateEnvironment {
-            worker_weight: Some(3),
-            ..env("big")
-        },
-    )
-    .await;
-    create(&c, "echo", env("small")).await;
+    let ids = BTreeMap::from([
+        (
+            "big",
+            create(
+                &c,
+                "echo",
+                CreateEnvironment {
+                    worker_weight: Some(3),
+                    ..env("big")
+                },
+            )
+            .await,
+        ),
+        ("small", create(&c, "echo", env("small")).await),
+    ]);
     create(
         &c,
         "echo",
@@ -297,10 +380,18 @@ async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum
         if done == 2 {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "runs not done: {now:?}"
-        );
+        if start.elapsed() >= Duration::from_secs(300) {
+            let (mut stuck, mut logs) = (Vec::new(), String::new());
+            for (n, run) in ["big", "small"].iter().zip(&runs) {
+                let tis = unfinished_tasks(&c, "echo", n, "spread", run).await;
+                let indexes: Vec<i64> = tis.iter().map(|(i, _)| *i).collect();
+                if !indexes.is_empty() {
+                    logs.push_str(&evidence(&stack, ids[*n], "spread", &indexes));
+                }
+                stuck.extend(tis.into_iter().map(|(_, line)| line));
+            }
+            panic!("runs not done: {now:?}\nunfinished: {stuck:#?}\n{logs}");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(split_seen, "workers ran at 3/1/1 while both waited");
