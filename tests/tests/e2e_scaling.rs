@@ -298,7 +298,7 @@ async fn three_idle_environments_have_no_workers_and_a_burst_scales_one_up_and_b
 async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum() {
     let _turn = TURN.lock().await;
     // 5 slots: `floor` is guaranteed 1; the other 4 go 3:1 to `big` and `small`, who each
-    // want 4 (20 tasks, 5 per worker).
+    // want 4 (12 tasks, 3 per worker: class micro keeps the machine's load to 15 tasks at once).
     let stack = spawn_stack_opts(StackOptions {
         worker_slots: 5,
         ..StackOptions::default()
@@ -310,6 +310,10 @@ async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum
         .tenant_with_role("echo", Role::Editor)
         .await
         .unwrap();
+    let micro = |name: &str| CreateEnvironment {
+        environment_class: Some(EnvironmentClass::Micro),
+        ..env(name)
+    };
     let ids = BTreeMap::from([
         (
             "big",
@@ -318,19 +322,19 @@ async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum
                 "echo",
                 CreateEnvironment {
                     worker_weight: Some(3),
-                    ..env("big")
+                    ..micro("big")
                 },
             )
             .await,
         ),
-        ("small", create(&c, "echo", env("small")).await),
+        ("small", create(&c, "echo", micro("small")).await),
     ]);
     create(
         &c,
         "echo",
         CreateEnvironment {
             min_workers: Some(1),
-            ..env("floor")
+            ..micro("floor")
         },
     )
     .await;
@@ -339,7 +343,7 @@ async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum
         wait_for_phase(&c, "echo", n, Phase::Available, Duration::from_secs(300)).await;
     }
     for n in ["big", "small"] {
-        deploy(&c, "echo", n, "spread", &naps("spread", 20, 10)).await;
+        deploy(&c, "echo", n, "spread", &naps("spread", 12, 10)).await;
     }
     let runs = [
         trigger(&c, "echo", "big", "spread").await,
@@ -396,7 +400,7 @@ async fn an_oversubscribed_pool_is_split_by_weight_after_each_guaranteed_minimum
     }
     assert!(split_seen, "workers ran at 3/1/1 while both waited");
     for (n, run) in ["big", "small"].iter().zip(&runs) {
-        assert_eq!(all_succeeded_once(&c, "echo", n, "spread", run).await, 20);
+        assert_eq!(all_succeeded_once(&c, "echo", n, "spread", run).await, 12);
     }
     stack.shutdown().await;
 }
