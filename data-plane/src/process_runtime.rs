@@ -207,6 +207,8 @@ fn files(path: &Path) -> impl Fn(std::io::Error) -> ReconcileError + '_ {
 /// One environment on this machine.
 pub struct ProcessEnvironment {
     platform: Platform,
+    /// The environment's id: its cgroups and user are named after it.
+    id: uuid::Uuid,
     home: PathBuf,
     supervisor: Supervisor,
     /// The revision whose processes run now.
@@ -258,6 +260,7 @@ impl ProcessEnvironment {
         Self {
             platform,
             supervisor,
+            id: assignment.id,
             home,
             running_revision: None,
             api_url: None,
@@ -613,6 +616,9 @@ impl ProcessEnvironment {
             })
             .collect();
         self.supervisor.stop_all(STOP_GRACE).await;
+        // Task runners have process groups of their own, out of reach of the supervisor's
+        // group kill: whatever of the environment still runs is killed by its cgroup and user.
+        self.platform.sandbox.kill_all(self.id).await;
         ObservedState {
             revision: self.running_revision,
             components,

@@ -258,10 +258,10 @@ impl Sandbox {
         Ok(Confinement { prefix, owner })
     }
 
-    /// Removes the environment's user and cgroups once its supervised processes are stopped:
-    /// first kills whatever of it still runs (a task may have left processes outside the
-    /// supervisor's process groups), found by its cgroups and by its user. Idempotent.
-    pub async fn remove(&self, id: Uuid) -> Result<(), SandboxError> {
+    /// Kills every process of the environment still running, found by its cgroups and by its
+    /// user: what outlives the supervisor's process groups (an Airflow task runner has a group
+    /// of its own, and a task may `setsid`). Returns once none is left, or after about 5 s.
+    pub async fn kill_all(&self, id: Uuid) {
         let uid = if self.users {
             nix::unistd::User::from_name(&users::user_name(id))
                 .ok()
@@ -280,7 +280,7 @@ impl Sandbox {
                 pids.extend(processes_of(uid));
             }
             if pids.is_empty() {
-                break;
+                return;
             }
             for pid in pids {
                 let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
@@ -288,6 +288,13 @@ impl Sandbox {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        tracing::warn!(env = %id, "processes of the environment still run after being killed");
+    }
+
+    /// Removes the environment's user and cgroups once its supervised processes are stopped:
+    /// first kills whatever of it still runs ([`Self::kill_all`]). Idempotent.
+    pub async fn remove(&self, id: Uuid) -> Result<(), SandboxError> {
+        self.kill_all(id).await;
         if let Some(c) = &self.cgroups {
             c.remove(id);
         }
@@ -367,6 +374,77 @@ mod tests {
         )
         .unwrap();
         assert_eq!(python_home(dir.path()), Some(PathBuf::from("/usr")));
+    }
+
+    /// On the machine's real hierarchies (as root): a process that left its parent's process
+    /// group and session (as an Airflow task runner, or a task calling `setsid`, does) is still
+    /// killed by its environment's cgroup.
+    #[tokio::test]
+    async fn killing_an_environment_reaches_what_left_its_process_groups() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let cgroups = Cgroups::detect(&format!("hangar-unit-kill-{}", std::process::id())).unwrap();
+        let id = Uuid::new_v4();
+        let limits = Limits {
+            memory_bytes: 256 << 20,
+            cpu_weight: 100,
+            pids: 64,
+        };
+        let groups = cgroups.ensure(id, limits).unwrap();
+        // A shell joins the groups, starts a `sleep` in a session of its own and exits.
+        let joins: String = groups
+            .iter()
+            .map(|g| format!("echo $$ > {}/cgroup.procs; ", g.display()))
+            .collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{joins}setsid sleep 600 >/dev/null 2>&1 & echo $!"))
+            .output()
+            .unwrap();
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let running = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        };
+        let ours = nix::unistd::getsid(None).unwrap();
+        let own_session = || {
+            nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(
+                i32::try_from(pid).unwrap(),
+            )))
+            .is_ok_and(|sid| sid != ours)
+        };
+        for _ in 0..100 {
+            if own_session() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(running(pid), "the escaped sleep runs");
+        assert!(
+            own_session(),
+            "it has a session (and process group) of its own"
+        );
+        assert_eq!(cgroups.processes(id), vec![pid]);
+
+        let sandbox = Sandbox {
+            program: PathBuf::new(),
+            users: false,
+            cgroups: Some(cgroups),
+            landlock: false,
+            private_proc: false,
+            report: CellIsolation::default(),
+            user_lock: Arc::default(),
+        };
+        sandbox.kill_all(id).await;
+        assert!(!running(pid), "killed by its cgroup");
+        sandbox.remove(id).await.unwrap();
+        for g in &groups {
+            assert!(!g.exists());
+            std::fs::remove_dir(g.parent().unwrap()).unwrap();
+        }
     }
 
     #[test]
