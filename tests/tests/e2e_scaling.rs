@@ -143,15 +143,14 @@ async fn run_state(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) ->
     state
 }
 
-/// The run's task instances that have not succeeded (map index; state, try, host, pid,
-/// times), to say where a run that does not finish is stuck.
-async fn unfinished_tasks(
+/// The run's task instances, as Airflow's REST API lists them.
+async fn task_instances(
     c: &Client,
     tenant: &str,
     env: &str,
     dag: &str,
     run: &str,
-) -> Vec<(i64, String)> {
+) -> Vec<serde_json::Value> {
     let (_, tis) = airflow_api(
         c,
         tenant,
@@ -163,8 +162,22 @@ async fn unfinished_tasks(
     .await;
     tis["task_instances"]
         .as_array()
-        .into_iter()
-        .flatten()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The run's task instances that have not succeeded (map index; state, try, host, pid,
+/// times), to say where a run that does not finish is stuck.
+async fn unfinished_tasks(
+    c: &Client,
+    tenant: &str,
+    env: &str,
+    dag: &str,
+    run: &str,
+) -> Vec<(i64, String)> {
+    task_instances(c, tenant, env, dag, run)
+        .await
+        .iter()
         .filter(|t| t["state"] != "success")
         .map(|t| {
             let line = format!(
@@ -224,16 +237,7 @@ fn evidence(stack: &Stack, env: Uuid, dag: &str, map_indexes: &[i64]) -> String 
 /// Asserts that every task instance of the run succeeded on its first try, and returns how
 /// many there were.
 async fn all_succeeded_once(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) -> usize {
-    let (_, tis) = airflow_api(
-        c,
-        tenant,
-        env,
-        Method::GET,
-        &format!("dags/{dag}/dagRuns/{run}/taskInstances?limit=100"),
-        None,
-    )
-    .await;
-    let tis = tis["task_instances"].as_array().unwrap().clone();
+    let tis = task_instances(c, tenant, env, dag, run).await;
     for t in &tis {
         assert!(
             t["state"] == "success" && t["try_number"] == 1,
