@@ -220,6 +220,13 @@ impl Client {
             .await
     }
 
+    /// Deletes a tenant that has no environment left (platform admin).
+    pub async fn delete_tenant(&self, tenant: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("v1/tenants/{tenant}")))
+            .await?;
+        Ok(())
+    }
+
     pub async fn create_token(
         &self,
         tenant: &str,

@@ -183,6 +183,15 @@ impl PrincipalCache {
         }
     }
 
+    /// Forgets every token of a deleted tenant.
+    pub fn evict_tenant(&self, tenant: Uuid) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(
+                |_, (p, _)| !matches!(p, Principal::Tenant { tenant_id, .. } if *tenant_id == tenant),
+            );
+        }
+    }
+
     /// Forgets a revoked tenant token.
     pub fn evict_token(&self, token_id: Uuid) {
         if let Ok(mut entries) = self.entries.write() {
@@ -217,6 +226,8 @@ mod cache_tests {
         cache.evict_token(a);
         assert_eq!(cache.get(&[1]), None);
         assert_eq!(cache.get(&[2]), Some(tenant(b)));
+        cache.evict_tenant(Uuid::nil());
+        assert_eq!(cache.get(&[2]), None);
     }
 
     #[test]

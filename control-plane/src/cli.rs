@@ -45,6 +45,11 @@ pub enum TenantCmd {
     },
     /// List tenants (platform admin).
     List,
+    /// Delete a tenant that has no environment left, with its tokens, access keys and audit
+    /// log (platform admin).
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -692,6 +697,13 @@ pub async fn tenant(opts: &ClientOpts, cmd: TenantCmd) -> anyhow::Result<()> {
             ]
         }
         TenantCmd::Get { name } => vec![c.get_tenant(&name).await?],
+        TenantCmd::Delete { name } => {
+            c.delete_tenant(&name).await?;
+            if !opts.json {
+                println!("tenant {name} deleted");
+            }
+            return Ok(());
+        }
         TenantCmd::List => {
             let list = c.list_tenants().await?;
             if opts.json {

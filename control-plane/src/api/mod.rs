@@ -75,7 +75,7 @@ impl Modify for BearerAuth {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
-        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
         .routes(routes!(tenants::create_token, tenants::list_tokens))
         .routes(routes!(tenants::revoke_token))
         .routes(routes!(

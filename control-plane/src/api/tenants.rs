@@ -57,6 +57,23 @@ pub async fn get_tenant(
     Ok(Json(s.services.get_tenant(&actor, &tenant).await?))
 }
 
+/// Deletes a tenant (platform admin only) once it has no environment left, with its tokens,
+/// access keys and audit log.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+    params(("tenant" = String, Path)),
+    responses((status = 204),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_tenant(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.services.delete_tenant(&actor, &tenant).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Creates a token for the tenant; the secret is in this answer only.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "tenants", request_body = CreateToken,
     security(("bearer" = [])), params(("tenant" = String, Path)),

@@ -48,3 +48,38 @@ pub async fn list(pool: &PgPool) -> Result<Vec<TenantRow>, sqlx::Error> {
     .fetch_all(pool)
     .await
 }
+
+/// The tenant, locked until the transaction ends (an environment or token being created for
+/// it waits, as its row references this one).
+pub async fn lock_by_name(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as!(
+        TenantRow,
+        "SELECT id, name, display_name, created_at FROM tenants WHERE name = $1 FOR UPDATE",
+        name
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// How many of the tenant's environments are not `DELETED`.
+pub async fn live_environments(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
+    let n = sqlx::query_scalar!(
+        "SELECT count(*) FROM environments WHERE tenant_id = $1 AND phase <> 'DELETED'",
+        id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(n.unwrap_or(0))
+}
+
+/// Removes the tenant with everything that is its own (tokens, access keys, the records of
+/// its deleted environments, its audit log), by the schema's cascades.
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM tenants WHERE id = $1", id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

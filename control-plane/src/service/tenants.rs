@@ -120,6 +120,47 @@ impl Services {
         Ok(tenant_out(row))
     }
 
+    /// Deletes a tenant that has no environment left (platform admin only), with its tokens,
+    /// access keys and audit log; the platform's audit log records the deletion.
+    pub async fn delete_tenant(&self, actor: &Actor, tenant: &str) -> Result<(), ServiceError> {
+        self.require_platform_admin(actor)?;
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        let row = persistence::tenants::lock_by_name(&mut tx, tenant)
+            .await
+            .store("read a tenant")?
+            .ok_or_else(|| ServiceError::not_found("tenant", tenant))?;
+        let live = persistence::tenants::live_environments(&mut tx, row.id)
+            .await
+            .store("count a tenant's environments")?;
+        if live > 0 {
+            return Err(ServiceError::Conflict {
+                field: None,
+                message: format!(
+                    "tenant {tenant:?} still has {live} environment(s): delete them first"
+                ),
+            });
+        }
+        persistence::tenants::delete(&mut tx, row.id)
+            .await
+            .store("delete a tenant")?;
+        persistence::audit::insert(
+            &mut tx,
+            NewAudit {
+                tenant_id: None,
+                actor: &actor.principal.actor(),
+                action: "tenant.delete",
+                target: &row.name,
+                request_id: actor.request_id.as_deref(),
+                details: json!({ "id": row.id }),
+            },
+        )
+        .await
+        .store("audit a tenant's deletion")?;
+        tx.commit().await.store("commit a tenant's deletion")?;
+        self.principals.evict_tenant(row.id);
+        Ok(())
+    }
+
     pub async fn list_tenants(&self, actor: &Actor) -> Result<Vec<Tenant>, ServiceError> {
         self.require_platform_admin(actor)?;
         let rows = persistence::tenants::list(&self.db.pool)

@@ -205,6 +205,10 @@ async fn hangar_dev_serves_and_brings_its_data_back_after_a_restart() {
         assert_eq!(again, token, "the admin token is kept");
         let list = ok(hangar(&url, &token, &["tenant", "list", "--json"]));
         assert!(list.contains("\"demo\""), "{list}");
+        let said = ok(hangar(&url, &token, &["tenant", "delete", "demo"]));
+        assert!(said.contains("tenant demo deleted"), "{said}");
+        let list = ok(hangar(&url, &token, &["tenant", "list", "--json"]));
+        assert!(!list.contains("\"demo\""), "{list}");
         interrupt(child);
         std::fs::remove_dir_all(&tmp).unwrap();
     })

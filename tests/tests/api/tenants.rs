@@ -126,3 +126,65 @@ async fn tenant_admins_manage_their_own_tokens_but_editors_cannot() {
         .unwrap_err();
     assert_eq!(err.status(), Some(403));
 }
+
+#[tokio::test]
+async fn a_tenant_is_deleted_only_once_it_has_no_environment_and_its_tokens_go_with_it() {
+    let app = spawn_app().await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    let tenant_admin = app.tenant_with_role("data", Role::Admin).await.unwrap();
+    hangar_tests::create_env(&editor, "data", "etl")
+        .await
+        .unwrap();
+
+    // Only the platform admin deletes tenants.
+    let err = tenant_admin.delete_tenant("data").await.unwrap_err();
+    assert_eq!(err.status(), Some(403));
+
+    // Not while an environment lives: nothing is deleted.
+    let err = app.admin.delete_tenant("data").await.unwrap_err();
+    let p = err.problem().unwrap();
+    assert_eq!(p.status, 409);
+    assert!(p.detail.contains("1 environment"), "{p:?}");
+    assert_eq!(
+        editor
+            .list_environments("data")
+            .await
+            .unwrap()
+            .environments
+            .len(),
+        1
+    );
+
+    // Once the environment is deleted (never placed on a cell: at once), the tenant goes, and
+    // its tokens stop working at once.
+    editor.delete_environment("data", "etl").await.unwrap();
+    app.admin.delete_tenant("data").await.unwrap();
+    assert_eq!(
+        app.admin.get_tenant("data").await.unwrap_err().status(),
+        Some(404)
+    );
+    assert_eq!(
+        editor.list_environments("data").await.unwrap_err().status(),
+        Some(401)
+    );
+    assert_eq!(
+        app.admin.delete_tenant("data").await.unwrap_err().status(),
+        Some(404)
+    );
+
+    // The platform's audit log keeps the deletion; the name is free again.
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let (action, target): (String, String) = sqlx::query_as(
+        "SELECT action, target FROM audit_log WHERE tenant_id IS NULL AND action = 'tenant.delete'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (action.as_str(), target.as_str()),
+        ("tenant.delete", "data")
+    );
+    app.admin.create_tenant(&tenant("data")).await.unwrap();
+}
