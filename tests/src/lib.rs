@@ -8,6 +8,7 @@ pub mod emulators;
 pub mod fake_airflow;
 pub mod otlp;
 pub mod portal;
+pub mod terraform;
 
 use std::path::PathBuf;
 use std::time::Duration;

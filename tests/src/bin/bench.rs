@@ -6,12 +6,17 @@
 //! `api`: seeds tenants × environments through the real API, then measures environment get
 //! and list under concurrent clients (`api_p99_ms`, DESIGN.md), load generator on the same machine.
 //!
+//! `terraform`: `terraform apply` of 1 environment on real Airflow, and apply / no-op plan /
+//! destroy of 1 and 20 environments on a cell that reports them running at once.
+//!
 //! `simulate`: replays the generated multi-tenant trace through Hangar's shared pool,
 //! MWAA-like dedicated workers and KEDA autoscaling (`pool_utilization`, issue 5), offline.
 #![allow(clippy::expect_used)]
 
 #[path = "bench/portal.rs"]
 mod portal;
+#[path = "bench/terraform.rs"]
+mod tf_bench;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,6 +111,13 @@ enum Bench {
         /// Signed-in viewers loading pages at once.
         #[arg(long, default_value_t = 4)]
         clients: usize,
+    },
+    /// Terraform with the provider hangar/hangar: apply of 1 environment on real Airflow, and
+    /// apply, no-op plan and destroy of 1 and 20 environments (parallelism 10).
+    Terraform {
+        /// Measured runs of each (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Environment get/list latency and throughput of the control plane API.
     Api {
@@ -1461,6 +1473,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{r}");
             if !cli.no_docs {
                 write_section(&cli.docs, "portal", &portal::portal_markdown(&r))?;
+            }
+        }
+        Bench::Terraform { runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let r = tf_bench::bench_terraform(runs).await?;
+            println!("{r}");
+            if !cli.no_docs {
+                write_section(&cli.docs, "terraform", &tf_bench::terraform_markdown(&r))?;
             }
         }
         Bench::Api {
