@@ -1,0 +1,71 @@
+{{/* Names, labels and shared pieces of the hangar chart. */}}
+
+{{- define "hangar.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "hangar.labels" -}}
+app.kubernetes.io/name: hangar
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "hangar.selector" -}}
+app.kubernetes.io/name: hangar
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "hangar.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "hangar.secretName" -}}
+{{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "hangar.fullname" .)) -}}
+{{- end -}}
+
+{{/* The control plane's Service, as the agent reaches it in the cluster. */}}
+{{- define "hangar.url" -}}
+http://{{ include "hangar.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.controlPlane.service.port }}
+{{- end -}}
+
+{{/* A variable from the chart's Secret. */}}
+{{- define "hangar.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hangar.secretName" .root }}
+      key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end -}}
+
+{{/* Restricted pod security: the same for every container of the chart. */}}
+{{- define "hangar.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 50000
+runAsGroup: 50000
+fsGroup: 50000
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "hangar.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{- define "hangar.otlp" -}}
+{{- if .Values.otlp.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .Values.otlp.endpoint | quote }}
+{{- end }}
+{{- end -}}
