@@ -566,3 +566,54 @@ async fn the_example_configuration_is_valid() {
         .unwrap();
     assert_exit(&out, 0, "terraform validate of the example");
 }
+
+/// The platform's install modules: no provider plugin for AWS, GCP, Azure or Helm can be
+/// downloaded here, so `terraform validate` and `plan` cannot run; what can is checked. Each
+/// module is formatted as `terraform fmt` writes it, and Terraform reads its whole
+/// configuration (`terraform providers`, which parses every file and resolves the module's
+/// provider requirements without installing them).
+#[tokio::test]
+async fn the_install_modules_are_formatted_and_parse() {
+    let modules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/modules");
+    let ws = Workspace::new("http://127.0.0.1:9", "unused").unwrap();
+    let out = ws
+        .run(&[
+            "fmt",
+            "-check",
+            "-recursive",
+            "-diff",
+            modules.to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_exit(&out, 0, "terraform fmt -check of the modules");
+    for cloud in ["aws", "gcp", "azure"] {
+        // A copy, so that nothing Terraform writes lands in the clone.
+        let copy = ws.path().join(cloud);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(modules.join(cloud)).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "tf") {
+                std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let out = ws
+            .run(&[
+                &format!("-chdir={}", copy.display()),
+                "providers",
+                "-no-color",
+            ])
+            .await
+            .unwrap();
+        assert_exit(
+            &out,
+            0,
+            &format!("terraform providers of the {cloud} module"),
+        );
+        let said = text(&out);
+        assert!(
+            said.contains("provider[registry.terraform.io/hashicorp/helm]"),
+            "{said}"
+        );
+    }
+}

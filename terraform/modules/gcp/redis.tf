@@ -1,0 +1,54 @@
+# The Redis that brokers the environments' Celery tasks: Memorystore for Redis 7, unless
+# redis_url names a Redis of the caller's.
+#
+# KNOWN INCOMPATIBILITY: the agent gives each environment its own Redis ACL user (ACL SETUSER,
+# ACL DELUSER, ACL SAVE) and Memorystore for Redis does not accept ACL commands, so creating an
+# environment fails on it. See README, "Redis"; bring a Redis that accepts them with redis_url.
+
+locals {
+  # redis_url is sensitive; whether it is set is not (and count cannot depend on a secret).
+  create_redis = nonsensitive(var.redis_url == "")
+}
+
+resource "google_redis_instance" "this" {
+  count = local.create_redis ? 1 : 0
+
+  project        = var.project
+  region         = var.region
+  name           = "${var.name}-redis"
+  tier           = var.redis_tier
+  memory_size_gb = var.redis_memory_size_gb
+  redis_version  = "REDIS_7_0"
+  labels         = var.labels
+
+  authorized_network = local.network_id
+  connect_mode       = "PRIVATE_SERVICE_ACCESS"
+  reserved_ip_range  = local.private_service_access_range
+
+  auth_enabled            = true
+  transit_encryption_mode = var.redis_transit_encryption ? "SERVER_AUTHENTICATION" : "DISABLED"
+
+  depends_on = [google_service_networking_connection.private_service_access]
+}
+
+locals {
+  redis_port = (
+    local.create_redis
+    ? google_redis_instance.this[0].port
+    : nonsensitive(tonumber(try(regex("^rediss?://(?:[^@/]*@)?[^:/?]+:([0-9]+)", var.redis_url)[0], "6379")))
+  )
+
+  platform_redis_url = (
+    local.create_redis
+    ? format(
+      "%s://default:%s@%s:%d",
+      var.redis_transit_encryption ? "rediss" : "redis",
+      urlencode(google_redis_instance.this[0].auth_string),
+      google_redis_instance.this[0].host,
+      google_redis_instance.this[0].port,
+    )
+    : var.redis_url
+  )
+
+  redis_egress_cidrs = length(var.redis_egress_cidrs) > 0 ? var.redis_egress_cidrs : local.private_service_access_cidrs
+}
