@@ -236,6 +236,8 @@ async fn serve(
         metrics_token: None,
         ui_domain: settings.ui_domain.clone(),
         proxy_max_response_bytes: crate::service::airflow::MAX_RESPONSE_BYTES,
+        bootstrap_cell: None,
+        bootstrap_cell_token: None,
     })
     .await?;
     let addr = app.local_addr().map_err(DevError::Serve)?;

@@ -77,6 +77,37 @@ pub struct ServeSettings {
     /// The largest answer of an environment's Airflow passed on through the proxy, in bytes.
     #[arg(long, env = "HANGAR_PROXY_MAX_RESPONSE_BYTES", default_value_t = crate::service::airflow::MAX_RESPONSE_BYTES)]
     pub proxy_max_response_bytes: u64,
+    /// A cell made sure of at start-up, `NAME:RUNTIME` (`cluster:kubernetes`), with the token
+    /// HANGAR_BOOTSTRAP_CELL_TOKEN gives instead of one Hangar generates: what an install (the
+    /// Helm chart, the Terraform modules) uses to start the control plane and its cell's agent
+    /// in one step. A later start with another token replaces the cell's token.
+    #[arg(long, env = "HANGAR_BOOTSTRAP_CELL", value_parser = BootstrapCell::parse)]
+    pub bootstrap_cell: Option<BootstrapCell>,
+    /// The bootstrap cell's token: `hgc_` and at least 32 letters and digits.
+    #[arg(long, env = "HANGAR_BOOTSTRAP_CELL_TOKEN", value_name = "HANGAR_BOOTSTRAP_CELL_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub bootstrap_cell_token: Option<SecretString>,
+}
+
+/// A cell the control plane creates at start-up if it is missing (`NAME:RUNTIME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapCell {
+    pub name: hangar_tenants::CellName,
+    pub runtime: hangar_tenants::api::Runtime,
+}
+
+impl BootstrapCell {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, runtime) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not NAME:RUNTIME (e.g. cluster:kubernetes)"))?;
+        let name = hangar_tenants::CellName::parse(name).map_err(|e| format!("cell name: {e}"))?;
+        let runtime = match runtime {
+            "process" => hangar_tenants::api::Runtime::Process,
+            "kubernetes" => hangar_tenants::api::Runtime::Kubernetes,
+            other => return Err(format!("runtime {other:?} is not process or kubernetes")),
+        };
+        Ok(Self { name, runtime })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +120,10 @@ pub enum SettingsError {
     MetricsToken,
     #[error("HANGAR_AIRFLOW_VERSIONS must name at least one version")]
     NoAirflowVersion,
+    #[error("HANGAR_BOOTSTRAP_CELL and HANGAR_BOOTSTRAP_CELL_TOKEN go together")]
+    BootstrapCellHalf,
+    #[error("HANGAR_BOOTSTRAP_CELL_TOKEN must be hgc_ followed by at least 32 letters and digits")]
+    BootstrapCellToken,
     #[error(transparent)]
     MasterKey(#[from] crate::secrets::SecretsError),
 }
@@ -115,10 +150,45 @@ impl ServeSettings {
         if self.airflow_versions.iter().all(|v| v.trim().is_empty()) {
             return Err(SettingsError::NoAirflowVersion);
         }
+        match (&self.bootstrap_cell, &self.bootstrap_cell_token) {
+            (None, None) => {}
+            (Some(_), Some(t)) => {
+                let rest = t
+                    .expose_secret()
+                    .strip_prefix(crate::auth::CELL_TOKEN_PREFIX)
+                    .unwrap_or_default();
+                if rest.len() < 32 || !rest.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(SettingsError::BootstrapCellToken);
+                }
+            }
+            _ => return Err(SettingsError::BootstrapCellHalf),
+        }
         Ok(())
     }
 
     pub fn cell_ttl(&self) -> Duration {
         Duration::from_secs(self.cell_ttl_secs)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bootstrap_cell_is_a_name_and_a_runtime() {
+        let c = BootstrapCell::parse("cluster:kubernetes").unwrap();
+        assert_eq!(c.name.as_str(), "cluster");
+        assert_eq!(c.runtime, hangar_tenants::api::Runtime::Kubernetes);
+        assert!(BootstrapCell::parse("local:process").is_ok());
+        for bad in [
+            "cluster",
+            "Cluster:kubernetes",
+            "cluster:docker",
+            ":kubernetes",
+        ] {
+            assert!(BootstrapCell::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub enum StartupError {
     Bucket(#[from] hangar_data_plane::bucket::BucketError),
     #[error("failed to listen for cell changes")]
     Listen(#[source] sqlx::Error),
+    #[error("HANGAR_BOOTSTRAP_CELL: {0}")]
+    BootstrapCell(#[source] crate::service::ServiceError),
     #[error("failed to bind {addr}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -112,6 +114,14 @@ impl Application {
             );
         }
         services.proxy_max_response = settings.proxy_max_response_bytes;
+        if let (Some(cell), Some(token)) =
+            (&settings.bootstrap_cell, &settings.bootstrap_cell_token)
+        {
+            services
+                .bootstrap_cell(&cell.name, cell.runtime, token.expose_secret())
+                .await
+                .map_err(StartupError::BootstrapCell)?;
+        }
         let services = Arc::new(services);
         let state = AppState {
             services: services.clone(),

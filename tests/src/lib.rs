@@ -130,6 +130,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         metrics_token: Some(SecretString::from(METRICS_TOKEN.to_owned())),
         ui_domain: None,
         proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
+        bootstrap_cell: None,
+        bootstrap_cell_token: None,
     };
     configure(&mut settings);
     let app = match Application::build(settings).await {

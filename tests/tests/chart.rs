@@ -177,6 +177,41 @@ fn the_full_values_wire_the_agent_to_this_namespace_and_the_bucket() {
     );
     // Secrets come from the existing Secret only.
     assert!(!rendered.contains("kind: Secret"), "{rendered}");
+    // The control plane creates the cell the agent connects as, with the Secret's token.
+    assert!(
+        rendered.contains("value: \"eks-eu-west-1:kubernetes\""),
+        "{rendered}"
+    );
+    assert_eq!(rendered.matches("key: cell-token").count(), 2, "{rendered}");
+}
+
+#[test]
+fn without_a_cell_token_the_chart_makes_one_for_the_control_plane_and_the_agent() {
+    let out = render(&chart().join("ci/minimal-values.yaml"), &[]);
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let token = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cell-token: "))
+        .unwrap_or_else(|| panic!("no cell-token in the Secret:\n{rendered}"))
+        .trim_matches('"');
+    assert!(token.starts_with("hgc_") && token.len() == 44, "{token}");
+    assert!(
+        token[4..].chars().all(|c| c.is_ascii_alphanumeric()),
+        "{token}"
+    );
+    assert!(
+        rendered.contains("name: HANGAR_BOOTSTRAP_CELL_TOKEN"),
+        "{rendered}"
+    );
+    // One given is used as it is.
+    let given = format!("hgc_{}", "x".repeat(32));
+    let out = render(
+        &chart().join("ci/minimal-values.yaml"),
+        &["--set", &format!("secrets.cellToken={given}")],
+    );
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains(&format!("cell-token: \"{given}\"")));
 }
 
 #[test]

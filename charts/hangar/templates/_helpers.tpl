@@ -69,3 +69,11 @@ capabilities:
   value: {{ .Values.otlp.endpoint | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* The cell's token: the value given, else the one this release's Secret already holds, else a
+     new one (so an upgrade keeps it). The control plane creates the cell with it at start-up. */}}
+{{- define "hangar.cellToken" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "hangar.secretName" .) | default dict -}}
+{{- $kept := index ($existing.data | default dict) "cell-token" | default "" | b64dec -}}
+{{- .Values.secrets.cellToken | default $kept | default (printf "hgc_%s" (randAlphaNum 40)) -}}
+{{- end -}}

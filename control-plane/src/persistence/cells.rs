@@ -59,6 +59,36 @@ pub async fn insert(
     Ok(())
 }
 
+/// A cell's runtime and token hash, locked until the transaction ends.
+pub async fn lock_token(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT runtime, token_hash FROM cells WHERE name = $1 FOR UPDATE",
+        name
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.runtime, r.token_hash)))
+}
+
+/// Replaces a cell's token (by its hash).
+pub async fn set_token_hash(
+    conn: &mut PgConnection,
+    name: &str,
+    token_hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE cells SET token_hash = $2 WHERE name = $1",
+        name,
+        token_hash
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<CellRow>, sqlx::Error> {
     sqlx::query_as!(
         CellRow,

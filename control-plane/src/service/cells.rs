@@ -141,6 +141,68 @@ fn pick(rooms: &[persistence::cells::CellRoom]) -> Option<usize> {
 }
 
 impl Services {
+    /// Makes sure the cell exists with this token (`HANGAR_BOOTSTRAP_CELL`): creates it, or
+    /// replaces its token when another was set; refuses a cell of that name with another
+    /// runtime. Audited as the platform's doing.
+    pub async fn bootstrap_cell(
+        &self,
+        name: &CellName,
+        runtime: Runtime,
+        token: &str,
+    ) -> Result<(), ServiceError> {
+        let hash = auth::hash(token);
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        let action = match persistence::cells::lock_token(&mut tx, name.as_str())
+            .await
+            .store("read a cell")?
+        {
+            None => {
+                persistence::cells::insert(
+                    &mut tx,
+                    Uuid::new_v4(),
+                    name.as_str(),
+                    runtime_str(runtime),
+                    &hash,
+                )
+                .await
+                .store("create a cell")?;
+                "cell.create"
+            }
+            Some((existing, _)) if existing != runtime_str(runtime) => {
+                return Err(ServiceError::Conflict {
+                    field: None,
+                    message: format!(
+                        "cell {:?} exists with the {existing} runtime, not {}",
+                        name.as_str(),
+                        runtime_str(runtime)
+                    ),
+                });
+            }
+            Some((_, current)) if auth::same_hash(&current, &hash) => return Ok(()),
+            Some(_) => {
+                persistence::cells::set_token_hash(&mut tx, name.as_str(), &hash)
+                    .await
+                    .store("replace a cell's token")?;
+                "cell.token.replace"
+            }
+        };
+        persistence::audit::insert(
+            &mut tx,
+            NewAudit {
+                tenant_id: None,
+                actor: "platform:bootstrap",
+                action,
+                target: &format!("cells/{name}"),
+                request_id: None,
+                details: json!({ "runtime": runtime_str(runtime), "bootstrap": true }),
+            },
+        )
+        .await
+        .store("audit a bootstrap cell")?;
+        tx.commit().await.store("commit a bootstrap cell")?;
+        Ok(())
+    }
+
     pub async fn create_cell(
         &self,
         actor: &Actor,

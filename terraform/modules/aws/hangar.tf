@@ -9,7 +9,7 @@ locals {
       masterKey           = random_bytes.master_key.base64
       platformPostgresUrl = local.platform_postgres_url
       platformRedisUrl    = local.platform_redis_url
-      cellToken           = var.cell_token
+      cellToken           = "hgc_${random_password.cell_token.result}"
     }
 
     bucketUrl = local.bucket_url
@@ -34,9 +34,7 @@ locals {
     }
 
     agent = {
-      # The agent cannot start without its cell's token: it is installed once the token is
-      # given (second apply, see README).
-      enabled      = var.cell_token != ""
+      enabled      = true
       cell         = var.cell_name
       nodeSelector = local.system_labels
       kubeCell = {

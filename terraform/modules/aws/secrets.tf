@@ -12,3 +12,10 @@ resource "random_password" "admin_token" {
 resource "random_bytes" "master_key" {
   length = 32
 }
+
+# The token of this cluster's cell: the control plane creates the cell `cell_name` with it at
+# start-up, and the agent connects with it. The chart wants hgc_ and 32+ letters and digits.
+resource "random_password" "cell_token" {
+  length  = 40
+  special = false
+}

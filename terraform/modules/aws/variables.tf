@@ -312,15 +312,3 @@ variable "cell_name" {
     error_message = "cell_name must be an RFC 1123 label."
   }
 }
-
-variable "cell_token" {
-  description = "The cell's token, printed once by `hangar cell create <cell_name> --runtime kubernetes`. Empty on the first apply: the agent is installed once it is set (see README)."
-  type        = string
-  default     = ""
-  sensitive   = true
-
-  validation {
-    condition     = var.cell_token == "" || startswith(var.cell_token, "hgc_")
-    error_message = "cell_token must be empty or a cell token (hgc_...)."
-  }
-}

@@ -38,7 +38,7 @@ locals {
       masterKey           = random_id.master_key.b64_std
       platformPostgresUrl = local.platform_postgres_url
       platformRedisUrl    = local.redis_url
-      cellToken           = var.cell_token
+      cellToken           = "hgc_${random_password.cell_token.result}"
     }
     bucketUrl = "az://${azurerm_storage_container.hangar.name}"
     controlPlane = {
@@ -78,9 +78,6 @@ resource "helm_release" "hangar" {
   create_namespace = true
   values           = [yamlencode(local.helm_values)]
 
-  # Until the cell token is given, the agent's pod cannot start (its Secret has no cell-token):
-  # do not wait for it on the first apply.
-  wait    = local.cell_ready
   timeout = 600
 
   depends_on = [

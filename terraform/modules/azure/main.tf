@@ -21,6 +21,13 @@ resource "random_password" "admin_token" {
   special = false
 }
 
+# The token of this cluster's cell: the control plane creates the cell `cell_name` with it at
+# start-up, and the agent connects with it. The chart wants hgc_ and 32+ letters and digits.
+resource "random_password" "cell_token" {
+  length  = 40
+  special = false
+}
+
 resource "random_id" "master_key" {
   # 32 random bytes; b64_std is the 44-character base64 the chart expects. Lost key = lost
   # environments' secrets: keep the state (or the master_key output) safe.
@@ -42,5 +49,4 @@ locals {
 
   # `nonsensitive`: whether a secret is empty is not a secret, and count cannot take a sensitive value.
   create_redis = nonsensitive(var.redis_url == "")
-  cell_ready   = nonsensitive(var.cell_token != "")
 }

@@ -15,6 +15,12 @@ output "master_key" {
   sensitive   = true
 }
 
+output "cell_token" {
+  description = "The token of this cluster's cell, as the control plane and the agent have it; only needed to run another agent for the same cell."
+  value       = "hgc_${random_password.cell_token.result}"
+  sensitive   = true
+}
+
 output "cluster_name" {
   description = "Name of the AKS cluster."
   value       = azurerm_kubernetes_cluster.this.name

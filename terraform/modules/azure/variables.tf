@@ -277,18 +277,6 @@ variable "cell_name" {
   default     = "aks"
 }
 
-variable "cell_token" {
-  description = "The cell's token (hgc_...), printed once by `hangar cell create`: empty on the first apply, set on the second (README)."
-  type        = string
-  default     = ""
-  sensitive   = true
-
-  validation {
-    condition     = var.cell_token == "" || can(regex("^hgc_", var.cell_token))
-    error_message = "cell_token: empty, or the hgc_... token that `hangar cell create` printed."
-  }
-}
-
 variable "worker_slots" {
   description = "Task slots of the shared worker pool; 0: counted from the worker nodes that exist (at least 1), so a pool at 0 nodes grows one pending worker at a time. Set it to what workers_max_count nodes hold to let the cluster autoscaler scale out on demand."
   type        = number

@@ -13,6 +13,13 @@ resource "random_id" "master_key" {
   byte_length = 32
 }
 
+# The token of this cluster's cell: the control plane creates the cell `cell_name` with it at
+# start-up, and the agent connects with it. The chart wants hgc_ and 32+ letters and digits.
+resource "random_password" "cell_token" {
+  length  = 40
+  special = false
+}
+
 locals {
   worker_tolerations = [{
     key      = local.worker_taint.key
@@ -27,7 +34,7 @@ locals {
       masterKey           = random_id.master_key.b64_std
       platformPostgresUrl = local.platform_postgres_url
       platformRedisUrl    = local.platform_redis_url
-      cellToken           = var.cell_token
+      cellToken           = "hgc_${random_password.cell_token.result}"
     }
 
     bucketUrl = local.bucket_url
@@ -56,9 +63,7 @@ locals {
     }
 
     agent = {
-      # The agent cannot start without its cell's token: it is installed by the second apply,
-      # once the token is given (README, "The cell token").
-      enabled      = nonsensitive(var.cell_token != "")
+      enabled      = true
       cell         = var.cell_name
       nodeSelector = local.system_labels
       serviceAccount = {

@@ -21,8 +21,14 @@ output "namespace" {
 }
 
 output "cell_name" {
-  description = "Name of this cluster's cell (for `hangar cell create`)."
+  description = "Name of this cluster's cell (the control plane creates it at start-up)."
   value       = var.cell_name
+}
+
+output "cell_token" {
+  description = "The token of this cluster's cell, as the control plane and the agent have it; only needed to run another agent for the same cell."
+  value       = "hgc_${random_password.cell_token.result}"
+  sensitive   = true
 }
 
 output "cluster_name" {

@@ -357,18 +357,6 @@ variable "cell_name" {
   }
 }
 
-variable "cell_token" {
-  description = "The cell's token (hgc_…), printed once by `hangar cell create`. Empty on the first apply: the agent is installed by the second apply, with the token (see README)."
-  type        = string
-  default     = ""
-  sensitive   = true
-
-  validation {
-    condition     = var.cell_token == "" || startswith(var.cell_token, "hgc_")
-    error_message = "cell_token must be empty or a cell token starting with hgc_."
-  }
-}
-
 variable "helm_values" {
   description = "Further values files (YAML strings) for the chart, applied after the module's (e.g. agent.workerSlots, controlPlane.airflowVersions)."
   type        = list(string)

@@ -314,6 +314,8 @@ impl ControlPlane {
             metrics_token: None,
             ui_domain: None,
             proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
+            bootstrap_cell: None,
+            bootstrap_cell_token: None,
         })
         .await?;
         let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());

@@ -216,3 +216,78 @@ async fn an_isolation_report_is_refused_naming_the_field_that_is_wrong() {
     let cells = app.admin.list_cells().await.unwrap().cells;
     assert_eq!(cells[0].isolation, None, "a refused report is not kept");
 }
+
+/// What an install does: the control plane makes sure of its cluster's cell with a token the
+/// install generated and gave the agent too.
+#[tokio::test]
+async fn a_bootstrap_cell_exists_with_the_token_it_was_given_and_a_new_token_replaces_it() {
+    use hangar_control_plane::settings::BootstrapCell;
+    use hangar_tenants::api::{CellCapacity, RegisterCell, Runtime};
+    use secrecy::SecretString;
+
+    let first = format!("hgc_{}", "a".repeat(32));
+    let second = format!("hgc_{}", "b".repeat(32));
+    let with_token = |token: String, database: Option<String>| {
+        move |s: &mut hangar_control_plane::settings::ServeSettings| {
+            s.bootstrap_cell = Some(BootstrapCell::parse("cluster:kubernetes").unwrap());
+            s.bootstrap_cell_token = Some(SecretString::from(token));
+            if let Some(d) = database {
+                s.database.database_url = SecretString::from(d);
+            }
+        }
+    };
+    let register = RegisterCell {
+        capacity: CellCapacity {
+            max_environments: 5,
+            worker_slots: 4,
+        },
+        agent_version: "test".to_owned(),
+        isolation: None,
+    };
+
+    let app = spawn_app_with(with_token(first.clone(), None)).await;
+    let cells = app.admin.list_cells().await.unwrap().cells;
+    assert_eq!(cells.len(), 1);
+    assert_eq!(cells[0].name, "cluster");
+    assert_eq!(cells[0].runtime, Runtime::Kubernetes);
+    app.admin
+        .with_token(first.clone())
+        .register_cell("cluster", &register)
+        .await
+        .unwrap();
+
+    // Started again on the same database with the same token: nothing changes; with another
+    // token: the old one stops working and the new one works.
+    let again = spawn_app_with(with_token(first.clone(), Some(app.database_url.clone()))).await;
+    assert_eq!(again.admin.list_cells().await.unwrap().cells.len(), 1);
+    let rotated = spawn_app_with(with_token(second.clone(), Some(app.database_url.clone()))).await;
+    let err = rotated
+        .admin
+        .with_token(first)
+        .register_cell("cluster", &register)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    rotated
+        .admin
+        .with_token(second)
+        .register_cell("cluster", &register)
+        .await
+        .unwrap();
+
+    // Audited as the platform's doing.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let actions: Vec<(String,)> = sqlx::query_as(
+        "SELECT action FROM audit_log WHERE actor = 'platform:bootstrap' ORDER BY id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions.into_iter().map(|a| a.0).collect::<Vec<_>>(),
+        ["cell.create", "cell.token.replace"]
+    );
+}
