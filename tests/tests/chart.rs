@@ -226,6 +226,8 @@ fn bad_values_fail_at_install_with_the_field_named() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("bucketUrl=ftp://x", "/bucketUrl"),
         ("secrets.cellToken=not-a-cell-token", "/secrets/cellToken"),
+        ("bundled.postgres.storage=lots", "/bundled/postgres/storage"),
+        ("bundled.redis.image=", "/bundled/redis/image"),
     ] {
         let out = render(&minimal, &["--set", set]);
         assert!(!out.status.success(), "{set} was accepted");
@@ -242,4 +244,172 @@ fn bad_values_fail_at_install_with_the_field_named() {
     ] {
         assert!(text(&out).contains(field), "{}", text(&out));
     }
+}
+
+#[test]
+fn the_bundled_postgres_and_redis_are_wired_in_and_their_secrets_generated() {
+    let bundled = chart().join("ci/bundled-values.yaml");
+    let out = render(&bundled, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let value = |key: &str| -> String {
+        rendered
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} in the Secret:\n{rendered}"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    let pg = value("bundled-postgres-password");
+    let redis = value("bundled-redis-password");
+    assert!(
+        pg.len() == 32 && redis.len() == 32 && pg != redis,
+        "{pg} {redis}"
+    );
+    assert_eq!(
+        value("database-url"),
+        format!("postgres://hangar:{pg}@hangar-postgres.hangar-system.svc:5432/hangar")
+    );
+    assert_eq!(
+        value("platform-postgres-url"),
+        format!("postgres://hangar:{pg}@hangar-postgres.hangar-system.svc:5432/postgres")
+    );
+    assert_eq!(
+        value("platform-redis-url"),
+        format!("redis://hangar:{redis}@hangar-redis.hangar-system.svc:6379")
+    );
+    assert!(value("admin-token").len() >= 16);
+    // The master key is 32 random bytes, base64.
+    let key = value("master-key");
+    assert!(key.len() == 44 && key.ends_with('='), "{key}");
+    // Both run as StatefulSets on volumes of their own, reading their passwords from the Secret;
+    // Redis keeps its users (the environments' brokers) in an ACL file on its volume.
+    assert_eq!(
+        rendered.matches("kind: StatefulSet").count(),
+        2,
+        "{rendered}"
+    );
+    assert_eq!(
+        rendered.matches("storageClassName: \"standard\"").count(),
+        2
+    );
+    assert!(rendered.contains("key: bundled-postgres-password"));
+    assert!(rendered.contains("key: bundled-redis-password"));
+    assert!(rendered.contains("--aclfile /data/users.acl"), "{rendered}");
+    // No password is written into a pod spec.
+    let pods: String = rendered
+        .split("\n---")
+        .filter(|d| !d.contains("kind: Secret"))
+        .collect();
+    assert!(!pods.contains(&pg) && !pods.contains(&redis), "{pods}");
+    // The pre-install migrations hook would run before the database exists: the control plane
+    // migrates when it starts instead.
+    assert!(!rendered.contains("helm.sh/hook"), "{rendered}");
+    // Only this release's pods and the environments' namespaces reach them.
+    assert!(rendered.contains("name: hangar-bundled"), "{rendered}");
+
+    // Given values win over generated ones.
+    let out = render(
+        &bundled,
+        &["--set", "secrets.adminToken=given-admin-token-0123456789"],
+    );
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("admin-token: \"given-admin-token-0123456789\""));
+    // The bundled services need the chart's own Secret.
+    let out = render(&bundled, &["--set", "secrets.existingSecret=mine"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("/secrets/existingSecret"),
+        "{}",
+        text(&out)
+    );
+    // Without them the chart bundles no database.
+    let out = render(&chart().join("ci/minimal-values.yaml"), &[]);
+    let minimal = String::from_utf8(out.stdout).unwrap();
+    assert!(!minimal.contains("kind: StatefulSet") && !minimal.contains("bundled-"));
+}
+
+/// The bundled Redis' start-up script, run against the machine's Redis 7 (its `/data` a
+/// temporary directory): the admin user it writes works, the default user is off, and a user
+/// Hangar saves with `ACL SAVE` (an environment's broker) is still there after a restart.
+#[tokio::test]
+async fn the_bundled_redis_keeps_its_users_across_a_restart() {
+    let out = render(&chart().join("ci/bundled-values.yaml"), &[]);
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = rendered.lines().map(str::trim).collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("[ -s /data/users.acl ]"))
+        .unwrap_or_else(|| panic!("no start-up script:\n{rendered}"));
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "{}\n{} --port {port} --bind 127.0.0.1 --daemonize no",
+        lines[start],
+        lines[start + 1]
+    )
+    .replace("/data", data.path().to_str().unwrap());
+    assert!(script.contains("exec redis-server"), "{script}");
+    let password = "bundledredispassword0123456789ab";
+    let spawn = || {
+        tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("REDIS_PASSWORD", password)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let mut last = None;
+        for _ in 0..100 {
+            match redis::Client::open(url)?
+                .get_multiplexed_async_connection()
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) if e.is_connection_refusal() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(last.unwrap())
+    }
+    let admin = format!("redis://hangar:{password}@127.0.0.1:{port}");
+
+    let mut server = spawn();
+    let mut c = connect(&admin).await.unwrap();
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "env-1", "on", ">brokerpw", "~env-1:*", "+@all"])
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    redis::cmd("ACL")
+        .arg("SAVE")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    // The default user is off: no password, no access.
+    let mut anonymous = connect(&format!("redis://127.0.0.1:{port}")).await.unwrap();
+    let refused = redis::cmd("PING")
+        .query_async::<String>(&mut anonymous)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("NOAUTH"), "{refused}");
+    server.kill().await.unwrap();
+    server.wait().await.unwrap();
+
+    let mut server = spawn();
+    let mut broker = connect(&format!("redis://env-1:brokerpw@127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut broker).await.unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(connect(&admin).await.is_ok());
+    server.kill().await.unwrap();
 }

@@ -70,10 +70,24 @@ capabilities:
 {{- end }}
 {{- end -}}
 
-{{/* The cell's token: the value given, else the one this release's Secret already holds, else a
-     new one (so an upgrade keeps it). The control plane creates the cell with it at start-up. */}}
+{{/* A secret value: the one given, else the one this release's Secret already holds under
+     `key`, else `generated` (so an upgrade keeps it). `helm template` and tools that render
+     without a cluster cannot look up the Secret: give such values explicitly there. */}}
+{{- define "hangar.kept" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace (include "hangar.secretName" .root) | default dict -}}
+{{- $kept := index ($existing.data | default dict) .key | default "" | b64dec -}}
+{{- .given | default $kept | default .generated -}}
+{{- end -}}
+
+{{/* The cell's token; the control plane creates the cell with it at start-up. */}}
 {{- define "hangar.cellToken" -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "hangar.secretName" .) | default dict -}}
-{{- $kept := index ($existing.data | default dict) "cell-token" | default "" | b64dec -}}
-{{- .Values.secrets.cellToken | default $kept | default (printf "hgc_%s" (randAlphaNum 40)) -}}
+{{- include "hangar.kept" (dict "root" . "key" "cell-token" "given" .Values.secrets.cellToken "generated" (printf "hgc_%s" (randAlphaNum 40))) -}}
+{{- end -}}
+
+{{/* The bundled Postgres' and Redis' in-cluster host names. */}}
+{{- define "hangar.bundledPostgresHost" -}}
+{{ include "hangar.fullname" . }}-postgres.{{ .Release.Namespace }}.svc
+{{- end -}}
+{{- define "hangar.bundledRedisHost" -}}
+{{ include "hangar.fullname" . }}-redis.{{ .Release.Namespace }}.svc
 {{- end -}}
