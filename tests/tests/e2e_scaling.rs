@@ -275,7 +275,17 @@ async fn three_idle_environments_have_no_workers_and_a_burst_scales_one_up_and_b
         for n in ["ml", "bi"] {
             assert_eq!(worker_pid_files(&stack, ids[n]), 0, "{n} stays at zero");
         }
-        assert!(start.elapsed() < Duration::from_secs(240), "burst not done");
+        if start.elapsed() > Duration::from_secs(240) {
+            let tis = unfinished_tasks(&c, "delta", "etl", "burst", &run).await;
+            let indexes: Vec<i64> = tis.iter().map(|(i, _)| *i).collect();
+            let lines: Vec<String> = tis.into_iter().map(|(_, line)| line).collect();
+            let w = workers(&c, "delta", "etl").await;
+            panic!(
+                "burst not done after {:?} (most workers seen: {most}; now {w:?})\nunfinished: {lines:#?}\n{}",
+                start.elapsed(),
+                evidence(&stack, ids["etl"], "burst", &indexes)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(most >= 2, "the burst scaled etl up (most seen: {most})");
