@@ -48,10 +48,14 @@ pub struct AgentArgs {
     /// are shipped (without it they are not shipped).
     #[arg(long, env = "HANGAR_AGENT_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Superuser URL of the platform Postgres the environments' databases live on.
+    /// URL of the platform Postgres the environments' databases live on, as a superuser or a
+    /// role with CREATEDB and CREATEROLE (a managed Postgres's admin). `?sslmode=require` (or
+    /// `verify-full`) for TLS, which the environments then use too.
     #[arg(long, env = "HANGAR_PLATFORM_POSTGRES_URL", value_name = "HANGAR_PLATFORM_POSTGRES_URL", hide_env_values = true, value_parser = secret)]
     pub postgres_url: SecretString,
-    /// Admin URL of the platform Redis the environments' brokers live on.
+    /// Admin URL of the platform Redis the environments' brokers live on (one that may run ACL
+    /// SETUSER and ACL SAVE). `rediss://` for TLS (`rediss://…#insecure`: without checking the
+    /// server's certificate), which the environments' brokers then use too.
     #[arg(long, env = "HANGAR_PLATFORM_REDIS_URL", value_name = "HANGAR_PLATFORM_REDIS_URL", hide_env_values = true, value_parser = secret)]
     pub redis_url: SecretString,
     /// The platform bucket by URL (as `hangar serve`'s `HANGAR_BUCKET_URL`).

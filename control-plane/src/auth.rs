@@ -144,7 +144,8 @@ mod tests {
 
 /// Recently resolved tokens, so a busy client costs no database round trip per request.
 /// Entries live `ttl`; only successful look-ups are kept (a new token works at once). A revoke
-/// on this replica evicts at once; other replicas notice within `ttl`.
+/// evicts at once on this replica, and on the others as soon as Postgres tells them
+/// (`crate::changes::forget_principals`); within `ttl` at the latest.
 #[derive(Debug)]
 pub struct PrincipalCache {
     ttl: std::time::Duration,
@@ -180,6 +181,25 @@ impl PrincipalCache {
                 }
             }
             entries.insert(hash, (principal, std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets everything (notices of revocations may have been missed).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
+    /// Forgets what `gone` names: `token:<id>` or `tenant:<id>` (anything else: everything).
+    pub fn forget(&self, gone: &str) {
+        let named = gone
+            .split_once(':')
+            .and_then(|(kind, id)| Some((kind, Uuid::parse_str(id).ok()?)));
+        match named {
+            Some(("token", id)) => self.evict_token(id),
+            Some(("tenant", id)) => self.evict_tenant(id),
+            _ => self.clear(),
         }
     }
 
@@ -239,6 +259,24 @@ mod cache_tests {
         let off = PrincipalCache::new(Duration::ZERO, 10);
         off.put(vec![1], tenant(Uuid::nil()));
         assert_eq!(off.get(&[1]), None);
+    }
+
+    #[test]
+    fn forgets_what_a_notice_names_and_everything_on_a_notice_it_cannot_read() {
+        let cache = PrincipalCache::new(Duration::from_secs(60), 10);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        cache.put(vec![1], tenant(a));
+        cache.put(vec![2], tenant(b));
+        cache.forget(&format!("token:{a}"));
+        assert_eq!(cache.get(&[1]), None);
+        assert_eq!(cache.get(&[2]), Some(tenant(b)));
+        cache.forget(&format!("tenant:{}", Uuid::new_v4()));
+        assert_eq!(cache.get(&[2]), Some(tenant(b)));
+        cache.forget(&format!("tenant:{}", Uuid::nil()));
+        assert_eq!(cache.get(&[2]), None);
+        cache.put(vec![3], tenant(a));
+        cache.forget("token:not-an-id");
+        assert_eq!(cache.get(&[3]), None);
     }
 
     #[test]

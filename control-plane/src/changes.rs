@@ -1,5 +1,6 @@
-//! Wakes long polls when a cell's assignments change: a Postgres `LISTEN` on the channel the
-//! service layer `NOTIFY`s in its transactions, so it works across control-plane replicas.
+//! Wakes long polls when a cell's assignments change, and forgets revoked tokens and deleted
+//! tenants' tokens: Postgres `LISTEN`s on the channels the service layer `NOTIFY`s in its
+//! transactions, so both work across control-plane replicas.
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -32,4 +33,38 @@ pub async fn listen(
         }
     });
     Ok(rx)
+}
+
+pub const PRINCIPALS_CHANNEL: &str = "hangar_principals";
+
+/// Connects a listener and spawns its loop: each revocation any replica announces
+/// (`persistence::tokens::notify_gone`) is forgotten from `cache`, and everything after a
+/// reconnect (notices may have been missed meanwhile).
+pub async fn forget_principals(
+    pool: &PgPool,
+    cache: std::sync::Arc<crate::auth::PrincipalCache>,
+    cancel: CancellationToken,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(PRINCIPALS_CHANNEL).await?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                next = listener.try_recv() => match next {
+                    Ok(Some(n)) => cache.forget(n.payload()),
+                    Ok(None) => {
+                        tracing::warn!("revocation listener lost its connection; reconnecting");
+                        cache.clear();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revocation listener failed; retrying");
+                        cache.clear();
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(())
 }

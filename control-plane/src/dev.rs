@@ -238,6 +238,7 @@ async fn serve(
         proxy_max_response_bytes: crate::service::airflow::MAX_RESPONSE_BYTES,
         bootstrap_cell: None,
         bootstrap_cell_token: None,
+        relay_listen: None,
     })
     .await?;
     let addr = app.local_addr().map_err(DevError::Serve)?;

@@ -13,6 +13,7 @@ pub mod manifests_cmd;
 pub mod mwaa;
 pub mod persistence;
 pub mod portal;
+pub mod relay;
 pub mod requirements_cmd;
 pub mod secrets;
 pub mod service;

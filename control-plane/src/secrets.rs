@@ -57,6 +57,16 @@ impl MasterKey {
         STANDARD.encode(k)
     }
 
+    /// A key for `purpose` only, derived from this one (HMAC-SHA256 of the purpose): what the
+    /// replicas that share the master key also share, without using it for two things.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.expose_secret())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(self.0.expose_secret().into())
     }

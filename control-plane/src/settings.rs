@@ -86,6 +86,15 @@ pub struct ServeSettings {
     /// The bootstrap cell's token: `hgc_` and at least 32 letters and digits.
     #[arg(long, env = "HANGAR_BOOTSTRAP_CELL_TOKEN", value_name = "HANGAR_BOOTSTRAP_CELL_TOKEN", hide_env_values = true, value_parser = secret)]
     pub bootstrap_cell_token: Option<SecretString>,
+    /// Where this replica's relay listens for the other control-plane replicas: an address of
+    /// its own that they reach (in Kubernetes the pod's IP, `$(POD_IP):8081`), never a public
+    /// one. Required for two or more replicas: a cell's agent holds its tunnel open to one
+    /// replica, and the others relay that cell's Airflow requests to it, signed with a key
+    /// derived from HANGAR_MASTER_KEY. Without it this replica's tunnels are reachable from
+    /// this replica only.
+    /// `IP:PORT`; an IPv6 address with or without brackets (`fd00::1:8081`).
+    #[arg(long, env = "HANGAR_RELAY_LISTEN", value_parser = relay_listen)]
+    pub relay_listen: Option<SocketAddr>,
 }
 
 /// A cell the control plane creates at start-up if it is missing (`NAME:RUNTIME`).
@@ -124,8 +133,25 @@ pub enum SettingsError {
     BootstrapCellHalf,
     #[error("HANGAR_BOOTSTRAP_CELL_TOKEN must be hgc_ followed by at least 32 letters and digits")]
     BootstrapCellToken,
+    #[error("HANGAR_RELAY_LISTEN must be an address the other replicas can reach, not {0}")]
+    RelayUnspecified(SocketAddr),
     #[error(transparent)]
     MasterKey(#[from] crate::secrets::SecretsError),
+}
+
+/// `IP:PORT`, the IP of either family with or without brackets, so that `$(POD_IP):8081`
+/// works whichever family the pod's IP is.
+fn relay_listen(s: &str) -> Result<SocketAddr, String> {
+    let bad = || format!("{s:?} is not IP:PORT");
+    let (ip, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip);
+    Ok(SocketAddr::new(
+        ip.parse().map_err(|_| bad())?,
+        port.parse().map_err(|_| bad())?,
+    ))
 }
 
 impl ServeSettings {
@@ -163,6 +189,11 @@ impl ServeSettings {
             }
             _ => return Err(SettingsError::BootstrapCellHalf),
         }
+        if let Some(a) = self.relay_listen {
+            if a.ip().is_unspecified() {
+                return Err(SettingsError::RelayUnspecified(a));
+            }
+        }
         Ok(())
     }
 
@@ -175,6 +206,24 @@ impl ServeSettings {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_listens_on_an_ip_of_either_family() {
+        assert_eq!(
+            relay_listen("10.1.2.3:8081").unwrap(),
+            SocketAddr::from(([10, 1, 2, 3], 8081))
+        );
+        assert_eq!(
+            relay_listen("[10.1.2.3]:8081").unwrap(),
+            SocketAddr::from(([10, 1, 2, 3], 8081))
+        );
+        let v6: SocketAddr = "[fd00::1]:8081".parse().unwrap();
+        assert_eq!(relay_listen("fd00::1:8081").unwrap(), v6);
+        assert_eq!(relay_listen("[fd00::1]:8081").unwrap(), v6);
+        for bad in ["", "8081", "pod:8081", "10.1.2.3", "10.1.2.3:http", ":8081"] {
+            assert!(relay_listen(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_bootstrap_cell_is_a_name_and_a_runtime() {

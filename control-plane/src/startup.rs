@@ -1,4 +1,5 @@
-//! Builds and runs the control plane: database, migrations, change listener, router, listener.
+//! Builds and runs the control plane: database, migrations, change listener, router, listener,
+//! and the relay listener for the other replicas.
 
 use std::sync::{Arc, OnceLock};
 
@@ -54,6 +55,8 @@ fn metrics_handle() -> PrometheusHandle {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// The relay listener for the other replicas, with its routes (`HANGAR_RELAY_LISTEN`).
+    relay: Option<(TcpListener, axum::Router)>,
     pub services: Arc<Services>,
     cancel: CancellationToken,
 }
@@ -114,6 +117,26 @@ impl Application {
             );
         }
         services.proxy_max_response = settings.proxy_max_response_bytes;
+        let relay = match settings.relay_listen {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                let tunnels = Arc::new(crate::tunnel::Tunnels::registered(
+                    crate::tunnel::Registration {
+                        pool: services.db.pool.clone(),
+                        replica: uuid::Uuid::new_v4(),
+                        relay: bound.to_string(),
+                    },
+                ));
+                services.tunnels = tunnels.clone();
+                tracing::info!(relay = %bound, "relaying cells' tunnels with the other replicas");
+                let router = crate::relay::router(&settings.master_key()?, tunnels);
+                Some((listener, router))
+            }
+        };
         if let (Some(cell), Some(token)) =
             (&settings.bootstrap_cell, &settings.bootstrap_cell_token)
         {
@@ -122,6 +145,13 @@ impl Application {
                 .await
                 .map_err(StartupError::BootstrapCell)?;
         }
+        crate::changes::forget_principals(
+            &services.db.pool,
+            services.principals.clone(),
+            cancel.clone(),
+        )
+        .await
+        .map_err(StartupError::Listen)?;
         let services = Arc::new(services);
         let state = AppState {
             services: services.clone(),
@@ -131,6 +161,7 @@ impl Application {
         Ok(Self {
             listener,
             router: api::router(state),
+            relay,
             services,
             cancel,
         })
@@ -138,6 +169,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the relay listens, if it does.
+    pub fn relay_addr(&self) -> Option<std::net::SocketAddr> {
+        self.relay.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
@@ -148,6 +184,17 @@ impl Application {
             self.services.clone(),
             cancel.clone(),
         ));
+        let relay = self.relay.map(|(listener, router)| {
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the relay listener stopped");
+                }
+            })
+        });
         let tunnels = self.services.tunnels.clone();
         let result = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
@@ -157,6 +204,9 @@ impl Application {
             .await;
         cancel.cancel();
         let _ = sampler.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         result
     }
 }

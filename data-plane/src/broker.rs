@@ -25,6 +25,27 @@ pub enum BrokerError {
     },
 }
 
+/// Whether environments reach the broker's Redis over TLS: as the agent's admin URL does
+/// (`rediss://`; `rediss://…#insecure` does not check the server's certificate, for a Redis
+/// whose CA is not a public one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTls {
+    Off,
+    Verified,
+    Unverified,
+}
+
+impl RedisTls {
+    /// As the admin URL `url` says.
+    pub fn of_url(url: &str) -> Self {
+        match url.split_once("://") {
+            Some(("rediss", rest)) if rest.ends_with("#insecure") => Self::Unverified,
+            Some(("rediss", _)) => Self::Verified,
+            _ => Self::Off,
+        }
+    }
+}
+
 /// The broker credentials and key prefix of one environment.
 #[derive(Debug, Clone)]
 pub struct BrokerUser {
@@ -51,10 +72,15 @@ impl BrokerUser {
         SecretString::from(Alphanumeric.sample_string(&mut rand::thread_rng(), 32))
     }
 
-    /// Celery's `broker_url` for this user on `host:port`.
-    pub fn broker_url(&self, host: &str, port: u16) -> SecretString {
+    /// Celery's `broker_url` for this user on `host:port`, over TLS as `tls` says.
+    pub fn broker_url(&self, host: &str, port: u16, tls: RedisTls) -> SecretString {
+        let (scheme, query) = match tls {
+            RedisTls::Off => ("redis", ""),
+            RedisTls::Verified => ("rediss", "?ssl_cert_reqs=required"),
+            RedisTls::Unverified => ("rediss", "?ssl_cert_reqs=none"),
+        };
         SecretString::from(format!(
-            "redis://{}:{}@{host}:{port}/0",
+            "{scheme}://{}:{}@{host}:{port}/0{query}",
             self.username,
             self.password.expose_secret()
         ))
@@ -85,17 +111,25 @@ impl BrokerUser {
 #[derive(Clone)]
 pub struct BrokerAdmin {
     conn: redis::aio::MultiplexedConnection,
+    /// How environments connect, as the admin does.
+    pub tls: RedisTls,
 }
 
 impl BrokerAdmin {
     pub async fn connect(admin_url: &SecretString) -> Result<Self, BrokerError> {
+        // The Redis client's TLS takes the process's rustls provider, and this process links
+        // two (ring and aws-lc-rs), so none is chosen until one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client =
             redis::Client::open(admin_url.expose_secret()).map_err(BrokerError::Connect)?;
         let conn = client
             .get_multiplexed_async_connection()
             .await
             .map_err(BrokerError::Connect)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            tls: RedisTls::of_url(admin_url.expose_secret()),
+        })
     }
 
     /// Creates the user, or resets it to exactly these rules and password (idempotent).
@@ -173,16 +207,94 @@ mod tests {
     use crate::embedded::PrivateRedis;
 
     async fn connect_as(user: &BrokerUser, port: u16) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(user.broker_url("127.0.0.1", port).expose_secret())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        redis::Client::open(
+            user.broker_url("127.0.0.1", port, RedisTls::Off)
+                .expose_secret(),
+        )
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
     }
 
     fn is_noperm(r: redis::RedisResult<impl std::fmt::Debug>) -> bool {
         // redis-rs spells Redis's NOPERM as "NoPerm".
         matches!(&r, Err(e) if e.to_string().to_ascii_uppercase().contains("NOPERM"))
+    }
+
+    #[test]
+    fn environments_reach_the_broker_over_tls_when_the_admin_does() {
+        assert_eq!(RedisTls::of_url("redis://a:b@h:1/0"), RedisTls::Off);
+        assert_eq!(RedisTls::of_url("rediss://a:b@h:1/0"), RedisTls::Verified);
+        assert_eq!(
+            RedisTls::of_url("rediss://a:b@h:1/0#insecure"),
+            RedisTls::Unverified
+        );
+        let u = BrokerUser::for_environment(Uuid::nil(), SecretString::from("pw".to_owned()));
+        let url = |tls| u.broker_url("h", 6380, tls).expose_secret().to_owned();
+        let user = "env-00000000000000000000000000000000:pw@h:6380/0";
+        assert_eq!(url(RedisTls::Off), format!("redis://{user}"));
+        assert_eq!(
+            url(RedisTls::Verified),
+            format!("rediss://{user}?ssl_cert_reqs=required")
+        );
+        assert_eq!(
+            url(RedisTls::Unverified),
+            format!("rediss://{user}?ssl_cert_reqs=none")
+        );
+    }
+
+    #[tokio::test]
+    async fn environment_users_are_made_on_a_redis_that_takes_tls_only() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-broker-")
+            .tempdir()
+            .unwrap();
+        let mut redis = PrivateRedis::start(&tmp.path().join("redis"))
+            .await
+            .unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        redis
+            .require_tls(&cert.cert.pem(), &cert.key_pair.serialize_pem())
+            .await
+            .unwrap();
+        let admin = BrokerAdmin::connect(&redis.admin_url()).await.unwrap();
+        assert_eq!(admin.tls, RedisTls::Unverified);
+        let a = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());
+        admin.ensure_user(&a).await.unwrap();
+        let as_a = format!(
+            "rediss://{}:{}@127.0.0.1:{}/0#insecure",
+            a.username,
+            a.password.expose_secret(),
+            redis.port()
+        );
+        let mut ca = redis::Client::open(as_a.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("LPUSH")
+            .arg(format!("{}default", a.key_prefix))
+            .arg("task")
+            .query_async::<i64>(&mut ca)
+            .await
+            .unwrap();
+        // Without TLS, or checking a certificate no public CA signed, nobody gets in.
+        let plain = as_a
+            .replace("rediss://", "redis://")
+            .replace("#insecure", "");
+        let checked = as_a.replace("#insecure", "");
+        for url in [plain, checked] {
+            let tried = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                let mut c = redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await;
+            assert!(!matches!(tried, Ok(Ok(_))), "{url}");
+        }
+        admin.remove_user(&a).await.unwrap();
     }
 
     #[tokio::test]
@@ -295,10 +407,13 @@ mod tests {
         // Removing A drops its user and its keys, and nothing of B's.
         admin.remove_user(&a).await.unwrap();
         admin.remove_user(&a).await.unwrap(); // idempotent
-        let auth = redis::Client::open(a.broker_url("127.0.0.1", redis.port()).expose_secret())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await;
+        let auth = redis::Client::open(
+            a.broker_url("127.0.0.1", redis.port(), RedisTls::Off)
+                .expose_secret(),
+        )
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await;
         assert!(auth.is_err(), "A's credentials no longer work");
         let mut admin_conn = redis::Client::open(redis.admin_url().expose_secret())
             .unwrap()

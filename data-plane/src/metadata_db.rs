@@ -8,6 +8,11 @@
 //! while a template is being migrated), and each clone hands them to its environment's role
 //! with `REASSIGN OWNED`. The template database itself stays owned by the admin, so that
 //! reassignment never moves it.
+//!
+//! The admin need not be a superuser: `CREATEDB` and `CREATEROLE` are enough (what managed
+//! Postgres gives its admin: RDS's `rds_superuser`, Cloud SQL's `cloudsqlsuperuser`, Azure's
+//! `azure_pg_admin`). It makes itself a member of each role it creates, which is what cloning a
+//! database for another owner, `REASSIGN OWNED` and closing a role's connections need.
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -56,25 +61,46 @@ impl EnvDatabase {
         }
     }
 
-    /// The SQLAlchemy URL Airflow connects with.
     /// The database as its own role reaches it (generated passwords are alphanumeric, so they
-    /// need no escaping in a URL).
-    pub fn url(&self, host: &str, port: u16) -> SecretString {
+    /// need no escaping in a URL), over TLS when `tls` says so.
+    pub fn url(&self, host: &str, port: u16, tls: PgTls) -> SecretString {
         SecretString::from(format!(
-            "postgres://{}:{}@{host}:{port}/{}",
+            "postgres://{}:{}@{host}:{port}/{}{}",
             self.role,
             self.password.expose_secret(),
-            self.name
+            self.name,
+            tls.query()
         ))
     }
 
-    pub fn sqlalchemy_url(&self, host: &str, port: u16) -> SecretString {
+    /// The SQLAlchemy URL Airflow connects with.
+    pub fn sqlalchemy_url(&self, host: &str, port: u16, tls: PgTls) -> SecretString {
         SecretString::from(format!(
-            "postgresql+psycopg2://{}:{}@{host}:{port}/{}",
+            "postgresql+psycopg2://{}:{}@{host}:{port}/{}{}",
             self.role,
             self.password.expose_secret(),
-            self.name
+            self.name,
+            tls.query()
         ))
+    }
+}
+
+/// Whether environments (and the agent on their behalf) connect to the platform Postgres over
+/// TLS: when the agent's own admin URL asks for it (`sslmode=require`, `verify-ca` or
+/// `verify-full`). They then use `sslmode=require` (encrypted; the server's certificate is not
+/// checked, as its CA is not in the environments' runtimes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgTls {
+    Off,
+    Require,
+}
+
+impl PgTls {
+    fn query(self) -> &'static str {
+        match self {
+            Self::Off => "",
+            Self::Require => "?sslmode=require",
+        }
     }
 }
 
@@ -127,6 +153,15 @@ impl MetadataDbAdmin {
             .await
             .map_err(MetadataDbError::Connect)?;
         Ok(Self { pool, options })
+    }
+
+    /// How environments connect, as the admin connection does.
+    pub fn tls(&self) -> PgTls {
+        use sqlx::postgres::PgSslMode;
+        match self.options.get_ssl_mode() {
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => PgTls::Require,
+            PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer => PgTls::Off,
+        }
     }
 
     async fn exec(
@@ -260,6 +295,12 @@ impl MetadataDbAdmin {
         self.exec("prepare the template owner", template, &owner_sql)
             .await?;
         self.exec(
+            "join the template owner",
+            template,
+            &format!("GRANT {} TO CURRENT_USER", ident(TEMPLATE_OWNER)),
+        )
+        .await?;
+        self.exec(
             "create a template",
             template,
             &format!("CREATE DATABASE {}", ident(template)),
@@ -290,9 +331,10 @@ impl MetadataDbAdmin {
         let _ = conn.close().await;
         let host = self.options.get_host().to_owned();
         let url = SecretString::from(format!(
-            "postgresql+psycopg2://{TEMPLATE_OWNER}:{}@{host}:{}/{template}",
+            "postgresql+psycopg2://{TEMPLATE_OWNER}:{}@{host}:{}/{template}{}",
             password.expose_secret(),
-            self.options.get_port()
+            self.options.get_port(),
+            self.tls().query()
         ));
         let migrated = migrate(url).await;
         // Whatever happened, the owner may not log in outside a migration.
@@ -340,6 +382,12 @@ impl MetadataDbAdmin {
         };
         self.exec("create the environment's role", &db.name, &role_sql)
             .await?;
+        self.exec(
+            "join the environment's role",
+            &db.name,
+            &format!("GRANT {} TO CURRENT_USER", ident(&db.role)),
+        )
+        .await?;
         if self.database_comment(&db.name).await?.is_none() {
             self.exec(
                 "clone the template",
@@ -525,8 +573,8 @@ mod tests {
         .await
     }
 
-    #[tokio::test]
-    async fn concurrent_callers_make_the_template_once() {
+    /// A private Postgres in a folder of its own (kept as long as the folder is).
+    async fn private_postgres() -> (tempfile::TempDir, PrivatePostgres) {
         let tmp = tempfile::Builder::new()
             .prefix("hangar-metadb-")
             .tempdir_in("/tmp")
@@ -539,6 +587,64 @@ mod tests {
         let pg = PrivatePostgres::start(&tmp.path().join("pg"))
             .await
             .unwrap();
+        (tmp, pg)
+    }
+
+    #[tokio::test]
+    async fn on_a_postgres_that_takes_tls_only_environments_connect_over_tls() {
+        let (_tmp, pg) = private_postgres().await;
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        pg.require_tls(&cert.cert.pem(), &cert.key_pair.serialize_pem())
+            .await
+            .unwrap();
+        let url = |mode: &str| {
+            SecretString::from(format!(
+                "{}?sslmode={mode}",
+                pg.url("postgres").expose_secret()
+            ))
+        };
+        let refused = MetadataDbAdmin::connect(&url("disable")).await.unwrap_err();
+        assert!(
+            format!("{:?}", refused).contains("no pg_hba.conf entry"),
+            "{refused:?}"
+        );
+        // `prefer` gets TLS from this server, but environments are not told to insist on it.
+        let preferred = MetadataDbAdmin::connect(&url("prefer")).await.unwrap();
+        assert_eq!(preferred.tls(), PgTls::Off);
+        let admin = MetadataDbAdmin::connect(&url("require")).await.unwrap();
+        assert_eq!(admin.tls(), PgTls::Require);
+
+        // The template's migration and the environment's database get TLS URLs, and work.
+        let tpl = template_name("3.3.2");
+        admin
+            .ensure_template(&tpl, |url| async move {
+                assert!(url.expose_secret().ends_with("?sslmode=require"));
+                fake_migrate(url).await
+            })
+            .await
+            .unwrap();
+        let db = EnvDatabase::for_environment(
+            Uuid::new_v4(),
+            SecretString::from("passwordT1".to_owned()),
+        );
+        admin.ensure_database(&db, &tpl).await.unwrap();
+        let sqlalchemy = db.sqlalchemy_url("127.0.0.1", pg.port(), admin.tls());
+        assert!(sqlalchemy.expose_secret().ends_with("?sslmode=require"));
+        let mut conn =
+            PgConnection::connect(db.url("127.0.0.1", pg.port(), admin.tls()).expose_secret())
+                .await
+                .unwrap();
+        let (dag,): (String,) = sqlx::query_as("SELECT dag_id FROM dag")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(dag, "from-template");
+        pg.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_make_the_template_once() {
+        let (_tmp, pg) = private_postgres().await;
         let admin = MetadataDbAdmin::connect(&pg.url("postgres")).await.unwrap();
         let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let slow = |runs: std::sync::Arc<std::sync::atomic::AtomicUsize>| {
@@ -561,21 +667,42 @@ mod tests {
         pg.stop().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn clones_are_owned_by_their_role_and_closed_to_every_other() {
-        let tmp = tempfile::Builder::new()
-            .prefix("hangar-metadb-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let pg = PrivatePostgres::start(&tmp.path().join("pg"))
+    /// The platform admin of `pg`: its superuser, or a role with `CREATEDB` and `CREATEROLE`
+    /// only, as managed Postgres services give.
+    async fn platform_admin(pg: &PrivatePostgres, superuser: bool) -> MetadataDbAdmin {
+        if superuser {
+            return MetadataDbAdmin::connect(&pg.url("postgres")).await.unwrap();
+        }
+        let mut conn = PgConnection::connect(pg.url("postgres").expose_secret())
             .await
             .unwrap();
-        let admin = MetadataDbAdmin::connect(&pg.url("postgres")).await.unwrap();
+        sqlx::query("CREATE ROLE platform_admin LOGIN CREATEDB CREATEROLE PASSWORD 'adminPw1'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let url = format!(
+            "postgres://platform_admin:adminPw1@127.0.0.1:{}/postgres",
+            pg.port()
+        );
+        let admin = MetadataDbAdmin::connect(&SecretString::from(url))
+            .await
+            .unwrap();
+        let superuser: bool =
+            sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                .fetch_one(&admin.pool)
+                .await
+                .unwrap();
+        assert!(!superuser);
+        admin
+    }
+
+    #[rstest::rstest]
+    #[case::as_a_superuser(true)]
+    #[case::as_an_admin_with_createdb_and_createrole_only(false)]
+    #[tokio::test]
+    async fn clones_are_owned_by_their_role_and_closed_to_every_other(#[case] superuser: bool) {
+        let (_tmp, pg) = private_postgres().await;
+        let admin = platform_admin(&pg, superuser).await;
         let tpl = template_name("3.3.2");
         // A migration that fails leaves no usable template, and a retry makes it.
         let failed = admin

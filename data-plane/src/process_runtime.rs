@@ -114,7 +114,8 @@ pub enum PlatformError {
 }
 
 impl Platform {
-    /// Connects to the platform's Postgres (as a superuser) and Redis (as its admin), with the
+    /// Connects to the platform's Postgres (as its admin: a superuser, or `CREATEDB` and
+    /// `CREATEROLE`) and Redis (as its admin), with the
     /// machine's folders under `data_dir` (`runtimes/`, `envs/`).
     pub async fn connect(
         postgres_admin_url: &secrecy::SecretString,
@@ -367,11 +368,19 @@ impl ProcessEnvironment {
         };
         let backends = Backends {
             sql_alchemy_conn: db
-                .sqlalchemy_url(&self.platform.postgres_host, self.platform.postgres_port)
+                .sqlalchemy_url(
+                    &self.platform.postgres_host,
+                    self.platform.postgres_port,
+                    self.platform.metadata.tls(),
+                )
                 .expose_secret()
                 .to_owned(),
             broker_url: broker
-                .broker_url(&self.platform.redis_host, self.platform.redis_port)
+                .broker_url(
+                    &self.platform.redis_host,
+                    self.platform.redis_port,
+                    self.platform.broker.tls,
+                )
                 .expose_secret()
                 .to_owned(),
             broker_key_prefix: broker.key_prefix.clone(),
@@ -541,7 +550,11 @@ impl ProcessEnvironment {
             return;
         };
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
-        let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
+        let url = db.url(
+            &self.platform.postgres_host,
+            self.platform.postgres_port,
+            self.platform.metadata.tls(),
+        );
         if let Err(e) = crate::dag_sync::request_parse(&url, files).await {
             tracing::warn!(error = %e, "failed to ask Airflow to parse the synced DAGs");
         }
@@ -796,7 +809,11 @@ impl WorkerRuntime for ProcessEnvironment {
             return Ok((0, 0));
         };
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
-        let url = db.url(&self.platform.postgres_host, self.platform.postgres_port);
+        let url = db.url(
+            &self.platform.postgres_host,
+            self.platform.postgres_port,
+            self.platform.metadata.tls(),
+        );
         Ok(self.tasks.counts(&url).await?)
     }
 

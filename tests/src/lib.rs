@@ -78,6 +78,9 @@ pub struct TestApp {
     pub database_url: String,
     /// A client holding the platform admin token.
     pub admin: Client,
+    /// Where its relay for the other replicas listens, if it does.
+    pub relay: Option<std::net::SocketAddr>,
+    master_key: String,
     shutdown: CancellationToken,
 }
 
@@ -115,6 +118,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
             std::process::exit(1)
         }
     };
+    let master_key = hangar_control_plane::secrets::MasterKey::generate();
+    spawn_app_on(database_url, master_key, configure).await
+}
+
+async fn spawn_app_on(
+    database_url: String,
+    master_key: String,
+    configure: impl FnOnce(&mut ServeSettings),
+) -> TestApp {
     let mut settings = ServeSettings {
         database: DatabaseSettings {
             database_url: SecretString::from(database_url.clone()),
@@ -122,7 +134,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         },
         listen: ([127, 0, 0, 1], 0).into(),
         admin_token: SecretString::from(ADMIN_TOKEN.to_owned()),
-        master_key: SecretString::from(hangar_control_plane::secrets::MasterKey::generate()),
+        master_key: SecretString::from(master_key.clone()),
         airflow_versions: vec!["3.3.2".to_owned()],
         cell_ttl_secs: 120,
         bucket: None,
@@ -132,6 +144,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
         bootstrap_cell: None,
         bootstrap_cell_token: None,
+        relay_listen: None,
     };
     configure(&mut settings);
     let app = match Application::build(settings).await {
@@ -143,6 +156,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
     };
     let port = app.local_addr().map(|a| a.port()).unwrap_or_default();
     let address = format!("http://127.0.0.1:{port}");
+    let relay = app.relay_addr();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
     let admin = client(&address, Some(ADMIN_TOKEN));
@@ -150,6 +164,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeSettings)) -> TestA
         address,
         database_url,
         admin,
+        relay,
+        master_key,
         shutdown,
     }
 }
@@ -165,6 +181,22 @@ pub fn client(address: &str, token: Option<&str>) -> Client {
 }
 
 impl TestApp {
+    /// Another replica of this control plane, as `configure` sets it: the same database and
+    /// master key, a port of its own.
+    pub async fn replica(&self, configure: impl FnOnce(&mut ServeSettings)) -> TestApp {
+        spawn_app_on(
+            self.database_url.clone(),
+            self.master_key.clone(),
+            configure,
+        )
+        .await
+    }
+
+    /// Stops this control plane (as dropping it does).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Waits until the control plane sees `cell`'s tunnel up (or down), failing the test after
     /// `TUNNEL_WAIT`.
     #[allow(clippy::panic, reason = "a test assertion")]
@@ -604,6 +636,13 @@ pub fn succeeded(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A self-signed certificate for `localhost` and 127.0.0.1, and its key, in PEM.
+pub fn self_signed_localhost() -> anyhow::Result<(String, String)> {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    Ok((c.cert.pem(), c.key_pair.serialize_pem()))
+}
+
 pub fn test_runtime_dir() -> PathBuf {
     std::env::var("HANGAR_TEST_RUNTIME_DIR")
         .map(PathBuf::from)
@@ -642,6 +681,10 @@ pub struct StackOptions {
     pub scale_down_cooldown: Duration,
     /// How often the agent checks each environment (the shipped agent: 2 s).
     pub tick: Duration,
+    /// Put the control plane, the agent and the environments on a Postgres and a Redis of the
+    /// stack's own set up as managed services may be: TLS connections only, and a Postgres
+    /// admin that is not a superuser (`CREATEDB`, `CREATEROLE`).
+    pub managed_like: bool,
 }
 
 impl Default for StackOptions {
@@ -652,6 +695,7 @@ impl Default for StackOptions {
             worker_slots: 8,
             scale_down_cooldown: Duration::from_secs(5),
             tick: Duration::from_secs(1),
+            managed_like: false,
         }
     }
 }
@@ -663,6 +707,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         worker_slots,
         scale_down_cooldown,
         tick,
+        managed_like,
     } = opts;
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
@@ -699,11 +744,45 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
             },
         ),
     )?;
-    let redis = PrivateRedis::start(&dir.join("redis")).await?;
+    let mut redis = PrivateRedis::start(&dir.join("redis")).await?;
     let bucket = dir.join("bucket");
     let url = bucket_url.unwrap_or_else(|| format!("file://{}", bucket.display()));
     let platform_bucket = hangar_data_plane::bucket::Bucket::from_url(&url)?;
-    let app = spawn_app_with(|s| s.bucket = Some(url)).await;
+    let (control_plane_db, postgres_admin) = if managed_like {
+        let (cert, key) = self_signed_localhost()?;
+        redis.require_tls(&cert, &key).await?;
+        let pg = hangar_data_plane::embedded::PrivatePostgres::start(&dir.join("pg")).await?;
+        pg.stop_and_remove_after(std::process::id())?;
+        pg.require_tls(&cert, &key).await?;
+        let superuser = format!("{}?sslmode=require", pg.url("postgres").expose_secret());
+        let mut conn = sqlx::PgConnection::connect(&superuser).await?;
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query(&format!(
+            "CREATE ROLE platform_admin LOGIN CREATEDB CREATEROLE PASSWORD '{password}'"
+        ))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query("CREATE DATABASE hangar OWNER platform_admin")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let url = |db: &str| {
+            format!(
+                "postgres://platform_admin:{password}@127.0.0.1:{}/{db}?sslmode=require",
+                pg.port()
+            )
+        };
+        (Some(url("hangar")), url("postgres"))
+    } else {
+        (None, server_url().await?)
+    };
+    let app = spawn_app_with(|s| {
+        s.bucket = Some(url);
+        if let Some(db) = control_plane_db {
+            s.database.database_url = SecretString::from(db);
+        }
+    })
+    .await;
     let created = app
         .admin
         .create_cell(&hangar_tenants::api::CreateCell {
@@ -712,7 +791,6 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         })
         .await?;
     let cell = app.admin.with_token(created.token.clone());
-    let postgres_admin = server_url().await?;
     let sandbox = Sandbox::probe(&SandboxSettings {
         program: hangar_bin(),
         insecure_single_user: false,

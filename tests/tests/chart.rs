@@ -186,6 +186,53 @@ fn the_full_values_wire_the_agent_to_this_namespace_and_the_bucket() {
 }
 
 #[test]
+fn the_control_plane_runs_two_replicas_that_relay_to_each_other_only() {
+    let out = render(&chart().join("ci/minimal-values.yaml"), &[]);
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let deployment = rendered
+        .split("\n---")
+        .find(|d| d.contains("kind: Deployment") && d.contains("component: control-plane"))
+        .unwrap_or_else(|| panic!("no control-plane Deployment:\n{rendered}"));
+    assert!(deployment.contains("replicas: 2"), "{deployment}");
+    assert!(
+        deployment.contains("fieldPath: status.podIP"),
+        "{deployment}"
+    );
+    assert!(
+        deployment.contains("- name: HANGAR_RELAY_LISTEN\n              value: \"$(POD_IP):8081\""),
+        "{deployment}"
+    );
+    assert!(deployment.contains("containerPort: 8081"), "{deployment}");
+    assert!(
+        deployment.contains("topologyKey: kubernetes.io/hostname"),
+        "{deployment}"
+    );
+    // The relay port takes the control plane's own pods only; the Service does not expose it.
+    let policy = rendered
+        .split("\n---")
+        .find(|d| d.contains("kind: NetworkPolicy") && d.contains("-control-plane"))
+        .unwrap_or_else(|| panic!("no control-plane NetworkPolicy:\n{rendered}"));
+    let relay_rule = policy
+        .split("- ports:")
+        .find(|r| r.contains("port: relay"))
+        .unwrap_or_else(|| panic!("no relay rule:\n{policy}"));
+    assert!(relay_rule.contains("from:"), "{relay_rule}");
+    assert!(
+        relay_rule.contains("app.kubernetes.io/component: control-plane"),
+        "{relay_rule}"
+    );
+    assert!(!relay_rule.contains("component: agent"), "{relay_rule}");
+    let service = rendered
+        .split("\n---")
+        .find(|d| d.contains("kind: Service\n") && d.contains("component: control-plane"))
+        .unwrap_or_else(|| panic!("no control-plane Service:\n{rendered}"));
+    assert!(
+        !service.contains("relay") && !service.contains("8081"),
+        "{service}"
+    );
+}
+
+#[test]
 fn without_a_cell_token_the_chart_makes_one_for_the_control_plane_and_the_agent() {
     let out = render(&chart().join("ci/minimal-values.yaml"), &[]);
     let rendered = String::from_utf8(out.stdout).unwrap();

@@ -12,6 +12,7 @@ pub mod mwaa;
 pub mod portal;
 pub mod tenants;
 pub mod tokens;
+pub mod tunnels;
 pub mod usage;
 
 use std::time::Duration;

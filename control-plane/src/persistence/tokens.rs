@@ -97,3 +97,12 @@ pub async fn touch(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
         .await?;
     Ok(())
 }
+
+/// Tells every control-plane replica, once the transaction commits, to forget what it cached
+/// of `gone` (`token:<id>` revoked, `tenant:<id>` deleted): `crate::changes::forget_principals`.
+pub async fn notify_gone(conn: &mut PgConnection, gone: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_notify('hangar_principals', $1)", gone)
+        .fetch_one(conn)
+        .await?;
+    Ok(())
+}

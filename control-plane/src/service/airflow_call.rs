@@ -3,7 +3,9 @@
 //! own Airflow path; the agent forwards it to that environment's api-server only. The control
 //! plane itself never opens a connection to an address a cell reported, so a cell in another
 //! network needs no inbound route, and a cell's report cannot point the platform anywhere
-//! (docs/security.md, "The cell tunnel"). A cell without a tunnel is a 503 that says so.
+//! (docs/security.md, "The cell tunnel"). A cell whose tunnel another control-plane replica
+//! holds is reached through that replica's relay (`crate::relay`); a cell without a tunnel is a
+//! 503 that says so.
 
 use std::time::Duration;
 
@@ -100,12 +102,7 @@ impl Services {
         target: &AirflowTarget,
         req: AirflowRequest,
     ) -> Result<AirflowAnswer, ServiceError> {
-        let mut sender = self.tunnels.sender(target.cell_id).ok_or_else(|| {
-            ServiceError::Unavailable(format!(
-                "environment {env:?} cannot be reached: its cell {:?} has no tunnel open to the control plane (is its agent running?)",
-                target.cell
-            ))
-        })?;
+        let route = self.route_to(env, target).await?;
         let url = url::Url::parse(&format!("{}/{}", target.base_url(), req.tail))
             .ok()
             .filter(|u| {
@@ -132,21 +129,49 @@ impl Services {
         }
         let deadline = Instant::now() + req.within;
         let sent = tokio::time::timeout_at(deadline, async {
-            sender.ready().await?;
-            sender.send_request(request).await
+            match route {
+                Route::Here(mut sender) => {
+                    sender.ready().await.map_err(Sent::Tunnel)?;
+                    sender.send_request(request).await.map_err(Sent::Tunnel)
+                }
+                Route::Relay(relay) => self
+                    .relay
+                    .send(&relay, target.cell_id, request)
+                    .await
+                    .map_err(Sent::Relay),
+            }
         })
         .await;
+        let closed = || {
+            ServiceError::Unavailable(format!(
+                "environment {env:?} did not answer: the tunnel to its cell {:?} closed; try again",
+                target.cell
+            ))
+        };
         let resp = match sent {
             Err(_) => return Err(too_slow(env, req.within)),
-            Ok(Err(e)) => {
+            Ok(Err(Sent::Tunnel(e))) => {
                 tracing::warn!(env, cell = %target.cell, error = %e, "a request over a cell's tunnel failed");
+                return Err(closed());
+            }
+            Ok(Err(Sent::Relay(e))) => {
+                tracing::warn!(env, cell = %target.cell, error = %e, "a request relayed to the replica holding a cell's tunnel failed");
                 return Err(ServiceError::Unavailable(format!(
-                    "environment {env:?} did not answer: the tunnel to its cell {:?} closed; try again",
+                    "environment {env:?} did not answer: the control-plane replica holding its cell {:?}'s tunnel did not answer; try again",
                     target.cell
                 )));
             }
             Ok(Ok(resp)) => resp,
         };
+        match resp
+            .headers()
+            .get(crate::relay::NO_TUNNEL_HEADER)
+            .map(HeaderValue::as_bytes)
+        {
+            None => {}
+            Some(b"closed") => return Err(closed()),
+            Some(_) => return Err(no_tunnel(env, &target.cell)),
+        }
         let refusal = resp
             .headers()
             .get(REFUSED_HEADER)
@@ -194,6 +219,50 @@ impl Services {
                 })?;
         let json = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
         Ok((answer.status, json))
+    }
+}
+
+/// The way to a cell's tunnel: held by this replica, or by the one whose relay is given.
+enum Route {
+    Here(hyper::client::conn::http2::SendRequest<crate::tunnel::TunnelBody>),
+    Relay(String),
+}
+
+/// How sending over a [`Route`] failed.
+enum Sent {
+    Tunnel(hyper::Error),
+    Relay(crate::relay::RelayError),
+}
+
+fn no_tunnel(env: &str, cell: &str) -> ServiceError {
+    ServiceError::Unavailable(format!(
+        "environment {env:?} cannot be reached: its cell {cell:?} has no tunnel open to the control plane (is its agent running?)"
+    ))
+}
+
+impl Services {
+    /// Where `target`'s cell's tunnel is: here, or at another replica (`cell_tunnels`).
+    async fn route_to(&self, env: &str, target: &AirflowTarget) -> Result<Route, ServiceError> {
+        if let Some(sender) = self.tunnels.sender(target.cell_id) {
+            return Ok(Route::Here(sender));
+        }
+        let holder = crate::persistence::tunnels::holder(
+            &self.db.pool,
+            target.cell_id,
+            crate::tunnel::RECORD_FRESH.as_secs_f64(),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "failed to read a cell's tunnel");
+            ServiceError::Unavailable(format!(
+                "environment {env:?} cannot be reached now: the control plane could not look up its cell's tunnel; try again"
+            ))
+        })?;
+        match holder {
+            // A record of this replica's own is of a tunnel that just ended.
+            Some(h) if Some(h.replica) != self.tunnels.replica() => Ok(Route::Relay(h.relay)),
+            _ => Err(no_tunnel(env, &target.cell)),
+        }
     }
 }
 

@@ -28,12 +28,12 @@ fn runtime_str(r: Runtime) -> &'static str {
     }
 }
 
-/// A cell as the API shows it; `tunnels` tell whether its agent's tunnel is up.
+/// A cell as the API shows it; `tunnel_connected`: whether its agent's tunnel is up (to any
+/// replica).
 fn cell_out(
     row: persistence::cells::CellRow,
-    tunnels: &crate::tunnel::Tunnels,
+    tunnel_connected: bool,
 ) -> Result<Cell, ServiceError> {
-    let tunnel_connected = tunnels.is_connected(row.id);
     let runtime = match row.runtime.as_str() {
         "process" => Runtime::Process,
         "kubernetes" => Runtime::Kubernetes,
@@ -251,19 +251,43 @@ impl Services {
             .store("read a cell")?
             .ok_or_else(|| ServiceError::not_found("cell", name.as_str()))?;
         Ok(CellCreated {
-            cell: cell_out(row, &self.tunnels)?,
+            cell: cell_out(row, false)?,
             token: token.secret,
         })
     }
 
     pub async fn list_cells(&self, actor: &Actor) -> Result<Vec<Cell>, ServiceError> {
         self.require_platform_admin(actor)?;
+        let elsewhere = persistence::tunnels::connected(
+            &self.db.pool,
+            crate::tunnel::RECORD_FRESH.as_secs_f64(),
+        )
+        .await
+        .store("read the cells' tunnels")?;
         persistence::cells::list(&self.db.pool)
             .await
             .store("list cells")?
             .into_iter()
-            .map(|row| cell_out(row, &self.tunnels))
+            .map(|row| {
+                let up = self.tunnels.is_connected(row.id) || elsewhere.contains(&row.id);
+                cell_out(row, up)
+            })
             .collect()
+    }
+
+    /// Whether `cell`'s agent holds its tunnel open to this replica or to another.
+    async fn tunnel_up(&self, cell: Uuid) -> Result<bool, ServiceError> {
+        if self.tunnels.is_connected(cell) {
+            return Ok(true);
+        }
+        Ok(persistence::tunnels::holder(
+            &self.db.pool,
+            cell,
+            crate::tunnel::RECORD_FRESH.as_secs_f64(),
+        )
+        .await
+        .store("read a cell's tunnel")?
+        .is_some())
     }
 
     /// The cell whose tunnel the caller may open: its own cell's only (by cell token).
@@ -319,7 +343,8 @@ impl Services {
             .await
             .store("read a cell")?
             .ok_or_else(|| ServiceError::not_found("cell", cell))?;
-        cell_out(row, &self.tunnels)
+        let up = self.tunnel_up(row.id).await?;
+        cell_out(row, up)
     }
 
     /// Places one new environment on the live cell with the most room, if any.

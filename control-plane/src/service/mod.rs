@@ -119,6 +119,8 @@ pub struct Services {
     pub(crate) airflow_tokens: std::sync::Arc<airflow::AirflowTokens>,
     /// The cells' tunnels, the only way to their environments' Airflow.
     pub tunnels: std::sync::Arc<crate::tunnel::Tunnels>,
+    /// The way to the cells' tunnels other replicas hold.
+    pub relay: crate::relay::Relay,
     /// The platform bucket, if configured.
     pub bucket: Option<hangar_data_plane::bucket::Bucket>,
     /// The hash of the token that may read `/metrics` (besides the platform admin's).
@@ -153,6 +155,7 @@ impl Services {
             cell_ttl,
             changes,
             principals: std::sync::Arc::new(PrincipalCache::new(token_cache_ttl, 100_000)),
+            relay: crate::relay::Relay::new(&master_key),
             master_key,
             airflow_tokens: std::sync::Arc::default(),
             tunnels: std::sync::Arc::default(),

@@ -156,6 +156,9 @@ impl Services {
         )
         .await
         .store("audit a tenant's deletion")?;
+        persistence::tokens::notify_gone(&mut tx, &format!("tenant:{}", row.id))
+            .await
+            .store("announce a tenant's deletion")?;
         tx.commit().await.store("commit a tenant's deletion")?;
         self.principals.evict_tenant(row.id);
         Ok(())
@@ -245,6 +248,9 @@ impl Services {
             return Err(ServiceError::not_found("token", token_id));
         }
         self.principals.evict_token(id);
+        persistence::tokens::notify_gone(&mut tx, &format!("token:{id}"))
+            .await
+            .store("announce a token's revocation")?;
         persistence::audit::insert(
             &mut tx,
             NewAudit {

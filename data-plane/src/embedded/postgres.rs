@@ -44,6 +44,8 @@ pub enum PostgresError {
     NoServiceUser,
     #[error("the postgres user cannot reach {dir}: {blocked} is not searchable by others (chmod o+x it, or choose a directory elsewhere)")]
     Unreachable { dir: PathBuf, blocked: PathBuf },
+    #[error("failed to configure the private Postgres")]
+    Configure(#[source] sqlx::Error),
 }
 
 /// A running private server.
@@ -189,6 +191,49 @@ impl PrivatePostgres {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Turns TLS on with the certificate `cert_pem` and its key `key_pem`, and from then on
+    /// refuses every TCP connection without it: a server like the managed ones that require
+    /// TLS, for testing the clients. Connect with `?sslmode=require` afterwards.
+    pub async fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), PostgresError> {
+        use sqlx::Connection;
+        let data = self.dir.join("data");
+        let (cert, key) = (data.join("hangar-tls.crt"), data.join("hangar-tls.key"));
+        for (path, text) in [(&cert, cert_pem), (&key, key_pem)] {
+            std::fs::write(path, text).map_err(prepare(path))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(prepare(path))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(prepare(path))?;
+            }
+        }
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).map_err(prepare(&hba))?;
+        let tls_only: String = rules
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, tls_only).map_err(prepare(&hba))?;
+        let mut conn = sqlx::PgConnection::connect(self.url("postgres").expose_secret())
+            .await
+            .map_err(PostgresError::Configure)?;
+        for sql in [
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .map_err(PostgresError::Configure)?;
+        }
+        let _ = conn.close().await;
+        Ok(())
     }
 
     /// A URL for `database` as the superuser.

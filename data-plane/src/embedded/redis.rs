@@ -40,6 +40,8 @@ pub struct PrivateRedis {
     dir: PathBuf,
     port: u16,
     password: SecretString,
+    /// Whether it takes TLS connections only ([`PrivateRedis::require_tls`]).
+    tls: bool,
 }
 
 fn prepare(path: &Path) -> impl Fn(std::io::Error) -> RedisError + '_ {
@@ -110,6 +112,7 @@ impl PrivateRedis {
             dir: dir.clone(),
             port,
             password: SecretString::from(password),
+            tls: false,
         };
         for _ in 0..100 {
             if server.ping().await.is_ok() {
@@ -135,13 +138,48 @@ impl PrivateRedis {
         &self.dir
     }
 
-    /// A URL for the admin user.
+    /// A URL for the admin user (`rediss://…#insecure` once it requires TLS: its certificate
+    /// is a test's own).
     pub fn admin_url(&self) -> SecretString {
+        let (scheme, fragment) = if self.tls {
+            ("rediss", "#insecure")
+        } else {
+            ("redis", "")
+        };
         SecretString::from(format!(
-            "redis://{ADMIN_USER}:{}@127.0.0.1:{}/0",
+            "{scheme}://{ADMIN_USER}:{}@127.0.0.1:{}/0{fragment}",
             self.password.expose_secret(),
             self.port
         ))
+    }
+
+    /// Moves the server to TLS only, with the certificate `cert_pem` and its key `key_pem`, on
+    /// a new port: a server like the managed ones that require TLS, for testing the clients.
+    pub async fn require_tls(&mut self, cert_pem: &str, key_pem: &str) -> Result<(), RedisError> {
+        let (cert, key) = (self.dir.join("tls.crt"), self.dir.join("tls.key"));
+        write_private(&cert, cert_pem)?;
+        write_private(&key, key_pem)?;
+        let tls_port = free_port().map_err(prepare(&self.dir))?;
+        let mut conn = self.admin_connection().await?;
+        for (name, value) in [
+            ("tls-auth-clients", "no".to_owned()),
+            ("tls-cert-file", cert.display().to_string()),
+            ("tls-key-file", key.display().to_string()),
+            ("tls-port", tls_port.to_string()),
+            ("port", "0".to_owned()),
+        ] {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(&value)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(RedisError::Client)?;
+        }
+        self.port = tls_port;
+        self.tls = true;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        self.ping().await
     }
 
     async fn admin_connection(&self) -> Result<redis::aio::MultiplexedConnection, RedisError> {

@@ -108,11 +108,11 @@ impl KubeEnvironment {
         let (pg, redis) = (&platform.pod_postgres, &platform.pod_redis);
         Ok(Backends {
             sql_alchemy_conn: db
-                .sqlalchemy_url(&pg.host, pg.port)
+                .sqlalchemy_url(&pg.host, pg.port, platform.metadata.tls())
                 .expose_secret()
                 .to_owned(),
             broker_url: broker
-                .broker_url(&redis.host, redis.port)
+                .broker_url(&redis.host, redis.port, platform.broker.tls)
                 .expose_secret()
                 .to_owned(),
             broker_key_prefix: broker.key_prefix,
@@ -143,9 +143,10 @@ impl KubeEnvironment {
     /// The environment's own database as the agent reaches it.
     fn tasks_url(&self, a: &Assignment) -> Option<secrecy::SecretString> {
         let secrets = a.secrets.as_ref()?;
-        let pg = &self.runtime.platform.agent_postgres;
+        let platform = &self.runtime.platform;
+        let pg = &platform.agent_postgres;
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
-        Some(db.url(&pg.host, pg.port))
+        Some(db.url(&pg.host, pg.port, platform.metadata.tls()))
     }
 
     /// The environment's state: its Deployments' health and Airflow's own.

@@ -156,7 +156,8 @@ pub struct KubePlatform {
 }
 
 impl KubePlatform {
-    /// Connects to the platform's Postgres (as a superuser) and Redis (as its admin). The
+    /// Connects to the platform's Postgres (as its admin: a superuser, or `CREATEDB` and
+    /// `CREATEROLE`) and Redis (as its admin). The
     /// environments' pods reach them where the admin URLs say, unless `pod_postgres` or
     /// `pod_redis` (`host:port`) say otherwise (an in-cluster Service name, say).
     pub async fn connect(

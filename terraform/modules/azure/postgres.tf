@@ -48,7 +48,7 @@ resource "azurerm_postgresql_flexible_server_database" "hangar" {
   server_id = azurerm_postgresql_flexible_server.this.id
 }
 
-# Only with postgres_tls = false (README, "Known incompatibilities").
+# Only with postgres_tls = false: the server then accepts unencrypted connections (README, "TLS").
 resource "azurerm_postgresql_flexible_server_configuration" "require_secure_transport" {
   count     = var.postgres_tls ? 0 : 1
   name      = "require_secure_transport"

@@ -1,5 +1,7 @@
 # Azure Cache for Redis, reached through a private endpoint, unless redis_url brings a Redis of
-# your own. Known incompatible with Hangar as it stands (README): no ACL commands, and TLS only.
+# your own. Known incompatible with Hangar as it stands (README): no ACL commands. TLS only (port
+# 6380): Hangar connects with rediss:// and checks the cache's publicly issued certificate against
+# Mozilla's public roots.
 
 resource "azurerm_redis_cache" "this" {
   count               = local.create_redis ? 1 : 0

@@ -159,7 +159,7 @@ variable "postgres_geo_redundant_backup" {
 }
 
 variable "postgres_tls" {
-  description = "Require TLS to Postgres (the server's default, and sslmode=require in Hangar's URLs). false turns the server's require_secure_transport off and drops sslmode: see README, \"Known incompatibilities\"."
+  description = "Require TLS to Postgres: the server's default (require_secure_transport), and sslmode=require in Hangar's URLs (encrypted; the server's certificate is not checked). false turns require_secure_transport off and drops sslmode, leaving Postgres traffic unencrypted: see README, \"TLS\"."
   type        = bool
   default     = true
 }

@@ -81,6 +81,8 @@ resource "google_sql_user" "hangar" {
 locals {
   database_host  = google_sql_database_instance.this.private_ip_address
   database_login = "${google_sql_user.hangar.name}:${urlencode(random_password.database.result)}"
+  # sslmode=require: encrypted, Cloud SQL's certificate not checked. Hangar then has the
+  # environments' Airflow use sslmode=require too.
   database_query = var.database_require_tls ? "?sslmode=require" : ""
 
   # The control plane's database.

@@ -38,14 +38,20 @@ locals {
     : nonsensitive(tonumber(try(regex("^rediss?://(?:[^@/]*@)?[^:/?]+:([0-9]+)", var.redis_url)[0], "6379")))
   )
 
+  # With in-transit encryption, Memorystore's certificate is signed by a CA of the instance's own
+  # (server_ca_certs), not a public one, and Hangar cannot be given a CA for Redis yet: "#insecure"
+  # has Hangar (and the environments' Celery brokers, ssl_cert_reqs=none) encrypt the connection
+  # without checking the server's certificate, so the server is not authenticated. A redis_url of
+  # the caller's is used as given.
   platform_redis_url = (
     local.create_redis
     ? format(
-      "%s://default:%s@%s:%d",
+      "%s://default:%s@%s:%d%s",
       var.redis_transit_encryption ? "rediss" : "redis",
       urlencode(google_redis_instance.this[0].auth_string),
       google_redis_instance.this[0].host,
       google_redis_instance.this[0].port,
+      var.redis_transit_encryption ? "#insecure" : "",
     )
     : var.redis_url
   )

@@ -210,15 +210,15 @@ variable "database_flags" {
 }
 
 variable "database_require_tls" {
-  description = "Refuse unencrypted connections to Cloud SQL (ssl_mode ENCRYPTED_ONLY) and give Hangar URLs with sslmode=require. Only with a Hangar built with a TLS feature of sqlx: see README, \"TLS\"."
+  description = "Refuse unencrypted connections to Cloud SQL (ssl_mode ENCRYPTED_ONLY) and give Hangar URLs with sslmode=require (encrypted; the server's certificate is not checked). false: unencrypted connections are accepted too and the URLs carry no sslmode. See README, \"TLS\"."
   type        = bool
-  default     = false
+  default     = true
 }
 
 # --- Redis ----------------------------------------------------------------------------------------
 
 variable "redis_url" {
-  description = "Admin URL (redis:// or rediss://) of a Redis you bring, that accepts ACL SETUSER, ACL DELUSER and ACL SAVE; when set, no Memorystore instance is created. Empty: create Memorystore for Redis, which does NOT accept ACL commands (see README)."
+  description = "Admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis you bring, that accepts ACL SETUSER, ACL DELUSER and ACL SAVE; when set, no Memorystore instance is created and the URL is used as given. Empty: create Memorystore for Redis, which does NOT accept ACL commands (see README)."
   type        = string
   default     = ""
   sensitive   = true
@@ -253,9 +253,9 @@ variable "redis_memory_size_gb" {
 }
 
 variable "redis_transit_encryption" {
-  description = "Memorystore with in-transit encryption (SERVER_AUTHENTICATION, rediss:// on port 6378). Only with a Hangar whose Redis client and environments' broker URLs use TLS: see README, \"TLS\"."
+  description = "Memorystore with in-transit encryption (SERVER_AUTHENTICATION, TLS only, port 6378), which Hangar reaches with rediss://…#insecure: encrypted, but the server's certificate is not checked (its CA is the instance's own). Memorystore sets it only when the instance is created. See README, \"TLS\"."
   type        = bool
-  default     = false
+  default     = true
 }
 
 # --- Bucket ---------------------------------------------------------------------------------------

@@ -316,6 +316,7 @@ impl ControlPlane {
             proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
             bootstrap_cell: None,
             bootstrap_cell_token: None,
+            relay_listen: None,
         })
         .await?;
         let address = format!("http://127.0.0.1:{}", app.local_addr()?.port());

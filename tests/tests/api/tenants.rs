@@ -1,5 +1,5 @@
 use hangar_tenants::api::{CreateTenant, CreateToken, Role};
-use hangar_tests::spawn_app;
+use hangar_tests::{spawn_app, spawn_app_with};
 use sqlx::Connection;
 
 fn tenant(name: &str) -> CreateTenant {
@@ -96,6 +96,50 @@ async fn a_revoked_token_stops_working() {
     assert_eq!(err.status(), Some(401));
     let audit = app.admin.audit("data").await.unwrap();
     assert!(audit.entries.iter().any(|e| e.action == "token.revoke"));
+}
+
+/// Waits until `c` is refused with a 401, failing after a few seconds: far less than the
+/// token cache's time in the test below, so only the revocation notice can explain it.
+async fn refused_soon(c: &hangar_client::Client) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Err(e) = c.list_environments("data").await {
+            assert_eq!(e.status(), Some(401), "{e}");
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "still accepted after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_token_revoked_through_one_replica_stops_working_on_the_others_at_once() {
+    let app = spawn_app_with(|s| s.token_cache_secs = 600).await;
+    let other = app.replica(|s| s.token_cache_secs = 600).await;
+    let token = app.token_with_role("data", Role::Viewer).await.unwrap();
+    let on_other = hangar_tests::client(&other.address, Some(&token));
+    // Cached by the other replica, then revoked through the first.
+    on_other.list_environments("data").await.unwrap();
+    let id = app.admin.list_tokens("data").await.unwrap().tokens[0].id;
+    app.admin.revoke_token("data", id).await.unwrap();
+    refused_soon(&on_other).await;
+
+    // The same for every token of a deleted tenant.
+    let token = app.token_with_role("gone", Role::Viewer).await.unwrap();
+    let on_other = hangar_tests::client(&other.address, Some(&token));
+    on_other.list_environments("gone").await.unwrap();
+    app.admin.delete_tenant("gone").await.unwrap();
+    let start = std::time::Instant::now();
+    while on_other.list_environments("gone").await.is_ok() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let err = on_other.list_environments("gone").await.unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! and the real control plane on the other: the proxy goes only through the tunnel of the
 //! environment's own cell; a cell without one, or an agent that does not know the environment,
 //! is a 503 that says so; a tunnel is opened only by its own cell's agent; a newer tunnel of a
-//! cell replaces the older; the agent opens it again after the control plane went away.
+//! cell replaces the older; the agent opens it again after the control plane went away; a
+//! replica without a cell's tunnel relays to the replica that holds it, and its relay takes
+//! only requests signed by a replica.
 
 use std::time::Duration;
 
@@ -11,8 +13,11 @@ use axum::Router;
 use hangar_client::Client;
 use hangar_data_plane::tunnel::{self, Forwarder, TunnelEnvironments};
 use hangar_tenants::api::Problem;
+use hangar_tenants::api::{CreateToken, Role};
 use hangar_tests::fake_airflow::FakeAirflow;
-use hangar_tests::{healthy, running_etl, running_etl_with, spawn_app_with, TUNNEL_WAIT};
+use hangar_tests::{
+    client, healthy, running_etl, running_etl_with, spawn_app_with, TestApp, TUNNEL_WAIT,
+};
 use reqwest::Method;
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
@@ -216,4 +221,189 @@ async fn the_agent_opens_its_tunnel_again_after_the_control_plane_went_away() {
         ["hangar-op", "hangar-op"],
         "each control plane logged in once"
     );
+}
+
+/// An editor of tenant `data` talking to `app`.
+async fn editor_of(app: &TestApp) -> Client {
+    let t = app
+        .admin
+        .create_token(
+            "data",
+            &CreateToken {
+                name: format!("editor-{}", uuid::Uuid::new_v4().simple()),
+                role: Role::Editor,
+            },
+        )
+        .await
+        .unwrap();
+    client(&app.address, Some(&t.token))
+}
+
+/// Replicas `a` and `b` of a control plane with `etl` running, the agent's tunnel open to `a`
+/// (forwarding to a stand-in Airflow), and an editor talking to `b`.
+async fn two_replicas() -> (
+    TestApp,
+    TestApp,
+    Client,
+    hangar_tests::FakeAgent,
+    uuid::Uuid,
+    FakeAirflow,
+) {
+    let relay: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let (a, _, agent, id) = running_etl_with(move |s| s.relay_listen = Some(relay))
+        .await
+        .unwrap();
+    let fake = airflow_named("etl").await;
+    agent.serve_airflow(id, &fake.url).await.unwrap();
+    a.wait_for_tunnel("local", true).await;
+    let b = a.replica(move |s| s.relay_listen = Some(relay)).await;
+    b.wait_for_tunnel("local", true).await;
+    let on_b = editor_of(&b).await;
+    (a, b, on_b, agent, id, fake)
+}
+
+#[tokio::test]
+async fn a_replica_without_the_cells_tunnel_relays_to_the_one_that_holds_it() {
+    // The agent's tunnel is open to replica `a` only; `b` shows it up and relays to `a`.
+    let (a, b, on_b, agent, id, fake) = two_replicas().await;
+    let r = get_dags(&on_b).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "etl");
+    assert_eq!(
+        fake.users(),
+        ["hangar-op"],
+        "`b` logged in through the relay"
+    );
+
+    // `a`'s relay takes only requests a replica signed: nothing else reaches the tunnel.
+    let cell = a.admin.list_cells().await.unwrap().cells[0].id;
+    let relay_a = a.relay.unwrap();
+    let url = format!("http://{relay_a}/relay/{cell}");
+    let now = chrono::Utc::now().timestamp().to_string();
+    let forged = [
+        vec![],
+        vec![
+            ("hangar-relay-time", now.clone()),
+            (
+                "hangar-relay-url",
+                format!("http://tunnel{ETL}/api/v2/dags"),
+            ),
+            ("hangar-relay-signature", "00".repeat(32)),
+            ("hangar-environment", id.to_string()),
+        ],
+        vec![
+            ("hangar-relay-time", "1".to_owned()),
+            (
+                "hangar-relay-url",
+                format!("http://tunnel{ETL}/api/v2/dags"),
+            ),
+            ("hangar-relay-signature", "00".repeat(32)),
+        ],
+    ];
+    for headers in forged {
+        let mut req = reqwest::Client::new().get(&url);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{headers:?}");
+    }
+    assert_eq!(
+        fake.users(),
+        ["hangar-op"],
+        "no forged request reached Airflow"
+    );
+
+    // The tunnel closed, both replicas say the cell has none.
+    agent.close_tunnel();
+    a.wait_for_tunnel("local", false).await;
+    b.wait_for_tunnel("local", false).await;
+    for c in [&on_b, &editor_of(&a).await] {
+        let (status, p) = problem(c).await;
+        assert_eq!(status, 503, "{p:?}");
+        assert!(p.detail.contains("has no tunnel open"), "{p:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_replica_says_so_when_the_replica_holding_the_tunnel_is_gone() {
+    let (a, _b, on_b, _agent, _, _fake) = two_replicas().await;
+    assert_eq!(get_dags(&on_b).await.status(), 200);
+
+    // `a` goes away; whether or not it could forget its tunnel first, `b` answers a 503 at
+    // once rather than waiting for the request's time to run out.
+    a.stop();
+    let listen: std::net::SocketAddr = a.address.trim_start_matches("http://").parse().unwrap();
+    while tokio::net::TcpStream::connect(listen).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = std::time::Instant::now();
+    let (status, p) = problem(&on_b).await;
+    assert_eq!(status, 503, "{p:?}");
+    assert!(
+        p.detail.contains("has no tunnel open")
+            || p.detail
+                .contains("holding its cell \"local\"'s tunnel did not answer"),
+        "{p:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_tunnels_record_is_changed_only_by_the_tunnel_it_records_and_goes_stale() {
+    use hangar_control_plane::persistence::tunnels::{claim, holder, release, touch, Holder};
+    let app = hangar_tests::spawn_app().await;
+    let cell = app
+        .admin
+        .create_cell(&hangar_tenants::api::CreateCell {
+            name: "local".to_owned(),
+            runtime: hangar_tenants::api::Runtime::Process,
+        })
+        .await
+        .unwrap()
+        .cell
+        .id;
+    let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let held_by = |replica, relay: &str| {
+        Some(Holder {
+            replica,
+            relay: relay.to_owned(),
+        })
+    };
+    claim(&pool, cell, a, 1, "10.0.0.1:8081").await.unwrap();
+    assert_eq!(
+        holder(&pool, cell, 60.0).await.unwrap(),
+        held_by(a, "10.0.0.1:8081")
+    );
+    // Another tunnel's touch or release (another replica's, or an older one of the same
+    // replica) leaves the record alone.
+    touch(&pool, cell, b, 1, "10.0.0.2:8081").await.unwrap();
+    release(&pool, cell, b, 1).await.unwrap();
+    release(&pool, cell, a, 0).await.unwrap();
+    assert_eq!(
+        holder(&pool, cell, 60.0).await.unwrap(),
+        held_by(a, "10.0.0.1:8081")
+    );
+    // A newer tunnel, on another replica, takes it; the older one's release changes nothing.
+    claim(&pool, cell, b, 7, "10.0.0.2:8081").await.unwrap();
+    release(&pool, cell, a, 1).await.unwrap();
+    assert_eq!(
+        holder(&pool, cell, 60.0).await.unwrap(),
+        held_by(b, "10.0.0.2:8081")
+    );
+    // A record not touched within the freshness is not believed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(holder(&pool, cell, 1.0).await.unwrap(), None);
+    touch(&pool, cell, b, 7, "10.0.0.2:8081").await.unwrap();
+    assert_eq!(
+        holder(&pool, cell, 1.0).await.unwrap(),
+        held_by(b, "10.0.0.2:8081")
+    );
+    release(&pool, cell, b, 7).await.unwrap();
+    assert_eq!(holder(&pool, cell, 60.0).await.unwrap(), None);
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 mod isolation;
 mod logs;
 mod mwaa;
+mod tls;
 mod tunnel;
 
 use hangar_client::Client;
