@@ -49,7 +49,8 @@ pub struct ServeSettings {
     )]
     pub airflow_versions: Vec<String>,
     /// Seconds a resolved token is remembered in this process (0 turns the cache off). A token
-    /// revoked through another replica stops working there within this time.
+    /// revoked through another replica stops working here as soon as Postgres tells this one,
+    /// and within this time at the latest.
     #[arg(long, env = "HANGAR_TOKEN_CACHE_SECS", default_value_t = 5)]
     pub token_cache_secs: u64,
     /// The platform bucket by URL: `file:///dir`, `s3://bucket/prefix`, `gs://…`, `az://…`,

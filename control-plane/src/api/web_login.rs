@@ -67,7 +67,10 @@ pub async fn web_login(
         let there = format!("{origin}{}?token={token}", web_login_path(&tenant, &env));
         return Ok(see_other(&there, None));
     }
-    let session = s.services.open_web_login(&tenant, &env, &q.token, false)?;
+    let session = s
+        .services
+        .open_web_login(&tenant, &env, &q.token, false)
+        .await?;
     let ui = webserver_path(&tenant, &env);
     let cookie = session_cookie(&session, &ui, https(&headers, false));
     Ok(see_other(&ui, Some(cookie)))
@@ -85,7 +88,10 @@ pub async fn web_login_on_ui_host(
     if tenant != host.tenant.as_str() || env != host.env.as_str() {
         return Err(ServiceError::not_found("environment", env).into());
     }
-    let session = s.services.open_web_login(&tenant, &env, &q.token, true)?;
+    let session = s
+        .services
+        .open_web_login(&tenant, &env, &q.token, true)
+        .await?;
     let secure = https(
         &headers,
         s.services.ui_domain.as_ref().is_some_and(|d| d.https),

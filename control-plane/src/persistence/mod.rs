@@ -14,6 +14,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod tunnels;
 pub mod usage;
+pub mod web_logins;
 
 use std::time::Duration;
 

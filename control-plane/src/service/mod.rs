@@ -131,8 +131,6 @@ pub struct Services {
     pub ui_domain: Option<crate::ui_domain::UiDomain>,
     /// The largest answer of an environment's Airflow the proxy passes on.
     pub proxy_max_response: u64,
-    /// Web login tokens already exchanged for a session, so each works once.
-    pub(crate) used_web_logins: std::sync::Arc<web_login::UsedWebLogins>,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -164,7 +162,6 @@ impl Services {
             log_pruned_at: std::sync::Arc::default(),
             ui_domain: None,
             proxy_max_response: airflow::MAX_RESPONSE_BYTES,
-            used_web_logins: std::sync::Arc::default(),
         }
     }
 

@@ -3,12 +3,9 @@
 //! with it once and receives a session cookie (valid 12 hours) for that one environment: on
 //! the environment's own UI origin with `HANGAR_UI_DOMAIN` (`crate::ui_domain`), else scoped to
 //! its Airflow path on the control plane's origin. Both are sealed under the master key, so
-//! every control-plane replica accepts them without shared state; the session names the token
+//! every control-plane replica accepts them; the session names the token
 //! it came from (by hash, never the secret), so a revoked token or a lowered role ends its
 //! sessions too (within the principal cache's lifetime).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{ServiceError, Services};
+use super::{ServiceError, Services, StoreContext};
 use crate::auth::{Actor, Credential, Principal, TokenKind};
 
 /// The session cookie's name.
@@ -55,25 +52,6 @@ struct WebClaims {
     /// opened on the control plane's origin only there).
     #[serde(default)]
     ui_host: bool,
-}
-
-/// Web login tokens already exchanged for a session, kept until they expire, so that a login
-/// URL opens one session only: one seen in a browser's history, a proxy's log or over a
-/// shoulder is of no use afterwards. Each control-plane replica keeps its own (web login
-/// tokens need no shared state otherwise), so behind several replicas a leaked URL opens at
-/// most one session per replica within its minute.
-#[derive(Debug, Default)]
-pub struct UsedWebLogins(Mutex<HashMap<Vec<u8>, i64>>);
-
-impl UsedWebLogins {
-    /// Records a use of the sealed token `blob` (valid until `exp`); false if it was used.
-    fn first_use(&self, blob: &[u8], exp: i64, now: i64) -> bool {
-        let Ok(mut used) = self.0.lock() else {
-            return false;
-        };
-        used.retain(|_, until| *until > now);
-        used.insert(Sha256::digest(blob).to_vec(), exp).is_none()
-    }
 }
 
 impl Services {
@@ -235,7 +213,9 @@ impl Services {
         Ok((claims.tenant, claims.env))
     }
 
-    pub fn open_web_login(
+    /// Each token opens one session, whichever replica it reaches (`used_web_logins`): one
+    /// seen in a browser's history, a proxy's log or over a shoulder is of no use afterwards.
+    pub async fn open_web_login(
         &self,
         tenant: &str,
         env: &str,
@@ -245,7 +225,15 @@ impl Services {
         let claims = self.open_claims(LOGIN_PURPOSE, "token", tenant, env, token)?;
         let blob = URL_SAFE_NO_PAD.decode(token.trim()).unwrap_or_default();
         let now = Utc::now().timestamp();
-        if !self.used_web_logins.first_use(&blob, claims.exp, now) {
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
+        let first = crate::persistence::web_logins::first_use(
+            &self.db.pool,
+            &Sha256::digest(&blob),
+            expires_at,
+        )
+        .await
+        .store("record a web login's use")?;
+        if !first {
             return Err(ServiceError::BadCredential {
                 field: "token",
                 message: "the token was used already; ask for a new web login token".to_owned(),
@@ -358,16 +346,5 @@ mod tests {
             key.open_bytes(SESSION_PURPOSE, &sealed).is_none(),
             "a login token is not a session"
         );
-    }
-
-    #[test]
-    fn a_login_token_is_used_once_and_forgotten_once_expired() {
-        let used = UsedWebLogins::default();
-        assert!(used.first_use(b"a", 100, 50));
-        assert!(!used.first_use(b"a", 100, 60), "used already");
-        assert!(used.first_use(b"b", 100, 60));
-        // Past its expiry it is dropped (the token itself is refused as expired by then).
-        assert!(used.first_use(b"a", 200, 150));
-        assert_eq!(used.0.lock().unwrap().len(), 1);
     }
 }
