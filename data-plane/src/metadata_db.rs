@@ -643,6 +643,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn agents_sharing_a_postgres_make_its_template_once_and_clone_it_at_once() {
+        let (_tmp, pg) = private_postgres().await;
+        let tpl = template_name("3.3.2");
+        // As several agents (cells) on one platform Postgres, each with its own pool, get their
+        // first environment at once: one migrates the template, the others wait, then all clone.
+        let url = pg.url("postgres");
+        let admins: Vec<MetadataDbAdmin> =
+            futures::future::join_all((0..5).map(|_| MetadataDbAdmin::connect(&url)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        let made = futures::future::join_all(admins.iter().enumerate().map(|(i, a)| {
+            let tpl = tpl.clone();
+            async move {
+                a.ensure_template(&tpl, |url| async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    fake_migrate(url).await
+                })
+                .await?;
+                let db = EnvDatabase::for_environment(
+                    Uuid::new_v4(),
+                    SecretString::from(format!("password{i}")),
+                );
+                a.ensure_database(&db, &tpl).await
+            }
+        }))
+        .await;
+        for m in made {
+            m.unwrap();
+        }
+        pg.stop().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn concurrent_callers_make_the_template_once() {
         let (_tmp, pg) = private_postgres().await;
         let admin = MetadataDbAdmin::connect(&pg.url("postgres")).await.unwrap();
