@@ -1,5 +1,5 @@
-# Hangar itself: the chart of this repository, wired to the cluster's node pools, RDS,
-# ElastiCache and the platform bucket.
+# Hangar itself: the chart of this repository, wired to the cluster's node pools, RDS, Redis
+# (ElastiCache or redis_url) and the platform bucket.
 
 locals {
   hangar_values = {
@@ -45,7 +45,7 @@ locals {
           effect   = "NoSchedule"
         }]
         postgres = { cidrs = [local.vpc_cidr], ports = [5432] }
-        redis    = { cidrs = [local.vpc_cidr], ports = [6379] }
+        redis    = { cidrs = local.redis_egress_cidrs, ports = [local.redis_port] }
       }
     }
   }

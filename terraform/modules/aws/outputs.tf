@@ -58,6 +58,11 @@ output "database_endpoint" {
 }
 
 output "redis_endpoint" {
-  description = "Primary endpoint address of the ElastiCache Redis replication group (port 6379, TLS)."
-  value       = aws_elasticache_replication_group.this.primary_endpoint_address
+  description = "Primary endpoint address of the ElastiCache Redis replication group (port 6379, TLS); null with redis_url."
+  value       = one(aws_elasticache_replication_group.this[*].primary_endpoint_address)
+}
+
+output "redis_port" {
+  description = "Port of the platform Redis (the port of redis_url, 6379 when it has none)."
+  value       = local.redis_port
 }

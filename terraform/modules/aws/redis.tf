@@ -1,18 +1,35 @@
-# ElastiCache Redis OSS: the environments' Celery brokers. TLS in transit, an AUTH token for the
-# "default" user, which Hangar uses as the admin of the environments' Redis users.
+# The Redis that brokers the environments' Celery tasks: ElastiCache for Redis OSS 7, unless
+# redis_url names a Redis of the caller's. TLS in transit, an AUTH token for the "default" user,
+# which Hangar uses as the admin of the environments' Redis users.
+#
+# KNOWN INCOMPATIBILITY: the agent gives each environment its own Redis ACL user (ACL SETUSER,
+# ACL DELUSER, ACL SAVE), and ElastiCache manages users through its own API (RBAC user groups),
+# so it is expected to refuse these commands and creating an environment to fail on it. See
+# README, "Known incompatibilities"; bring a Redis that accepts them with redis_url.
+
+locals {
+  # redis_url is sensitive; whether it is set is not (and count cannot depend on a secret).
+  create_redis = nonsensitive(var.redis_url == "")
+}
 
 resource "random_password" "redis" {
+  count = local.create_redis ? 1 : 0
+
   length  = 48
   special = false # ElastiCache refuses @, " and / in AUTH tokens
 }
 
 resource "aws_elasticache_subnet_group" "this" {
+  count = local.create_redis ? 1 : 0
+
   name       = "${var.name}-redis"
   subnet_ids = var.private_subnet_ids
   tags       = var.tags
 }
 
 resource "aws_security_group" "redis" {
+  count = local.create_redis ? 1 : 0
+
   name        = "${var.name}-redis"
   description = "Hangar Redis: 6379 from the EKS cluster's nodes and pods"
   vpc_id      = var.vpc_id
@@ -29,6 +46,8 @@ resource "aws_security_group" "redis" {
 }
 
 resource "aws_elasticache_replication_group" "this" {
+  count = local.create_redis ? 1 : 0
+
   replication_group_id = "${var.name}-redis"
   description          = "Hangar platform Redis"
 
@@ -42,16 +61,32 @@ resource "aws_elasticache_replication_group" "this" {
   automatic_failover_enabled = var.redis_multi_az
   multi_az_enabled           = var.redis_multi_az
 
-  subnet_group_name  = aws_elasticache_subnet_group.this.name
-  security_group_ids = [aws_security_group.redis.id]
+  subnet_group_name  = aws_elasticache_subnet_group.this[0].name
+  security_group_ids = [aws_security_group.redis[0].id]
 
   at_rest_encryption_enabled = true
   transit_encryption_enabled = true
-  auth_token                 = random_password.redis.result
+  auth_token                 = random_password.redis[0].result
 
   tags = var.tags
 }
 
 locals {
-  platform_redis_url = "rediss://default:${urlencode(random_password.redis.result)}@${aws_elasticache_replication_group.this.primary_endpoint_address}:6379"
+  # ElastiCache's certificate is publicly issued: Hangar checks it (no "#insecure"). A redis_url
+  # of the caller's is used as given.
+  platform_redis_url = (
+    local.create_redis
+    ? "rediss://default:${urlencode(random_password.redis[0].result)}@${aws_elasticache_replication_group.this[0].primary_endpoint_address}:6379"
+    : var.redis_url
+  )
+
+  # Where environments' pods may reach Redis (their NetworkPolicies): the port of redis_url
+  # (6379 when it has none), in redis_egress_cidrs or the VPC. nonsensitive is applied to the
+  # port alone: before Terraform 1.7 it refuses a value that is not sensitive (the fallback).
+  redis_port = (
+    local.create_redis
+    ? 6379
+    : try(tonumber(nonsensitive(regex("^rediss?://(?:[^@/]*@)?[^:/?#]+:([0-9]+)", var.redis_url)[0])), 6379)
+  )
+  redis_egress_cidrs = length(var.redis_egress_cidrs) > 0 ? var.redis_egress_cidrs : [local.vpc_cidr]
 }

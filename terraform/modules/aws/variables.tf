@@ -197,23 +197,46 @@ variable "db_skip_final_snapshot" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# ElastiCache Redis
+# Redis
 # ---------------------------------------------------------------------------------------------
 
+variable "redis_url" {
+  description = "Admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis 7 you bring (e.g. one you run on EC2 or in the cluster), whose user may run ACL SETUSER, ACL DELUSER and ACL SAVE; when set, no ElastiCache is created and the URL is used as given. Empty: create an ElastiCache for Redis OSS replication group, which is expected to refuse these ACL commands (creating an environment then fails): set redis_url for a working install (see README)."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.redis_url == "" || can(regex("^rediss?://", var.redis_url))
+    error_message = "redis_url must be empty or start with redis:// or rediss://."
+  }
+}
+
+variable "redis_egress_cidrs" {
+  description = "With redis_url: the CIDRs where that Redis is, which environments' pods may reach; empty: the VPC's primary CIDR."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.redis_egress_cidrs : can(cidrhost(c, 0))])
+    error_message = "redis_egress_cidrs must be CIDRs such as 10.0.0.0/16."
+  }
+}
+
 variable "redis_engine_version" {
-  description = "Redis OSS version of the ElastiCache replication group (major.minor)."
+  description = "Redis OSS version of the ElastiCache replication group (major.minor). Unused with redis_url."
   type        = string
   default     = "7.1"
 }
 
 variable "redis_node_type" {
-  description = "Node type of the ElastiCache replication group."
+  description = "Node type of the ElastiCache replication group. Unused with redis_url."
   type        = string
   default     = "cache.t4g.small"
 }
 
 variable "redis_multi_az" {
-  description = "Add a replica in another availability zone, with automatic failover."
+  description = "Add a replica of the ElastiCache replication group in another availability zone, with automatic failover. Unused with redis_url."
   type        = bool
   default     = false
 }
