@@ -124,8 +124,12 @@ impl Services {
             HeaderValue::from_str(&target.env_id.to_string())
                 .unwrap_or(HeaderValue::from_static("")),
         );
-        if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", target.token)) {
-            headers.insert(header::AUTHORIZATION, bearer);
+        // The platform's login, and never a caller's; none yet on the call that logs in.
+        headers.remove(header::AUTHORIZATION);
+        if !target.token.is_empty() {
+            if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", target.token)) {
+                headers.insert(header::AUTHORIZATION, bearer);
+            }
         }
         let deadline = Instant::now() + req.within;
         let sent = tokio::time::timeout_at(deadline, async {
