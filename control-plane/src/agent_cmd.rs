@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
 use hangar_data_plane::autoscaler::machine_worker_slots;
+use hangar_data_plane::broker_gateway::BrokerGateway;
 use hangar_data_plane::bucket::Bucket;
 use hangar_data_plane::bucket_gateway::{Gateway, GatewayKey};
 use hangar_data_plane::kubernetes::{
-    pool, BlueprintRenderer, Cluster, KubePlatform, KubePlatformError, KubeRuntime,
+    pool, Address, BlueprintRenderer, Cluster, KubePlatform, KubePlatformError, KubeRuntime,
 };
 use hangar_data_plane::log_ship::ShipSettings;
 use hangar_data_plane::process_runtime::{Platform, PlatformError};
@@ -53,14 +54,23 @@ pub struct AgentArgs {
     /// `verify-full`) for TLS, which the environments then use too.
     #[arg(long, env = "HANGAR_PLATFORM_POSTGRES_URL", value_name = "HANGAR_PLATFORM_POSTGRES_URL", hide_env_values = true, value_parser = secret)]
     pub postgres_url: SecretString,
-    /// Admin URL of the platform Redis the environments' brokers live on (one that may run ACL
-    /// SETUSER and ACL SAVE). `rediss://` for TLS (`rediss://…#insecure`: without checking the
-    /// server's certificate), which the environments' brokers then use too.
+    /// Admin URL of the platform Redis the environments' brokers live on: one that may run ACL
+    /// SETUSER and ACL SAVE, or any Redis 7 (a managed one) with HANGAR_BROKER_GATEWAY_ADDR.
+    /// `rediss://` for TLS (`rediss://…#insecure`: without checking the server's
+    /// certificate), which the environments' brokers then use too (without the gateway).
     #[arg(long, env = "HANGAR_PLATFORM_REDIS_URL", value_name = "HANGAR_PLATFORM_REDIS_URL", hide_env_values = true, value_parser = secret)]
     pub redis_url: SecretString,
     /// The platform bucket by URL (as `hangar serve`'s `HANGAR_BUCKET_URL`).
     #[arg(long = "bucket-url", env = "HANGAR_BUCKET_URL")]
     pub bucket: Option<String>,
+    /// Serve the broker gateway on this address and put every environment's broker behind it,
+    /// for a platform Redis without ACL commands (ElastiCache, Memorystore, Azure Cache for
+    /// Redis): each environment logs in to the gateway as its own user, which allows only its
+    /// own keys and channels, and the gateway alone holds the Redis's admin login. Environments
+    /// of the process runtime reach it on this address (loopback when it is 0.0.0.0); pods of
+    /// the kubernetes runtime where the cell's `broker_gateway` says.
+    #[arg(long, env = "HANGAR_BROKER_GATEWAY_ADDR")]
+    pub broker_gateway_addr: Option<std::net::SocketAddr>,
     #[arg(long, env = "HANGAR_MAX_ENVIRONMENTS", default_value_t = 8)]
     pub max_environments: u32,
     /// Seconds an environment's lower worker target must hold before workers are drained.
@@ -174,6 +184,19 @@ pub enum AgentCmdError {
     WorkerPool(#[from] hangar_data_plane::kubernetes::pool::PoolError),
     #[error("HANGAR_AGENT_DIR: set where the process runtime keeps runtimes and environments")]
     DataDir,
+    #[error("HANGAR_BROKER_GATEWAY_ADDR: failed to listen on {addr}")]
+    BrokerGatewayListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HANGAR_PLATFORM_REDIS_URL: the broker gateway cannot use it")]
+    BrokerGateway(#[from] hangar_data_plane::broker_gateway::GatewayError),
+    #[error(
+        "HANGAR_BROKER_GATEWAY_ADDR and the cell's broker_gateway (HANGAR_KUBE_CELL_FILE) go \
+         together: the agent serves the gateway at the one, pods reach it at the other"
+    )]
+    BrokerGatewayCell,
     #[error("HANGAR_BUCKET_GATEWAY_ADDR: failed to listen on {addr}")]
     BucketGateway {
         addr: std::net::SocketAddr,
@@ -213,6 +236,12 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
                 sandbox,
             )
             .await?;
+            let platform = match args.broker_gateway_addr {
+                Some(addr) => {
+                    platform.with_broker_gateway(broker_gateway(&args, addr, &shutdown).await?)
+                }
+                None => platform,
+            };
             let slots = args.worker_slots.unwrap_or_else(machine_worker_slots);
             agent::run(client, settings(slots, None), platform, shutdown).await;
         }
@@ -241,6 +270,21 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
         }
     }
     Ok(())
+}
+
+/// Serves the broker gateway on `addr` in front of the platform Redis; returns where it listens.
+async fn broker_gateway(
+    args: &AgentArgs,
+    addr: std::net::SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<std::net::SocketAddr, AgentCmdError> {
+    let bound = BrokerGateway::connect(&args.redis_url)
+        .await?
+        .spawn(addr, shutdown.clone())
+        .await
+        .map_err(|source| AgentCmdError::BrokerGatewayListen { addr, source })?;
+    tracing::info!(%bound, "broker gateway listening");
+    Ok(bound)
 }
 
 /// A client of the Kubernetes API `config` names.
@@ -287,6 +331,15 @@ async fn kube_runtime(
         args.kube.pod_redis.as_deref(),
     )
     .await?;
+    let platform = match (args.broker_gateway_addr, cell.broker_gateway.as_str()) {
+        (None, "") => platform,
+        (Some(addr), pods_reach) => {
+            let pods_reach = Address::parse(pods_reach).ok_or(AgentCmdError::BrokerGatewayCell)?;
+            broker_gateway(args, addr, &shutdown).await?;
+            platform.with_broker_gateway(pods_reach)
+        }
+        (None, _) => return Err(AgentCmdError::BrokerGatewayCell),
+    };
     // The environments' only way to the bucket, with the agent's own credentials behind it.
     let key = GatewayKey::derive(args.cell_token.expose_secret().as_bytes());
     let platform_bucket = match &bucket {
@@ -358,5 +411,17 @@ mod tests {
             sized_from_nodes.worker_slots, None,
             "the worker nodes size the pool"
         );
+    }
+
+    #[test]
+    fn the_broker_gateway_is_off_unless_an_address_is_given() {
+        assert_eq!(parse(&[]).unwrap().broker_gateway_addr, None);
+        let on = parse(&["--broker-gateway-addr", "0.0.0.0:9471"]).unwrap();
+        assert_eq!(
+            on.broker_gateway_addr,
+            Some("0.0.0.0:9471".parse().unwrap())
+        );
+        let err = parse(&["--broker-gateway-addr", "gateway:9471"]).unwrap_err();
+        assert!(err.to_string().contains("--broker-gateway-addr"), "{err}");
     }
 }

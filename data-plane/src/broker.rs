@@ -1,7 +1,9 @@
 //! Each environment's Celery broker on a shared Redis: its own ACL user, allowed only keys and
 //! channels under its own prefix, which Celery uses through kombu's `global_keyprefix`. Commands
 //! that see or touch the whole keyspace (FLUSHALL, KEYS, SCAN, RANDOMKEY, admin commands) are
-//! denied, so one tenant can neither read nor wipe another's queues.
+//! denied, so one tenant can neither read nor wipe another's queues. On a Redis that has no ACL
+//! commands for its users (the managed ones), the user is a password digest that the agent's
+//! broker gateway checks, and the gateway enforces the same rules ([`crate::broker_gateway`]).
 
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
@@ -107,12 +109,25 @@ impl BrokerUser {
     }
 }
 
+/// Where an environment's broker user lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerUsers {
+    /// A Redis ACL user (`ACL SETUSER`), on a Redis that has them: environments connect to it
+    /// directly.
+    Acl,
+    /// A digest the agent's broker gateway checks (`broker_gateway`): environments connect to
+    /// the gateway, which needs nothing of the platform Redis but its admin's login (a managed
+    /// Redis's).
+    Gateway,
+}
+
 /// Manages environment users on one Redis, as its admin.
 #[derive(Clone)]
 pub struct BrokerAdmin {
     conn: redis::aio::MultiplexedConnection,
-    /// How environments connect, as the admin does.
+    /// How environments connect, as the admin does (or in the clear to the gateway).
     pub tls: RedisTls,
+    pub users: BrokerUsers,
 }
 
 impl BrokerAdmin {
@@ -129,7 +144,16 @@ impl BrokerAdmin {
         Ok(Self {
             conn,
             tls: RedisTls::of_url(admin_url.expose_secret()),
+            users: BrokerUsers::Acl,
         })
+    }
+
+    /// Keeps environments' users for the broker gateway instead of as ACL users: environments
+    /// then connect to the gateway, in the clear (it is the agent's own, next to them).
+    pub fn through_gateway(mut self) -> Self {
+        self.users = BrokerUsers::Gateway;
+        self.tls = RedisTls::Off;
+        self
     }
 
     /// Creates the user, or resets it to exactly these rules and password (idempotent).
@@ -140,6 +164,15 @@ impl BrokerAdmin {
             source,
         };
         let mut conn = self.conn.clone();
+        if self.users == BrokerUsers::Gateway {
+            return redis::cmd("HSET")
+                .arg(crate::broker_gateway::USERS_KEY)
+                .arg(&user.username)
+                .arg(crate::broker_gateway::password_digest(&user.password))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(err);
+        }
         redis::cmd("ACL")
             .arg("SETUSER")
             .arg(&user.username)
@@ -155,24 +188,37 @@ impl BrokerAdmin {
         Ok(())
     }
 
-    /// Deletes the user (closing its connections) and every key under its prefix. Idempotent.
+    /// Deletes the user (closing its connections; the gateway's within its recheck) and every
+    /// key under its prefix. Idempotent.
     pub async fn remove_user(&self, user: &BrokerUser) -> Result<(), BrokerError> {
         let err = |source| BrokerError::RemoveUser {
             user: user.username.clone(),
             source,
         };
         let mut conn = self.conn.clone();
-        redis::cmd("ACL")
-            .arg("DELUSER")
-            .arg(&user.username)
-            .query_async::<i64>(&mut conn)
-            .await
-            .map_err(err)?;
-        redis::cmd("ACL")
-            .arg("SAVE")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(err)?;
+        match self.users {
+            BrokerUsers::Gateway => {
+                redis::cmd("HDEL")
+                    .arg(crate::broker_gateway::USERS_KEY)
+                    .arg(&user.username)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(err)?;
+            }
+            BrokerUsers::Acl => {
+                redis::cmd("ACL")
+                    .arg("DELUSER")
+                    .arg(&user.username)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(err)?;
+                redis::cmd("ACL")
+                    .arg("SAVE")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(err)?;
+            }
+        }
         let pattern = format!("{}*", user.key_prefix);
         let mut cursor: u64 = 0;
         loop {
@@ -253,11 +299,7 @@ mod tests {
         let mut redis = PrivateRedis::start(&tmp.path().join("redis"))
             .await
             .unwrap();
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        redis
-            .require_tls(&cert.cert.pem(), &cert.key_pair.serialize_pem())
-            .await
-            .unwrap();
+        redis.require_test_tls().await;
         let admin = BrokerAdmin::connect(&redis.admin_url()).await.unwrap();
         assert_eq!(admin.tls, RedisTls::Unverified);
         let a = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod autoscaler;
 pub mod broker;
+pub mod broker_gateway;
 pub mod bucket;
 pub mod bucket_gateway;
 pub mod cell_runtime;

@@ -575,19 +575,7 @@ mod tests {
 
     /// A private Postgres in a folder of its own (kept as long as the folder is).
     async fn private_postgres() -> (tempfile::TempDir, PrivatePostgres) {
-        let tmp = tempfile::Builder::new()
-            .prefix("hangar-metadb-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let pg = PrivatePostgres::start(&tmp.path().join("pg"))
-            .await
-            .unwrap();
-        (tmp, pg)
+        PrivatePostgres::in_temp_dir("hangar-metadb-").await
     }
 
     #[tokio::test]

@@ -153,6 +153,20 @@ impl Platform {
         })
     }
 
+    /// Puts the environments' brokers behind the agent's broker gateway at `addr` (for a
+    /// platform Redis without ACL users: the managed ones): their users become digests the
+    /// gateway checks, and they connect to it (on loopback when it listens everywhere).
+    pub fn with_broker_gateway(mut self, addr: std::net::SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        self.redis_host = ip.to_string();
+        self.redis_port = addr.port();
+        self.broker = self.broker.through_gateway();
+        self
+    }
+
     /// A runtime cache at `root` whose runtimes the environments' users can run.
     pub fn runtime_cache(&self, root: &Path, uv: &Path) -> RuntimeCache {
         runtime_cache(&self.sandbox, root, uv)

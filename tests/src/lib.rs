@@ -682,8 +682,9 @@ pub struct StackOptions {
     /// How often the agent checks each environment (the shipped agent: 2 s).
     pub tick: Duration,
     /// Put the control plane, the agent and the environments on a Postgres and a Redis of the
-    /// stack's own set up as managed services may be: TLS connections only, and a Postgres
-    /// admin that is not a superuser (`CREATEDB`, `CREATEROLE`).
+    /// stack's own set up as managed services may be: TLS connections only, a Postgres admin
+    /// that is not a superuser (`CREATEDB`, `CREATEROLE`), and a Redis that refuses ACL
+    /// commands (the environments' brokers then go through the agent's broker gateway).
     pub managed_like: bool,
 }
 
@@ -744,7 +745,11 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
             },
         ),
     )?;
-    let mut redis = PrivateRedis::start(&dir.join("redis")).await?;
+    let mut redis = if managed_like {
+        PrivateRedis::start_without_acl_commands(&dir.join("redis")).await?
+    } else {
+        PrivateRedis::start(&dir.join("redis")).await?
+    };
     let bucket = dir.join("bucket");
     let url = bucket_url.unwrap_or_else(|| format!("file://{}", bucket.display()));
     let platform_bucket = hangar_data_plane::bucket::Bucket::from_url(&url)?;
@@ -809,6 +814,14 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     platform.runtimes = std::sync::Arc::new(
         platform.runtime_cache(&test_runtime_dir(), std::path::Path::new("uv")),
     );
+    let agent_stop = CancellationToken::new();
+    if managed_like {
+        let gateway = hangar_data_plane::broker_gateway::BrokerGateway::connect(&redis.admin_url())
+            .await?
+            .spawn("127.0.0.1:0".parse()?, agent_stop.clone())
+            .await?;
+        platform = platform.with_broker_gateway(gateway);
+    }
     let settings = AgentSettings {
         cell: "local".to_owned(),
         capacity: CellCapacity {
@@ -822,7 +835,6 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         logs: hangar_data_plane::log_ship::ShipSettings::default(),
         worker_slots_updates: None,
     };
-    let agent_stop = CancellationToken::new();
     let agent = with_agent.then(|| {
         tokio::spawn(agent::run(
             cell.clone(),

@@ -186,6 +186,37 @@ fn the_full_values_wire_the_agent_to_this_namespace_and_the_bucket() {
 }
 
 #[test]
+fn the_broker_gateway_is_served_and_reachable_from_environments_when_asked_for() {
+    let gateway = |rendered: &str| {
+        [
+            r#""broker_gateway": "hangar-agent.hangar-system.svc:9471""#,
+            "- name: HANGAR_BROKER_GATEWAY_ADDR\n              value: \"0.0.0.0:9471\"",
+            "containerPort: 9471",
+            "port: 9471\n      targetPort: 9471",
+            "- port: 9471\n          protocol: TCP",
+        ]
+        .map(|s| rendered.contains(s))
+    };
+    let full = String::from_utf8(render(&chart().join("ci/full-values.yaml"), &[]).stdout).unwrap();
+    assert_eq!(gateway(&full), [true; 5], "{full}");
+    // Only the environments' namespaces may reach it (the agent's one ingress rule).
+    let policy = full
+        .split("\n---")
+        .find(|d| d.contains("kind: NetworkPolicy") && d.contains("- port: 9470"))
+        .unwrap_or_else(|| panic!("no agent NetworkPolicy:\n{full}"));
+    assert!(
+        policy.contains("app.kubernetes.io/managed-by: hangar")
+            && policy.contains("- port: 9471")
+            && policy.contains("policyTypes: [Ingress]"),
+        "{policy}"
+    );
+    let minimal =
+        String::from_utf8(render(&chart().join("ci/minimal-values.yaml"), &[]).stdout).unwrap();
+    assert_eq!(gateway(&minimal), [false; 5], "{minimal}");
+    assert!(!minimal.contains("9471"), "{minimal}");
+}
+
+#[test]
 fn the_control_plane_runs_two_replicas_that_relay_to_each_other_only() {
     let out = render(&chart().join("ci/minimal-values.yaml"), &[]);
     let rendered = String::from_utf8(out.stdout).unwrap();
@@ -275,6 +306,7 @@ fn bad_values_fail_at_install_with_the_field_named() {
         ("secrets.cellToken=not-a-cell-token", "/secrets/cellToken"),
         ("bundled.postgres.storage=lots", "/bundled/postgres/storage"),
         ("bundled.redis.image=", "/bundled/redis/image"),
+        ("agent.brokerGateway=maybe", "/agent/brokerGateway"),
     ] {
         let out = render(&minimal, &["--set", set]);
         assert!(!out.status.success(), "{set} was accepted");

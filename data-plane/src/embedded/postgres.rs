@@ -82,6 +82,25 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+impl PrivatePostgres {
+    /// A server in a new folder under `/tmp` named `prefix…` (which environment users can pass
+    /// through), kept as long as the folder is: for tests.
+    pub(crate) async fn in_temp_dir(prefix: &str) -> (tempfile::TempDir, Self) {
+        let tmp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("a folder in /tmp");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("the folder's mode");
+        let pg = Self::start(&tmp.path().join("pg"))
+            .await
+            .expect("a private Postgres");
+        (tmp, pg)
+    }
+}
+
 impl PrivatePostgres {
     /// Starts the server whose files live in `dir` (created if needed), initialising the
     /// cluster on first use.

@@ -60,6 +60,17 @@ impl PrivateRedis {
     /// Starts the server whose files live in `dir` (created if needed); users made earlier in
     /// the same directory are kept.
     pub async fn start(dir: &Path) -> Result<Self, RedisError> {
+        Self::start_with(dir, true).await
+    }
+
+    /// Starts a server that refuses `ACL` commands to everyone, admin included, as
+    /// ElastiCache, Memorystore and Azure Cache for Redis do: the environments' brokers then
+    /// need the broker gateway ([`crate::broker_gateway`]).
+    pub async fn start_without_acl_commands(dir: &Path) -> Result<Self, RedisError> {
+        Self::start_with(dir, false).await
+    }
+
+    async fn start_with(dir: &Path, acl_commands: bool) -> Result<Self, RedisError> {
         let status = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -97,9 +108,14 @@ impl PrivateRedis {
             &format!(
                 "bind 127.0.0.1\nprotected-mode yes\nport {port}\ndir {d}\naclfile {acl}\n\
                  daemonize yes\npidfile {d}/redis.pid\nlogfile {d}/redis.log\n\
-                 appendonly yes\nappendfsync everysec\nsave \"\"\n",
+                 appendonly yes\nappendfsync everysec\nsave \"\"\n{no_acl}",
                 d = dir.display(),
-                acl = acl.display()
+                acl = acl.display(),
+                no_acl = if acl_commands {
+                    ""
+                } else {
+                    "rename-command ACL \"\"\n"
+                },
             ),
         )?;
         let out = Command::new("redis-server")
@@ -180,6 +196,17 @@ impl PrivateRedis {
         self.tls = true;
         let _ = rustls::crypto::ring::default_provider().install_default();
         self.ping().await
+    }
+
+    /// [`PrivateRedis::require_tls`] with a self-signed certificate for 127.0.0.1: for tests.
+    #[cfg(test)]
+    #[allow(clippy::expect_used)]
+    pub(crate) async fn require_test_tls(&mut self) {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("a self-signed certificate");
+        self.require_tls(&cert.cert.pem(), &cert.key_pair.serialize_pem())
+            .await
+            .expect("a Redis on TLS");
     }
 
     async fn admin_connection(&self) -> Result<redis::aio::MultiplexedConnection, RedisError> {

@@ -103,18 +103,16 @@ impl KubeEnvironment {
             .await?;
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
         platform.metadata.ensure_database(&db, &template).await?;
-        let broker = BrokerUser::for_environment(a.id, secrets.broker_password.clone().into());
-        platform.broker.ensure_user(&broker).await?;
-        let (pg, redis) = (&platform.pod_postgres, &platform.pod_redis);
+        let (broker, broker_url) = platform
+            .ensure_broker(a.id, secrets.broker_password.clone().into())
+            .await?;
+        let pg = &platform.pod_postgres;
         Ok(Backends {
             sql_alchemy_conn: db
                 .sqlalchemy_url(&pg.host, pg.port, platform.metadata.tls())
                 .expose_secret()
                 .to_owned(),
-            broker_url: broker
-                .broker_url(&redis.host, redis.port, platform.broker.tls)
-                .expose_secret()
-                .to_owned(),
+            broker_url: broker_url.expose_secret().to_owned(),
             broker_key_prefix: broker.key_prefix,
         })
     }

@@ -14,7 +14,7 @@ use super::environment::KubeEnvironment;
 use super::error::ClusterError;
 use super::migrate::MigratePoll;
 use super::{Cluster, Manifests};
-use crate::broker::{BrokerAdmin, BrokerError};
+use crate::broker::{BrokerAdmin, BrokerError, BrokerUser};
 use crate::bucket::Bucket;
 use crate::cell_runtime::{Runtime, RuntimeFailure};
 use crate::metadata_db::{MetadataDbAdmin, MetadataDbError};
@@ -185,6 +185,27 @@ impl KubePlatform {
             broker: BrokerAdmin::connect(redis_admin_url).await?,
         })
     }
+
+    /// Puts the environments' brokers behind the agent's broker gateway, which their pods
+    /// reach at `pod_gateway` (for a platform Redis without ACL users: the managed ones).
+    pub fn with_broker_gateway(mut self, pod_gateway: Address) -> Self {
+        self.pod_redis = pod_gateway;
+        self.broker = self.broker.through_gateway();
+        self
+    }
+
+    /// Makes (or resets) the broker user of environment `id` and returns it with its Celery
+    /// `broker_url` as the environment's pods use it.
+    pub async fn ensure_broker(
+        &self,
+        id: uuid::Uuid,
+        password: secrecy::SecretString,
+    ) -> Result<(BrokerUser, secrecy::SecretString), BrokerError> {
+        let user = BrokerUser::for_environment(id, password);
+        self.broker.ensure_user(&user).await?;
+        let url = user.broker_url(&self.pod_redis.host, self.pod_redis.port, self.broker.tls);
+        Ok((user, url))
+    }
 }
 
 /// A Kubernetes cell: its cluster, the platform's services, the renderer, the bucket.
@@ -280,6 +301,39 @@ mod tests {
                     .boxed(),
             )),
         }
+    }
+
+    /// On a Redis without ACL commands (a managed one, here TLS only), the pods' brokers are
+    /// users of the agent's broker gateway, reached in the clear at its Service; with ACL users
+    /// they reach the Redis itself, over TLS as the agent does.
+    #[tokio::test]
+    async fn pods_reach_their_broker_through_the_gateway_when_redis_has_no_acl_users() {
+        use crate::embedded::{PrivatePostgres, PrivateRedis};
+        let (tmp, pg) = PrivatePostgres::in_temp_dir("hangar-kube-broker-").await;
+        let mut redis = PrivateRedis::start_without_acl_commands(&tmp.path().join("redis"))
+            .await
+            .unwrap();
+        redis.require_test_tls().await;
+        let platform = KubePlatform::connect(&pg.url("postgres"), &redis.admin_url(), None, None)
+            .await
+            .unwrap();
+        let id = uuid::Uuid::new_v4();
+        let password = || secrecy::SecretString::from("pw".to_owned());
+        // As ACL users, the Redis refuses.
+        assert!(platform.ensure_broker(id, password()).await.is_err());
+        let gateway = Address::parse("hangar-agent.hangar-system.svc:9471").unwrap();
+        let platform = platform.with_broker_gateway(gateway);
+        let (user, url) = platform.ensure_broker(id, password()).await.unwrap();
+        assert_eq!(
+            url.expose_secret(),
+            &format!(
+                "redis://env-{}:pw@hangar-agent.hangar-system.svc:9471/0",
+                id.simple()
+            )
+        );
+        assert_eq!(user.key_prefix, format!("hangar:{}:", id.simple()));
+        let _ = redis.stop().await;
+        pg.stop().await.unwrap();
     }
 
     #[test]

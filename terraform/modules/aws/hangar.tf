@@ -1,5 +1,5 @@
 # Hangar itself: the chart of this repository, wired to the cluster's node pools, RDS, Redis
-# (ElastiCache or redis_url) and the platform bucket.
+# (ElastiCache or redis_url, behind the agent's broker gateway or not) and the platform bucket.
 
 locals {
   hangar_values = {
@@ -34,9 +34,10 @@ locals {
     }
 
     agent = {
-      enabled      = true
-      cell         = var.cell_name
-      nodeSelector = local.system_labels
+      enabled       = true
+      cell          = var.cell_name
+      nodeSelector  = local.system_labels
+      brokerGateway = local.broker_gateway
       kubeCell = {
         worker_node_selector = local.worker_labels
         worker_tolerations = [{

@@ -1,15 +1,20 @@
 # The Redis that brokers the environments' Celery tasks: ElastiCache for Redis OSS 7, unless
 # redis_url names a Redis of the caller's. TLS in transit, an AUTH token for the "default" user,
-# which Hangar uses as the admin of the environments' Redis users.
+# Hangar's admin login.
 #
-# KNOWN INCOMPATIBILITY: the agent gives each environment its own Redis ACL user (ACL SETUSER,
-# ACL DELUSER, ACL SAVE), and ElastiCache manages users through its own API (RBAC user groups),
-# so it is expected to refuse these commands and creating an environment to fail on it. See
-# README, "Known incompatibilities"; bring a Redis that accepts them with redis_url.
+# ElastiCache manages its users through its own API (RBAC user groups) and refuses the ACL
+# commands (ACL SETUSER, ACL SAVE) that would give each environment a Redis user of its own, so
+# the environments' brokers go through the agent's broker gateway (broker_gateway): each
+# environment logs in to the gateway as its own user, and the gateway alone holds the AUTH token.
+# See README, "Redis and the broker gateway".
 
 locals {
   # redis_url is sensitive; whether it is set is not (and count cannot depend on a secret).
   create_redis = nonsensitive(var.redis_url == "")
+
+  # The chart's agent.brokerGateway: by default on for ElastiCache, off for a redis_url (whose
+  # Redis may have ACL users).
+  broker_gateway = var.broker_gateway != null ? var.broker_gateway : local.create_redis
 }
 
 resource "random_password" "redis" {
@@ -80,9 +85,10 @@ locals {
     : var.redis_url
   )
 
-  # Where environments' pods may reach Redis (their NetworkPolicies): the port of redis_url
-  # (6379 when it has none), in redis_egress_cidrs or the VPC. nonsensitive is applied to the
-  # port alone: before Terraform 1.7 it refuses a value that is not sensitive (the fallback).
+  # Where environments' pods may reach Redis (their NetworkPolicies, without the broker gateway):
+  # the port of redis_url (6379 when it has none), in redis_egress_cidrs or the VPC. nonsensitive
+  # is applied to the port alone: before Terraform 1.7 it refuses a value that is not sensitive
+  # (the fallback).
   redis_port = (
     local.create_redis
     ? 6379

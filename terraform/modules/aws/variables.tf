@@ -201,7 +201,7 @@ variable "db_skip_final_snapshot" {
 # ---------------------------------------------------------------------------------------------
 
 variable "redis_url" {
-  description = "Admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis 7 you bring (e.g. one you run on EC2 or in the cluster), whose user may run ACL SETUSER, ACL DELUSER and ACL SAVE; when set, no ElastiCache is created and the URL is used as given. Empty: create an ElastiCache for Redis OSS replication group, which is expected to refuse these ACL commands (creating an environment then fails): set redis_url for a working install (see README)."
+  description = "Admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis 7 you bring (e.g. one you run on EC2 or in the cluster; not in cluster mode); when set, no ElastiCache is created and the URL is used as given. Without the broker gateway (broker_gateway, false by default with redis_url), its user must be allowed ACL SETUSER, ACL DELUSER and ACL SAVE; with it, an admin login (AUTH) is enough. Empty: create an ElastiCache for Redis OSS replication group, with the environments' brokers behind the agent's broker gateway (see README)."
   type        = string
   default     = ""
   sensitive   = true
@@ -212,8 +212,15 @@ variable "redis_url" {
   }
 }
 
+variable "broker_gateway" {
+  description = "Put the environments' brokers behind the agent's broker gateway (needed for a Redis without ACL commands). null: true when the module creates the managed Redis, false when redis_url is given."
+  type        = bool
+  default     = null
+  nullable    = true
+}
+
 variable "redis_egress_cidrs" {
-  description = "With redis_url: the CIDRs where that Redis is, which environments' pods may reach; empty: the VPC's primary CIDR."
+  description = "With redis_url and without the broker gateway: the CIDRs where that Redis is, which environments' pods may reach; empty: the VPC's primary CIDR. Unused with the broker gateway (environments' pods then reach the agent, not Redis)."
   type        = list(string)
   default     = []
 

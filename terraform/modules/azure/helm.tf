@@ -51,8 +51,9 @@ locals {
       extraEnv  = local.azure_env["control-plane"]
     }
     agent = {
-      cell        = var.cell_name
-      workerSlots = var.worker_slots
+      cell          = var.cell_name
+      workerSlots   = var.worker_slots
+      brokerGateway = local.broker_gateway
       serviceAccount = {
         annotations = { "azure.workload.identity/client-id" = local.identity_client_ids["agent"] }
       }
@@ -63,7 +64,8 @@ locals {
         worker_tolerations = [
           { key = "hangar.dev/workers", operator = "Exists", effect = "NoSchedule" },
         ]
-        # The only addresses environments' pods may open connections to for Postgres and Redis.
+        # The only addresses environments' pods may open connections to for Postgres and, without
+        # the broker gateway, Redis (with it, they reach the agent's port 9471 instead).
         postgres = { cidrs = [var.postgres_subnet_cidr], ports = [5432] }
         redis    = { cidrs = var.redis_cidrs != null ? var.redis_cidrs : [var.vnet_cidr], ports = var.redis_ports }
       }

@@ -49,4 +49,8 @@ locals {
 
   # `nonsensitive`: whether a secret is empty is not a secret, and count cannot take a sensitive value.
   create_redis = nonsensitive(var.redis_url == "")
+
+  # The chart's agent.brokerGateway: by default on for Azure Cache for Redis, which has no ACL
+  # commands, off for a redis_url (whose Redis may have ACL users).
+  broker_gateway = var.broker_gateway != null ? var.broker_gateway : local.create_redis
 }

@@ -1,6 +1,7 @@
 # Azure Cache for Redis, reached through a private endpoint, unless redis_url brings a Redis of
-# your own. Known incompatible with Hangar as it stands (README): no ACL commands. TLS only (port
-# 6380): Hangar connects with rediss:// and checks the cache's publicly issued certificate against
+# your own. It has no ACL commands: the environments' brokers go through the agent's broker
+# gateway (broker_gateway), which alone holds the access key (README). TLS only (port 6380):
+# Hangar connects with rediss:// and checks the cache's publicly issued certificate against
 # Mozilla's public roots.
 
 resource "azurerm_redis_cache" "this" {

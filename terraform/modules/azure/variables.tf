@@ -167,7 +167,7 @@ variable "postgres_tls" {
 # Redis
 
 variable "redis_url" {
-  description = "Bring your own Redis: the admin URL (redis:// or rediss://) of a Redis 7 where that user may run ACL SETUSER, ACL DELUSER and ACL SAVE. Empty: the module creates an Azure Cache for Redis, which does NOT support ACL commands (README)."
+  description = "Bring your own Redis: the admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis 7, not in cluster mode. Without the broker gateway (broker_gateway, false by default with redis_url), that user must be allowed ACL SETUSER, ACL DELUSER and ACL SAVE; with it, an admin login (AUTH) is enough. Empty: the module creates an Azure Cache for Redis, with the environments' brokers behind the agent's broker gateway (README)."
   type        = string
   default     = ""
   sensitive   = true
@@ -176,6 +176,13 @@ variable "redis_url" {
     condition     = var.redis_url == "" || can(regex("^rediss?://", var.redis_url))
     error_message = "redis_url: empty, or a redis:// or rediss:// URL."
   }
+}
+
+variable "broker_gateway" {
+  description = "Put the environments' brokers behind the agent's broker gateway (needed for a Redis without ACL commands). null: true when the module creates the managed Redis, false when redis_url is given."
+  type        = bool
+  default     = null
+  nullable    = true
 }
 
 variable "redis_sku_name" {
@@ -196,13 +203,13 @@ variable "redis_capacity" {
 }
 
 variable "redis_cidrs" {
-  description = "Addresses environments' pods may reach Redis at; null: [vnet_cidr] (the private endpoint is in the virtual network). Set it when redis_url points elsewhere."
+  description = "Addresses environments' pods may reach Redis at, without the broker gateway; null: [vnet_cidr] (the private endpoint is in the virtual network). Set it when redis_url points elsewhere. Unused with the broker gateway (environments' pods then reach the agent, not Redis)."
   type        = list(string)
   default     = null
 }
 
 variable "redis_ports" {
-  description = "Ports environments' pods may reach Redis on: 6380 is Azure Cache for Redis' TLS port; a Redis of your own usually listens on 6379."
+  description = "Ports environments' pods may reach Redis on, without the broker gateway: 6380 is Azure Cache for Redis' TLS port; a Redis of your own usually listens on 6379. Unused with the broker gateway."
   type        = list(number)
   default     = [6380]
 }

@@ -63,9 +63,10 @@ locals {
     }
 
     agent = {
-      enabled      = true
-      cell         = var.cell_name
-      nodeSelector = local.system_labels
+      enabled       = true
+      cell          = var.cell_name
+      nodeSelector  = local.system_labels
+      brokerGateway = local.broker_gateway
       serviceAccount = {
         annotations = { "iam.gke.io/gcp-service-account" = google_service_account.agent.email }
       }

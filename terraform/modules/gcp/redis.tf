@@ -1,13 +1,18 @@
 # The Redis that brokers the environments' Celery tasks: Memorystore for Redis 7, unless
 # redis_url names a Redis of the caller's.
 #
-# KNOWN INCOMPATIBILITY: the agent gives each environment its own Redis ACL user (ACL SETUSER,
-# ACL DELUSER, ACL SAVE) and Memorystore for Redis does not accept ACL commands, so creating an
-# environment fails on it. See README, "Redis"; bring a Redis that accepts them with redis_url.
+# Memorystore for Redis does not accept the ACL commands (ACL SETUSER, ACL SAVE) that would give
+# each environment a Redis user of its own, so the environments' brokers go through the agent's
+# broker gateway (broker_gateway): each environment logs in to the gateway as its own user, and
+# the gateway alone holds the AUTH string. See README, "Redis and the broker gateway".
 
 locals {
   # redis_url is sensitive; whether it is set is not (and count cannot depend on a secret).
   create_redis = nonsensitive(var.redis_url == "")
+
+  # The chart's agent.brokerGateway: by default on for Memorystore, off for a redis_url (whose
+  # Redis may have ACL users).
+  broker_gateway = var.broker_gateway != null ? var.broker_gateway : local.create_redis
 }
 
 resource "google_redis_instance" "this" {
@@ -40,9 +45,9 @@ locals {
 
   # With in-transit encryption, Memorystore's certificate is signed by a CA of the instance's own
   # (server_ca_certs), not a public one, and Hangar cannot be given a CA for Redis yet: "#insecure"
-  # has Hangar (and the environments' Celery brokers, ssl_cert_reqs=none) encrypt the connection
-  # without checking the server's certificate, so the server is not authenticated. A redis_url of
-  # the caller's is used as given.
+  # has Hangar (the agent and its broker gateway) encrypt the connection without checking the
+  # server's certificate, so the server is not authenticated. A redis_url of the caller's is used
+  # as given.
   platform_redis_url = (
     local.create_redis
     ? format(
@@ -56,5 +61,6 @@ locals {
     : var.redis_url
   )
 
+  # Where environments' pods may reach Redis (their NetworkPolicies), without the broker gateway.
   redis_egress_cidrs = length(var.redis_egress_cidrs) > 0 ? var.redis_egress_cidrs : local.private_service_access_cidrs
 }

@@ -92,7 +92,7 @@ variable "private_service_access_cidr" {
 }
 
 variable "existing_private_service_access_cidrs" {
-  description = "Without create_private_service_access: the CIDRs of the network's existing Private Service Access ranges (Cloud SQL and Memorystore get their IPs there). Required then: environments' NetworkPolicies allow Postgres and Redis at these addresses only."
+  description = "Without create_private_service_access: the CIDRs of the network's existing Private Service Access ranges (Cloud SQL and Memorystore get their IPs there). Required then: environments' NetworkPolicies allow Postgres (and, without the broker gateway, Redis) at these addresses only."
   type        = list(string)
   default     = []
 
@@ -218,7 +218,7 @@ variable "database_require_tls" {
 # --- Redis ----------------------------------------------------------------------------------------
 
 variable "redis_url" {
-  description = "Admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis you bring, that accepts ACL SETUSER, ACL DELUSER and ACL SAVE; when set, no Memorystore instance is created and the URL is used as given. Empty: create Memorystore for Redis, which does NOT accept ACL commands (see README)."
+  description = "Admin URL (redis://, or rediss:// for TLS; rediss://…#insecure does not check the server's certificate) of a Redis 7 you bring (not in cluster mode); when set, no Memorystore instance is created and the URL is used as given. Without the broker gateway (broker_gateway, false by default with redis_url), its user must be allowed ACL SETUSER, ACL DELUSER and ACL SAVE; with it, an admin login (AUTH) is enough. Empty: create Memorystore for Redis, with the environments' brokers behind the agent's broker gateway (see README)."
   type        = string
   default     = ""
   sensitive   = true
@@ -229,8 +229,15 @@ variable "redis_url" {
   }
 }
 
+variable "broker_gateway" {
+  description = "Put the environments' brokers behind the agent's broker gateway (needed for a Redis without ACL commands). null: true when the module creates the managed Redis, false when redis_url is given."
+  type        = bool
+  default     = null
+  nullable    = true
+}
+
 variable "redis_egress_cidrs" {
-  description = "With redis_url: the CIDRs where that Redis is, which environments' pods may reach; empty: the Private Service Access ranges."
+  description = "With redis_url and without the broker gateway: the CIDRs where that Redis is, which environments' pods may reach; empty: the Private Service Access ranges. Unused with the broker gateway (environments' pods then reach the agent, not Redis)."
   type        = list(string)
   default     = []
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+mod broker_gateway;
 mod isolation;
 mod logs;
 mod mwaa;

@@ -360,18 +360,7 @@ async fn one_job_makes_the_template_for_environments_asking_at_once() {
     use crate::metadata_db::MetadataDbAdmin;
     use sqlx::Connection;
 
-    let tmp = tempfile::Builder::new()
-        .prefix("hangar-kube-tpl-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let pg = PrivatePostgres::start(&tmp.path().join("pg"))
-        .await
-        .unwrap();
+    let (_tmp, pg) = PrivatePostgres::in_temp_dir("hangar-kube-tpl-").await;
     let admin = MetadataDbAdmin::connect(&pg.url("postgres")).await.unwrap();
     let (client, mut server) = mock::pair();
     // Pods reach the same server by another name than the agent's 127.0.0.1.

@@ -59,6 +59,12 @@ pub struct KubeCell {
     /// environment's own credentials for its own prefix. Pods may connect to that port of the
     /// pods in `system_namespace`.
     pub bucket_gateway_url: String,
+    /// The agent's broker gateway as the environments' pods reach it (`host:port`), when the
+    /// platform Redis has no ACL users (ElastiCache, Memorystore, Azure Cache for Redis): the
+    /// pods' only way to their broker, each with its own user, and they may connect to that
+    /// port of the pods in `system_namespace` instead of `redis`. Empty: the pods reach the
+    /// platform Redis (`redis`) directly, each as its own ACL user.
+    pub broker_gateway: String,
     /// The package index the requirements Job installs from.
     pub package_index: Egress,
     /// The Kubernetes API, which the scheduler of an environment with the Kubernetes executor
@@ -80,6 +86,7 @@ impl Default for KubeCell {
             postgres: Egress::new(&PRIVATE, &[5432]),
             redis: Egress::new(&PRIVATE, &[6379]),
             bucket_gateway_url: "http://hangar-agent.hangar-system.svc:9470".to_owned(),
+            broker_gateway: String::new(),
             package_index: Egress::new(&ANYWHERE, &[443]),
             kubernetes_api: Egress::new(&ANYWHERE, &[443, 6443]),
         }
@@ -96,6 +103,8 @@ pub enum CellError {
     Bucket(String),
     #[error("bucket_gateway_url: {0:?} is not a URL such as http://hangar-agent.hangar-system.svc:9470 (with its port)")]
     BucketGateway(String),
+    #[error("broker_gateway: {0:?} is not an address such as hangar-agent.hangar-system.svc:9471 (host:port)")]
+    BrokerGateway(String),
     #[error("{field}: {value:?} is not a namespace name")]
     Namespace { field: &'static str, value: String },
     #[error("{field}: {value:?} is not a CIDR such as 10.0.0.0/8")]
@@ -152,6 +161,17 @@ fn is_image(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:@".contains(&b))
 }
 
+/// The port of `host:port` (a host name or an IP address, the port not 0).
+fn port_of(address: &str) -> Option<u16> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    host_ok.then_some(port)
+}
+
 impl KubeCell {
     /// The Airflow image of an Airflow version.
     pub fn airflow_image_for(&self, airflow_version: &str) -> String {
@@ -169,14 +189,12 @@ impl KubeCell {
             .bucket_gateway_url
             .strip_prefix("http://")
             .or_else(|| self.bucket_gateway_url.strip_prefix("https://"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = rest.rsplit_once(':')?;
-        let host_ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
-        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-        host_ok.then_some(port)
+        port_of(rest.strip_suffix('/').unwrap_or(rest))
+    }
+
+    /// The broker gateway's port, when pods reach their brokers through it (`host:port`).
+    pub fn broker_gateway_port(&self) -> Option<u16> {
+        port_of(&self.broker_gateway)
     }
 
     pub fn validate(&self) -> Result<(), CellError> {
@@ -214,6 +232,9 @@ impl KubeCell {
         }
         if self.bucket_gateway_port().is_none() {
             return Err(CellError::BucketGateway(self.bucket_gateway_url.clone()));
+        }
+        if !self.broker_gateway.is_empty() && self.broker_gateway_port().is_none() {
+            return Err(CellError::BrokerGateway(self.broker_gateway.clone()));
         }
         for (field, value) in [
             ("system_namespace", &self.system_namespace),

@@ -178,10 +178,17 @@ pub(crate) fn policies(ctx: &Ctx<'_>) -> Result<Vec<serde_json::Value>, RenderEr
             components(&DATABASE_CLIENTS),
             addresses(&cell.postgres),
         ),
+        // The broker: the platform Redis, or the agent's broker gateway in front of it.
         Policy::egress(
             "allow-redis",
             components(&BROKER_CLIENTS),
-            addresses(&cell.redis),
+            match cell.broker_gateway_port() {
+                Some(port) => NetworkPolicyEgressRule {
+                    to: Some(vec![namespace(&cell.system_namespace)]),
+                    ports: Some(tcp(&[port])),
+                },
+                None => addresses(&cell.redis),
+            },
         ),
         // The bucket gateway (DAG sync, requirements archives, task logs), in every pod: the
         // agent's pods, never the bucket itself.

@@ -516,6 +516,36 @@ fn bad_cell_settings_are_refused_before_rendering() {
 }
 
 #[test]
+fn with_a_broker_gateway_brokers_are_reached_through_it_and_never_redis_itself() {
+    let mut sample = samples().unwrap().remove(0);
+    let redis_policy = |m: &Manifests| {
+        m.objects
+            .iter()
+            .find(|o| kind(o) == "NetworkPolicy" && name(o) == "allow-redis")
+            .unwrap()["spec"]["egress"][0]
+            .clone()
+    };
+    let direct = redis_policy(&render(&sample.input).unwrap());
+    assert!(direct["to"][0]["ipBlock"].is_object(), "{direct}");
+    sample.input.cell.broker_gateway = "hangar-agent.hangar-system.svc:9471".to_owned();
+    let rule = redis_policy(&render(&sample.input).unwrap());
+    assert_eq!(
+        rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "hangar-system"
+    );
+    assert_eq!(
+        rule["ports"],
+        serde_json::json!([{"port": 9471, "protocol": "TCP"}])
+    );
+    assert_eq!(rule["to"].as_array().unwrap().len(), 1, "{rule}");
+    for bad in ["hangar-agent", "hangar-agent:0", ":9471", "redis://h:1"] {
+        sample.input.cell.broker_gateway = bad.to_owned();
+        let err = render(&sample.input).unwrap_err().to_string();
+        assert!(err.contains("broker_gateway"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn pods_reach_the_bucket_only_through_the_gateway_with_the_environments_credentials() {
     for (sample, m) in all() {
         let input = &sample.input;
