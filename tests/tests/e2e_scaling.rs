@@ -139,8 +139,45 @@ async fn run_state(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) ->
     )
     .await;
     let state = r["state"].as_str().unwrap_or("unknown").to_owned();
-    assert_ne!(state, "failed", "{tenant}/{env} {dag} {run} failed: {r}");
+    if state == "failed" {
+        panic!(
+            "{tenant}/{env} {dag} {run} failed: {r}\n{}",
+            failed_task_logs(c, tenant, env, dag, run).await
+        );
+    }
     state
+}
+
+/// The failed tasks of a run with the end of each one's log, as Airflow serves it: what a
+/// failed run's tasks said last.
+async fn failed_task_logs(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) -> String {
+    let mut out = String::new();
+    for t in task_instances(c, tenant, env, dag, run).await {
+        if t["state"] == "success" {
+            continue;
+        }
+        let path = format!(
+            "dags/{dag}/dagRuns/{run}/taskInstances/{}/{}/logs/{}?full_content=true",
+            t["task_id"].as_str().unwrap_or_default(),
+            t["map_index"],
+            t["try_number"]
+        );
+        let (_, log) = airflow_api(c, tenant, env, Method::GET, &path, None).await;
+        let text = log["content"].to_string();
+        let tail: String = text
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        out.push_str(&format!(
+            "map {} {} try {} on {} pid {}: …{tail}\n",
+            t["map_index"], t["state"], t["try_number"], t["hostname"], t["pid"]
+        ));
+    }
+    out
 }
 
 /// The run's task instances, as Airflow's REST API lists them.
