@@ -356,6 +356,32 @@ impl Client {
         .await
     }
 
+    /// Asks for the environment to hibernate (`HIBERNATING`, then `HIBERNATED`).
+    pub async fn hibernate_environment(
+        &self,
+        tenant: &str,
+        env: &str,
+    ) -> Result<Environment, ClientError> {
+        self.json(self.request(
+            Method::POST,
+            &format!("v1/tenants/{tenant}/environments/{env}/hibernate"),
+        ))
+        .await
+    }
+
+    /// Wakes a hibernated environment.
+    pub async fn wake_environment(
+        &self,
+        tenant: &str,
+        env: &str,
+    ) -> Result<Environment, ClientError> {
+        self.json(self.request(
+            Method::POST,
+            &format!("v1/tenants/{tenant}/environments/{env}/wake"),
+        ))
+        .await
+    }
+
     /// `…/dags/{path}` with each segment of `path` escaped.
     fn dag_url(tenant: &str, env: &str, path: &str) -> String {
         const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

@@ -517,6 +517,19 @@ pub enum EnvCmd {
         #[arg(long, env = "HANGAR_TENANT")]
         tenant: String,
     },
+    /// Stops the environment's processes once no DAG run is queued or running, keeping its
+    /// database, files and secrets; any use through Hangar, or `wake`, starts it again.
+    Hibernate {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
+    /// Starts a hibernated environment again.
+    Wake {
+        name: String,
+        #[arg(long, env = "HANGAR_TENANT")]
+        tenant: String,
+    },
     /// Lists the DAG files the environment's Airflow could not import, with the reason.
     ImportErrors {
         name: String,
@@ -943,6 +956,12 @@ pub async fn env(opts: &ClientOpts, cmd: EnvCmd) -> anyhow::Result<()> {
         }
         EnvCmd::Delete { name, tenant } => {
             print_env(opts, &c.delete_environment(&tenant, &name).await?)
+        }
+        EnvCmd::Hibernate { name, tenant } => {
+            print_env(opts, &c.hibernate_environment(&tenant, &name).await?)
+        }
+        EnvCmd::Wake { name, tenant } => {
+            print_env(opts, &c.wake_environment(&tenant, &name).await?)
         }
         EnvCmd::ImportErrors { name, tenant } => {
             let list = c.import_errors(&tenant, &name).await?;

@@ -2,8 +2,8 @@
 //! [`EnvironmentRuntime`] per environment placed on the cell, and the agent drives each through
 //! the same steps whatever runs it (processes on one machine, objects in one Kubernetes
 //! cluster): apply a revision, sync from the bucket, observe, scale workers (draining the
-//! surplus), stop or detach, delete; plus where its logs come from and where its Airflow CLI
-//! commands run.
+//! surplus), hibernate, stop or detach, delete; plus where its logs come from and where its
+//! Airflow CLI commands run.
 //!
 //! Futures are `Send` so the agent can run each environment on its own task.
 
@@ -79,6 +79,20 @@ pub trait EnvironmentRuntime: WorkerRuntime + Send + 'static {
 
     /// Stops the environment, keeping its data, and returns the state to report.
     fn stop(&mut self) -> impl Future<Output = ObservedState> + Send;
+
+    /// Whether nothing of the environment is to run: no DAG run queued or running, no task
+    /// queued, running or deferred. Only then may it hibernate.
+    fn idle(
+        &mut self,
+        a: &Assignment,
+    ) -> impl Future<Output = Result<bool, crate::autoscaler::ScaleError>> + Send;
+
+    /// Stops every process of the environment, keeping its data, so that it stays stopped
+    /// (across agent restarts too) until it is applied again.
+    fn hibernate(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether the environment hibernates (as [`EnvironmentRuntime::hibernate`] left it).
+    fn hibernated(&self) -> bool;
 
     /// Where the log shipper reads the environment's component and task logs, once applied.
     fn log_source(&self, a: &Assignment) -> Option<LogSource>;

@@ -487,6 +487,21 @@ impl EnvTasks {
         Ok((saturating_u32(queued), saturating_u32(running)))
     }
 
+    /// Whether nothing is to run: no DAG run queued or running, no task instance scheduled,
+    /// queued, running, deferred, waiting to be rescheduled or restarting.
+    pub async fn idle(&mut self, url: &SecretString) -> Result<bool, sqlx::Error> {
+        let row: Result<(i64,), sqlx::Error> = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM dag_run WHERE state IN ('queued', 'running'))
+                  + (SELECT count(*) FROM task_instance
+                     WHERE state IN ('scheduled', 'queued', 'running', 'deferred',
+                                     'up_for_reschedule', 'restarting'))",
+        )
+        .fetch_one(self.connection(url).await?)
+        .await;
+        let (busy,) = self.kept(row)?;
+        Ok(busy == 0)
+    }
+
     /// Running task instances per worker, by the hostname each reported (Celery's worker
     /// hostname: its pod's name on Kubernetes).
     pub async fn running_by_host(

@@ -29,6 +29,9 @@ use crate::supervisor::{Supervisor, SupervisorError};
 
 /// How long a component gets to stop on SIGTERM before SIGKILL (workers finish their tasks).
 pub const STOP_GRACE: Duration = Duration::from_secs(60);
+/// The file in an environment's folder that says it hibernates (written by the agent, which
+/// owns the folder; the environment cannot write there).
+const HIBERNATED_MARKER: &str = "hibernated";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -325,6 +328,14 @@ impl ProcessEnvironment {
     /// processes keep running untouched.
     pub async fn apply(&mut self, a: &Assignment) -> Result<(), ReconcileError> {
         let secrets: &EnvironmentSecrets = a.secrets.as_ref().ok_or(ReconcileError::NoSecrets)?;
+        // Applying wakes it.
+        let marker = self.home.join(HIBERNATED_MARKER);
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(files(&marker)(e));
+            }
+            _ => {}
+        }
         let version = a.spec.airflow_version.as_str();
         let runtime = self
             .platform
@@ -576,6 +587,16 @@ impl ProcessEnvironment {
 
     /// The environment's state now: its processes, and whether its Airflow answers healthy.
     pub async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
+        if self.hibernated() {
+            return ObservedState {
+                revision: self.running_revision,
+                failed,
+                dag_sync: self.sync_status.clone(),
+                bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
+                hibernated: true,
+                ..ObservedState::default()
+            };
+        }
         let mut components = self.supervisor.tick();
         let mut endpoints = std::collections::BTreeMap::new();
         if let Some(url) = self.api_url.clone() {
@@ -592,7 +613,40 @@ impl ProcessEnvironment {
             bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
             workers: self.worker_status.clone(),
             reconcile: None,
+            hibernated: false,
         }
+    }
+
+    /// Stops every process of the environment (its task runners included, by its cgroup and
+    /// user) and marks it hibernated in its folder, so that the next agent leaves it stopped
+    /// too; its database, broker user, files and secrets stay. Applying it wakes it.
+    pub async fn hibernate(&mut self) -> Result<(), ReconcileError> {
+        self.supervisor.stop_all(STOP_GRACE).await;
+        self.platform.sandbox.kill_all(self.id).await;
+        self.api_url = None;
+        self.prepared = None;
+        self.workers = None;
+        let marker = self.home.join(HIBERNATED_MARKER);
+        std::fs::write(&marker, b"").map_err(files(&marker))
+    }
+
+    /// Whether the environment hibernates (its folder says so).
+    pub fn hibernated(&self) -> bool {
+        self.home.join(HIBERNATED_MARKER).exists()
+    }
+
+    /// Whether nothing of the environment is to run (its own database says).
+    pub async fn idle(&mut self, a: &Assignment) -> Result<bool, ScaleError> {
+        let Some(secrets) = a.secrets.as_ref() else {
+            return Ok(true);
+        };
+        let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
+        let url = db.url(
+            &self.platform.postgres_host,
+            self.platform.postgres_port,
+            self.platform.metadata.tls(),
+        );
+        Ok(self.tasks.idle(&url).await?)
     }
 
     /// Removes everything of the environment: processes, database and role, broker user and
@@ -629,6 +683,9 @@ impl ProcessEnvironment {
     /// state to report: every component stopped, so the environment does not look available
     /// while nothing runs.
     pub async fn stop(&mut self) -> ObservedState {
+        if self.hibernated() {
+            return self.observe(None).await;
+        }
         let components = self
             .supervisor
             .statuses()
@@ -656,6 +713,7 @@ impl ProcessEnvironment {
             bucket_requirements: None,
             workers: None,
             reconcile: None,
+            hibernated: false,
         }
     }
 }
@@ -804,6 +862,18 @@ impl EnvironmentRuntime for ProcessEnvironment {
 
     async fn stop(&mut self) -> ObservedState {
         ProcessEnvironment::stop(self).await
+    }
+
+    async fn idle(&mut self, a: &Assignment) -> Result<bool, ScaleError> {
+        ProcessEnvironment::idle(self, a).await
+    }
+
+    async fn hibernate(&mut self) -> Result<(), ReconcileError> {
+        ProcessEnvironment::hibernate(self).await
+    }
+
+    fn hibernated(&self) -> bool {
+        ProcessEnvironment::hibernated(self)
     }
 
     fn log_source(&self, a: &Assignment) -> Option<crate::log_ship::LogSource> {

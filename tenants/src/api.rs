@@ -380,6 +380,10 @@ pub struct Assignment {
     pub revision: i64,
     /// The environment is to be removed: stop everything and report `deleted`.
     pub delete: bool,
+    /// The environment is to hibernate: stop all its processes once no DAG run is queued or
+    /// running, keep its data, and start it again when this is cleared.
+    #[serde(default)]
+    pub hibernate: bool,
     pub spec: EnvironmentSpec,
     /// The environment's generated secrets; `None` only for environments older than them.
     pub secrets: Option<EnvironmentSecrets>,

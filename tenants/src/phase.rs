@@ -166,6 +166,9 @@ pub struct ObservedState {
     /// What the reconciler met since the cell's agent started (Prometheus counters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileCounters>,
+    /// The environment hibernates: none of its processes runs, its data is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernated: bool,
 }
 
 /// Counters of an environment's reconciler, since the cell's agent started.
@@ -238,14 +241,17 @@ pub struct PhaseChange {
     pub message: Option<String>,
 }
 
-/// Decides an environment's phase from its current phase, its desired revision and deletion
-/// intent, and what its agent observed. `AVAILABLE` only when the desired revision runs and
-/// every component is healthy; a failed apply of a running environment is `UPDATE_FAILED`
-/// (its previous revision keeps running), of a new one `CREATE_FAILED`.
+/// Decides an environment's phase from its current phase, its desired revision, deletion and
+/// hibernation intents, and what its agent observed. `AVAILABLE` only when the desired revision
+/// runs and every component is healthy; a failed apply of a running environment is
+/// `UPDATE_FAILED` (its previous revision keeps running), of a new one `CREATE_FAILED`. Asked to
+/// hibernate, it is `HIBERNATING` until its agent says nothing of it runs (`HIBERNATED`); woken,
+/// it keeps its phase until it is back.
 pub fn derive_phase(
     current: Phase,
     desired_revision: i64,
     delete_requested: bool,
+    hibernate: bool,
     observed: &ObservedState,
 ) -> PhaseChange {
     let keep = |message: Option<String>| PhaseChange {
@@ -267,6 +273,24 @@ pub fn derive_phase(
                 message: Some("removing the environment's components and data".to_owned()),
             }
         };
+    }
+    if hibernate {
+        return if observed.hibernated {
+            PhaseChange {
+                phase: Phase::Hibernated,
+                message: None,
+            }
+        } else {
+            PhaseChange {
+                phase: Phase::Hibernating,
+                message: Some(
+                    "stopping its processes once no DAG run is queued or running".to_owned(),
+                ),
+            }
+        };
+    }
+    if observed.hibernated {
+        return keep(Some("waking up".to_owned()));
     }
     if let Some(failed) = observed
         .failed
@@ -420,6 +444,40 @@ mod tests {
         }
     }
 
+    fn hibernated(rev: i64) -> ObservedState {
+        ObservedState {
+            revision: Some(rev),
+            hibernated: true,
+            ..Default::default()
+        }
+    }
+
+    #[rstest]
+    #[case::asked_while_busy(Phase::Available, 1, true, healthy(1), Phase::Hibernating)]
+    #[case::asleep(Phase::Hibernating, 1, true, hibernated(1), Phase::Hibernated)]
+    #[case::stays_asleep(Phase::Hibernated, 1, true, hibernated(1), Phase::Hibernated)]
+    #[case::waking(Phase::Hibernated, 1, false, hibernated(1), Phase::Hibernated)]
+    #[case::woken_starting(Phase::Hibernated, 1, false, sick(1), Phase::Hibernated)]
+    #[case::awake(Phase::Hibernated, 1, false, healthy(1), Phase::Available)]
+    #[case::woken_by_an_update(Phase::Updating, 2, false, healthy(2), Phase::Available)]
+    fn hibernation_drives_the_phase(
+        #[case] current: Phase,
+        #[case] desired: i64,
+        #[case] hibernate: bool,
+        #[case] observed: ObservedState,
+        #[case] expected: Phase,
+    ) {
+        assert_eq!(
+            derive_phase(current, desired, false, hibernate, &observed).phase,
+            expected
+        );
+        // Deleting wins over hibernating.
+        assert_eq!(
+            derive_phase(current, desired, true, hibernate, &observed).phase,
+            Phase::Deleting
+        );
+    }
+
     #[rstest]
     #[case::created(Phase::Creating, 1, false, healthy(1), Phase::Available)]
     #[case::still_starting(Phase::Creating, 1, false, sick(1), Phase::Creating)]
@@ -442,14 +500,14 @@ mod tests {
         #[case] expected: Phase,
     ) {
         assert_eq!(
-            derive_phase(current, desired, delete, &observed).phase,
+            derive_phase(current, desired, delete, false, &observed).phase,
             expected
         );
     }
 
     #[test]
     fn update_failed_carries_the_agents_message() {
-        let c = derive_phase(Phase::Updating, 2, false, &failed(Some(1), 2));
+        let c = derive_phase(Phase::Updating, 2, false, false, &failed(Some(1), 2));
         assert_eq!(c.message.as_deref(), Some("uv: no solution"));
     }
 

@@ -120,6 +120,43 @@ pub async fn update_environment(
     Ok(with_etag(StatusCode::OK, env))
 }
 
+/// Hibernates an environment: `HIBERNATING` until no DAG run is queued or running and its cell
+/// has stopped every process, then `HIBERNATED` (its database, files and secrets kept). A
+/// wake, or any use through Hangar (its Airflow API or UI, its CLI), starts it again.
+/// Editors and admins.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/hibernate", tag = "environments",
+    security(("bearer" = [])), params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 202, body = Environment),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn hibernate_environment(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((tenant, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let env = s
+        .services
+        .hibernate_environment(&actor, &tenant, &env)
+        .await?;
+    Ok(with_etag(StatusCode::ACCEPTED, env))
+}
+
+/// Wakes a hibernated environment: its cell starts it again (`AVAILABLE` once its Airflow
+/// answers). Editors and admins.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/wake", tag = "environments",
+    security(("bearer" = [])), params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 202, body = Environment),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn wake_environment(
+    State(s): State<AppState>,
+    actor: Actor,
+    Path((tenant, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let env = s.services.wake_environment(&actor, &tenant, &env).await?;
+    Ok(with_etag(StatusCode::ACCEPTED, env))
+}
+
 /// Deletes an environment: `DELETING` until its cell has removed everything, then `DELETED`.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments",
     security(("bearer" = [])), params(("tenant" = String, Path), ("env" = String, Path)),

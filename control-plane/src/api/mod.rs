@@ -94,6 +94,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             environments::update_environment,
             environments::delete_environment
         ))
+        .routes(routes!(environments::hibernate_environment))
+        .routes(routes!(environments::wake_environment))
         .routes(routes!(web_login::create_web_login_token))
         .routes(routes!(cli::run_airflow_cli))
         .routes(routes!(logs::environment_logs))

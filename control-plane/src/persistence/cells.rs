@@ -218,3 +218,11 @@ pub async fn notify_changed(conn: &mut PgConnection, id: Uuid) -> Result<(), sql
     .await?;
     Ok(())
 }
+
+/// The runtime (`process`, `kubernetes`) of the cell `id`.
+pub async fn runtime_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query!("SELECT runtime FROM cells WHERE id = $1", id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| r.runtime))
+}

@@ -23,6 +23,8 @@ pub struct EnvRow {
     /// The cell's isolation report (`CellIsolation`), if its agent sent one.
     pub cell_isolation: Option<serde_json::Value>,
     pub observed: Option<serde_json::Value>,
+    /// Asked to hibernate (until woken).
+    pub hibernate: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -36,6 +38,7 @@ pub struct AssignmentRow {
     pub delete_requested: bool,
     pub spec: serde_json::Value,
     pub secrets: Option<Vec<u8>>,
+    pub hibernate: bool,
     pub change_seq: i64,
 }
 
@@ -77,7 +80,8 @@ pub async fn by_name(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.name = $2
@@ -95,7 +99,8 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<EnvRow>, 
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.id = $1"#,
@@ -112,7 +117,8 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::E
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.phase <> 'DELETED'
@@ -136,7 +142,8 @@ pub async fn list_page(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.created_at, e.updated_at
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
            WHERE e.tenant_id = $1 AND e.phase <> 'DELETED'
@@ -174,12 +181,14 @@ pub struct LockedEnv {
     pub phase: String,
     pub revision: i64,
     pub delete_requested: bool,
+    pub hibernate: bool,
 }
 
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedEnv>, sqlx::Error> {
     sqlx::query_as!(
         LockedEnv,
-        "SELECT tenant_id, cell_id, phase, revision, delete_requested FROM environments WHERE id = $1 FOR UPDATE",
+        "SELECT tenant_id, cell_id, phase, revision, delete_requested, hibernate
+         FROM environments WHERE id = $1 FOR UPDATE",
         id
     )
     .fetch_optional(conn)
@@ -209,6 +218,30 @@ pub async fn update_spec(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| r.revision))
+}
+
+/// Asks the environment's cell to hibernate it (`true`) or to wake it (`false`), in `phase`
+/// with `status_message`.
+pub async fn set_hibernate(
+    conn: &mut PgConnection,
+    id: Uuid,
+    hibernate: bool,
+    phase: &str,
+    status_message: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE environments
+         SET hibernate = $2, phase = $3, status_message = $4,
+             change_seq = nextval('environment_changes'), updated_at = now()
+         WHERE id = $1",
+        id,
+        hibernate,
+        phase,
+        status_message
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records the intent to delete: the cell's agent tears down and reports; an environment on no
@@ -294,7 +327,7 @@ pub async fn assignments(
     sqlx::query_as!(
         AssignmentRow,
         "SELECT e.id, t.name AS tenant, e.name, e.revision, e.delete_requested, e.spec, e.secrets,
-                e.change_seq
+                e.hibernate, e.change_seq
          FROM environments e JOIN tenants t ON t.id = e.tenant_id
          WHERE e.cell_id = $1 AND e.change_seq > $2 AND e.phase <> 'DELETED'
          ORDER BY e.change_seq LIMIT $3",

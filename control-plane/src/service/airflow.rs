@@ -117,6 +117,7 @@ impl Services {
         let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
         let role = airflow_role(actor);
         let row = self.live_environment(&t, env).await?;
+        let row = self.awake_for_use(actor, &t, row).await?;
         let (id, cell) = (row.id, row.cell_id.zip(row.cell.clone()));
         let e = self.environment_out(row)?;
         // The api-server's reported address is not used (the cell's agent knows it); that it

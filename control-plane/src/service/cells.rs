@@ -7,7 +7,7 @@ use hangar_tenants::api::{
     Assignment, Cell, CellCapacity, CellCreated, CellIsolation, CellPool, CreateCell, Environment,
     RegisterCell, Runtime, UpdateEnvironment,
 };
-use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState, Phase};
+use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -449,6 +449,7 @@ impl Services {
                             name: r.name,
                             revision: r.revision,
                             delete: r.delete_requested,
+                            hibernate: r.hibernate,
                         })
                     })
                     .collect::<Result<Vec<_>, ServiceError>>()?;
@@ -484,23 +485,20 @@ impl Services {
             .store("lock an environment")?
             .filter(|l| l.cell_id == Some(cell_id))
             .ok_or_else(not_found)?;
-        let current: Phase =
-            locked
-                .phase
-                .parse()
-                .map_err(
-                    |e: hangar_tenants::phase::UnknownPhase| ServiceError::Corrupt {
-                        action: "read an environment's phase",
-                        message: e.to_string(),
-                    },
-                )?;
+        let current = super::stored_phase(&locked.phase)?;
         let previous_requirements = persistence::environments::by_id(&mut tx, env)
             .await
             .store("read an environment")?
             .and_then(|r| r.observed)
             .and_then(|o| o.get("bucket_requirements").cloned())
             .and_then(|v| v.as_str().map(str::to_owned));
-        let change = derive_phase(current, locked.revision, locked.delete_requested, &observed);
+        let change = derive_phase(
+            current,
+            locked.revision,
+            locked.delete_requested,
+            locked.hibernate,
+            &observed,
+        );
         let observed_value =
             serde_json::to_value(&observed).map_err(|e| ServiceError::Corrupt {
                 action: "serialise observed state",

@@ -62,6 +62,8 @@ impl Services {
                 return Err(e);
             }
         };
+        // A command is a use: a hibernated environment wakes for it.
+        let row = self.awake_for_use(actor, &t, row).await?;
         let running =
             row.phase != Phase::Deleting.as_str() && row.phase != Phase::Creating.as_str();
         let cell_id = row.cell_id.filter(|_| running).ok_or_else(|| {

@@ -15,6 +15,11 @@ use crate::persistence::{self, audit::NewAudit, environments::EnvRow, unique_vio
 pub const WAITING_FOR_CELL: &str =
     "waiting for a data-plane cell with room: no registered cell can take this environment yet";
 
+/// How long a use of a hibernated environment waits for it to wake: under the Hangar client's
+/// own 30 s, so a slow wake is a 503 to retry, not the caller's timeout.
+pub const WAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+const WAKE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A client's `Idempotency-Key` and a hash of the request it came with.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
@@ -445,6 +450,149 @@ impl Services {
         tx.commit()
             .await
             .store("commit an environment's deletion")?;
+        self.environment_out(row)
+    }
+
+    /// Asks the environment's cell to hibernate it: its processes stop once no DAG run is
+    /// queued or running; its database, files and secrets stay. A wake request, or any use of
+    /// it through Hangar, starts it again. Idempotent.
+    pub async fn hibernate_environment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Environment, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
+        self.set_hibernate(actor, &t, name, true, json!({})).await
+    }
+
+    /// Wakes a hibernated (or hibernating) environment: its cell starts it again. Idempotent.
+    pub async fn wake_environment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Environment, ServiceError> {
+        let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
+        self.set_hibernate(actor, &t, name, false, json!({})).await
+    }
+
+    /// The environment awake for a use of it through Hangar (its Airflow API or UI, its CLI):
+    /// one asked to hibernate is woken (whatever the caller's role: using it is enough), and
+    /// the use waits until its Airflow answers again, for up to [`WAKE_WAIT`]; past that it is a
+    /// 503 to retry.
+    pub(crate) async fn awake_for_use(
+        &self,
+        actor: &Actor,
+        t: &TenantRef,
+        row: EnvRow,
+    ) -> Result<EnvRow, ServiceError> {
+        let asleep = |r: &EnvRow| {
+            r.hibernate
+                || r.phase == Phase::Hibernated.as_str()
+                || r.phase == Phase::Hibernating.as_str()
+        };
+        if !asleep(&row) {
+            return Ok(row);
+        }
+        let name = row.name.clone();
+        if row.hibernate {
+            self.set_hibernate(actor, t, &name, false, json!({ "by": "use" }))
+                .await?;
+        }
+        let deadline = tokio::time::Instant::now() + WAKE_WAIT;
+        loop {
+            let row = self.live_environment(t, &name).await?;
+            let running = row.phase == Phase::Available.as_str()
+                && row
+                    .observed
+                    .as_ref()
+                    .and_then(|o| o.get("endpoints"))
+                    .and_then(|e| e.get("api"))
+                    .is_some();
+            if running || (!asleep(&row) && row.phase != Phase::Hibernated.as_str()) {
+                return Ok(row);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable(format!(
+                    "environment {name:?} is waking up from hibernation; retry in a few seconds"
+                )));
+            }
+            tokio::time::sleep(WAKE_POLL).await;
+        }
+    }
+
+    async fn set_hibernate(
+        &self,
+        actor: &Actor,
+        t: &TenantRef,
+        name: &str,
+        hibernate: bool,
+        details: serde_json::Value,
+    ) -> Result<Environment, ServiceError> {
+        let mut tx = self.db.begin().await.store("begin a transaction")?;
+        let row = self.lock_live_environment(&mut tx, t, name).await?;
+        let phase = super::stored_phase(&row.phase)?;
+        let conflict = |message: String| ServiceError::Conflict {
+            field: None,
+            message,
+        };
+        if row.delete_requested {
+            return Err(conflict(format!("environment {name:?} is being deleted")));
+        }
+        if hibernate && row.hibernate != hibernate {
+            if matches!(phase, Phase::Creating | Phase::CreateFailed) {
+                return Err(conflict(format!(
+                    "environment {name:?} is not created yet (phase {phase}); it can hibernate once it is AVAILABLE"
+                )));
+            }
+            let cell = row.cell_id.ok_or_else(|| {
+                conflict(format!("environment {name:?} is not placed on a cell yet"))
+            })?;
+            let runtime = persistence::cells::runtime_of(&mut tx, cell)
+                .await
+                .store("read a cell")?;
+            if runtime.as_deref() != Some("process") {
+                return Err(conflict(format!(
+                    "environment {name:?} runs on a Kubernetes cell, where hibernation is not available yet"
+                )));
+            }
+        }
+        if row.hibernate != hibernate {
+            let (phase, message) = if hibernate {
+                (
+                    Phase::Hibernating,
+                    "waiting for the cell to stop its processes once no DAG run is queued or running",
+                )
+            } else {
+                (phase, "waking up")
+            };
+            persistence::environments::set_hibernate(
+                &mut tx,
+                row.id,
+                hibernate,
+                phase.as_str(),
+                Some(message),
+            )
+            .await
+            .store("record a hibernation request")?;
+            if let Some(cell) = row.cell_id {
+                persistence::cells::notify_changed(&mut tx, cell)
+                    .await
+                    .store("notify a cell")?;
+            }
+            let action = if hibernate {
+                "environment.hibernate"
+            } else {
+                "environment.wake"
+            };
+            audit_env(&mut tx, actor, t, action, name, details).await?;
+        }
+        let row = persistence::environments::by_id(&mut tx, row.id)
+            .await
+            .store("read an environment")?
+            .ok_or_else(|| ServiceError::not_found("environment", name))?;
+        tx.commit().await.store("commit a hibernation request")?;
         self.environment_out(row)
     }
 

@@ -85,6 +85,16 @@ impl ServiceError {
     }
 }
 
+/// An environment's phase as stored (a stored phase Hangar does not know is a corrupt row).
+pub(crate) fn stored_phase(phase: &str) -> Result<hangar_tenants::Phase, ServiceError> {
+    phase.parse().map_err(
+        |e: hangar_tenants::phase::UnknownPhase| ServiceError::Corrupt {
+            action: "read an environment's phase",
+            message: e.to_string(),
+        },
+    )
+}
+
 /// Names the action a failed query was part of.
 pub trait StoreContext<T> {
     fn store(self, action: &'static str) -> Result<T, ServiceError>;

@@ -86,6 +86,18 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         if a.delete {
             return self.delete(a).await;
         }
+        if self.env.hibernated() {
+            if a.hibernate {
+                // Asleep, as asked: nothing runs, nothing syncs (the next wake does).
+                self.report().await;
+                return Ok(Action::Requeue(self.settings.tick));
+            }
+            // Woken: it starts again at the revision it should run.
+            tracing::info!(env = %self.name, "waking from hibernation");
+            self.applied = None;
+            self.failed = None;
+            self.retry_at = Instant::now();
+        }
         let wanted = self.applied != Some(a.revision)
             && self.failed.as_ref().map(|f| f.revision) != Some(a.revision);
         if wanted && Instant::now() >= self.retry_at {
@@ -109,8 +121,43 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
                 all.insert(self.id, t);
             }
         }
+        if a.hibernate && self.applied.is_some() {
+            self.hibernate_when_idle(a).await;
+        }
         self.report().await;
         Ok(Action::Requeue(self.settings.tick))
+    }
+
+    /// Asked to hibernate: stops the environment once nothing of it is to run (no DAG run
+    /// queued or running), so no task is lost; until then it keeps running and scaling.
+    async fn hibernate_when_idle(&mut self, a: &Assignment) {
+        match self.env.idle(a).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(env = %self.name, error = %e, "failed to read whether anything is to run; not hibernating");
+                return;
+            }
+        }
+        let span = reconcile_span("hibernate", a);
+        let started = Instant::now();
+        match self.env.hibernate().instrument(span.clone()).await {
+            Ok(()) => {
+                let _enter = span.enter();
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "hibernated"
+                );
+                self.applied = None;
+                self.running = None;
+                autoscale::leave(&self.shared.pool, self.id);
+                self.shared.tunnel.remove(self.id);
+            }
+            Err(e) => {
+                failure(&span, &mut self.counters, e.category());
+                tracing::warn!(env = %self.name, error = %e, "failed to hibernate");
+            }
+        }
     }
 
     /// What to do after a failed pass.

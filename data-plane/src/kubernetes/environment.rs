@@ -177,6 +177,7 @@ impl KubeEnvironment {
             bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
             workers: self.worker_status.clone(),
             reconcile: None,
+            hibernated: false,
         }
     }
 
@@ -254,6 +255,19 @@ impl EnvironmentRuntime for KubeEnvironment {
     /// reported as they are.
     async fn stop(&mut self) -> ObservedState {
         KubeEnvironment::observe(self, None).await
+    }
+
+    /// A Kubernetes cell's environments do not hibernate yet (the control plane refuses to ask).
+    async fn idle(&mut self, _a: &Assignment) -> Result<bool, crate::autoscaler::ScaleError> {
+        Ok(false)
+    }
+
+    async fn hibernate(&mut self) -> Result<(), KubeRuntimeError> {
+        Err(KubeRuntimeError::Unsupported("hibernation"))
+    }
+
+    fn hibernated(&self) -> bool {
+        false
     }
 
     fn log_source(&self, a: &Assignment) -> Option<crate::log_ship::LogSource> {

@@ -36,6 +36,8 @@ pub enum KubeRuntimeError {
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("{0} is not available on a Kubernetes cell yet")]
+    Unsupported(&'static str),
 }
 
 impl RuntimeFailure for KubeRuntimeError {
@@ -46,6 +48,7 @@ impl RuntimeFailure for KubeRuntimeError {
             KubeRuntimeError::Broker(_) => "broker",
             KubeRuntimeError::Render { .. } => "render",
             KubeRuntimeError::Cluster(e) => e.category(),
+            KubeRuntimeError::Unsupported(_) => "unsupported",
         }
     }
 
@@ -53,7 +56,9 @@ impl RuntimeFailure for KubeRuntimeError {
     /// back: those are retried. What the same revision can only fail again is permanent.
     fn is_permanent(&self) -> bool {
         match self {
-            KubeRuntimeError::NoSecrets { .. } | KubeRuntimeError::Render { .. } => true,
+            KubeRuntimeError::NoSecrets { .. }
+            | KubeRuntimeError::Render { .. }
+            | KubeRuntimeError::Unsupported(_) => true,
             KubeRuntimeError::Cluster(e) => e.is_permanent(),
             _ => false,
         }

@@ -50,6 +50,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Hibernation with the process runtime and real Airflow: asked → `HIBERNATED`
+    /// (`hibernate_s`), memory asleep, and a call of its Airflow API through Hangar → answered
+    /// (`wake_s`).
+    Wake {
+        /// Measured hibernate and wake cycles, one after another.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Environment create, idle memory and delete with the process runtime and real Airflow.
     Env {
         /// Measured creates and deletes (after one warm-up that fills the runtime cache and
@@ -783,10 +791,9 @@ objects per cycle). Measured {date}.\n\n\
 
 /// Creates `bench/etl` on the stack, waits until it is available and uploads `file` with
 /// `source` into its DAGs; returns the tenant's editor client and the environment's id.
-async fn etl_with_dag(
+/// The environment `bench/etl`, `AVAILABLE`, with an editor's client.
+async fn available_etl(
     stack: &hangar_tests::Stack,
-    file: &str,
-    source: &str,
 ) -> anyhow::Result<(hangar_client::Client, uuid::Uuid)> {
     let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
     let id = c
@@ -802,6 +809,15 @@ async fn etl_with_dag(
         .environment
         .id;
     wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
+    Ok((c, id))
+}
+
+async fn etl_with_dag(
+    stack: &hangar_tests::Stack,
+    file: &str,
+    source: &str,
+) -> anyhow::Result<(hangar_client::Client, uuid::Uuid)> {
+    let (c, id) = available_etl(stack).await?;
     let r = c
         .request(
             reqwest::Method::PUT,
@@ -812,6 +828,85 @@ async fn etl_with_dag(
         .await?;
     anyhow::ensure!(r.status() == 201, "upload of {file}: {}", r.status());
     Ok((c, id))
+}
+
+/// `runs` times: hibernate the environment (request → `HIBERNATED`, its memory then), and wake
+/// it with a call of its Airflow API through Hangar (request → answered, retrying a 503).
+async fn bench_wake(runs: usize) -> anyhow::Result<serde_json::Value> {
+    let stack = hangar_tests::spawn_stack().await?;
+    let (c, id) = available_etl(&stack).await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let awake = env_memory_kb(&stack.env_home(id));
+    let (mut sleeps, mut wakes, mut asleep) = (Vec::new(), Vec::new(), (0, 0, 0));
+    for i in 0..runs {
+        let start = Instant::now();
+        c.hibernate_environment("bench", "etl").await?;
+        wait_phase(&c, "etl", hangar_tenants::Phase::Hibernated).await?;
+        sleeps.push(start.elapsed().as_secs_f64());
+        asleep = env_memory_kb(&stack.env_home(id));
+        let start = Instant::now();
+        loop {
+            let (status, body) = hangar_tests::airflow_api(
+                &c,
+                "bench",
+                "etl",
+                reqwest::Method::GET,
+                "version",
+                None,
+            )
+            .await;
+            if status == 200 {
+                break;
+            }
+            anyhow::ensure!(
+                status == 503 && start.elapsed() < Duration::from_secs(300),
+                "wake {i}: {status} {body}"
+            );
+        }
+        wakes.push(start.elapsed().as_secs_f64());
+        eprintln!(
+            "cycle {i}: hibernated in {:.1} s, woken and answered in {:.1} s",
+            sleeps[i], wakes[i]
+        );
+    }
+    stack.shutdown().await;
+    Ok(json!({
+        "figure": "wake_s",
+        "p50": percentile(wakes.clone(), 0.5),
+        "p95": percentile(wakes.clone(), 0.95),
+        "runs": wakes,
+        "hibernate_s": median(sleeps.clone()),
+        "hibernate_runs": sleeps,
+        "idle_rss_mb_awake": awake.0 / 1024,
+        "processes_awake": awake.2,
+        "idle_rss_mb_hibernated": asleep.0 / 1024,
+        "processes_hibernated": asleep.2,
+    }))
+}
+
+fn wake_markdown(r: &serde_json::Value, runs: usize) -> String {
+    format!(
+        "## Hibernation (`wake_s`, `idle_rss_mb` asleep)\n\n\
+Command: `scripts/bench wake --runs {runs}` (release build; the whole platform on this machine, real \
+Apache Airflow 3.3.2 with the Celery executor on the process runtime, `min_workers = 0`). {runs} cycles, \
+one after another: `POST …/hibernate` → `HIBERNATED`, then a `GET` of its Airflow API's `version` through \
+Hangar → answered (the call wakes it and waits; a 503 to retry past 25 s is retried). Measured {date}.\n\n\
+| figure | value | aim |\n|---|---|---|\n\
+| `wake_s`: call of a hibernated environment → answered, p50 / p95 of {runs} | {p50} s / {p95} s (runs: {wr}) | p95 ≤ 10 s |\n\
+| hibernate: request → `HIBERNATED` (nothing queued or running), median | {h} s (runs: {hr}) | |\n\
+| `idle_rss_mb` awake (30 s after `AVAILABLE`, 0 workers) | {ra} MB over {pa} processes | ≤ 700 MB |\n\
+| `idle_rss_mb` hibernated | {rh} MB over {ph} processes | 0 |\n\n",
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+        p50 = r["p50"],
+        p95 = r["p95"],
+        wr = r["runs"],
+        h = r["hibernate_s"],
+        hr = r["hibernate_runs"],
+        ra = r["idle_rss_mb_awake"],
+        pa = r["processes_awake"],
+        rh = r["idle_rss_mb_hibernated"],
+        ph = r["processes_hibernated"],
+    )
 }
 
 /// `runs` times: wait for the environment to have no worker, trigger a one-task DAG and take
@@ -1403,6 +1498,14 @@ async fn main() -> anyhow::Result<()> {
             }
             if !cli.no_docs {
                 write_section(&cli.docs, "env", &env_markdown(&results, runs, settle))?;
+            }
+        }
+        Bench::Wake { runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let r = bench_wake(runs).await?;
+            println!("{r}");
+            if !cli.no_docs {
+                write_section(&cli.docs, "wake", &wake_markdown(&r, runs))?;
             }
         }
         Bench::Sync { uploads, files } => {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 mod broker_gateway;
+mod hibernation;
 mod isolation;
 mod logs;
 mod mwaa;
