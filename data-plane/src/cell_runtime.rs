@@ -49,6 +49,22 @@ pub struct BucketSync {
     pub plugins_changed: bool,
 }
 
+/// What an environment has to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idleness {
+    /// Nothing queued, running or deferred.
+    pub idle: bool,
+    /// When the scheduler creates its next scheduled DAG run.
+    pub next_run: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A hibernating environment, as its runtime keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Hibernated {
+    /// When to start it again for its next scheduled DAG run.
+    pub wake_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// One environment on a cell's runtime. Every step is idempotent: running it again after a
 /// crash at any point converges.
 pub trait EnvironmentRuntime: WorkerRuntime + Send + 'static {
@@ -80,19 +96,25 @@ pub trait EnvironmentRuntime: WorkerRuntime + Send + 'static {
     /// Stops the environment, keeping its data, and returns the state to report.
     fn stop(&mut self) -> impl Future<Output = ObservedState> + Send;
 
-    /// Whether nothing of the environment is to run: no DAG run queued or running, no task
-    /// queued, running or deferred. Only then may it hibernate.
+    /// Whether nothing of the environment is to run now (no DAG run queued or running, no task
+    /// queued, running or deferred), and when its next scheduled DAG run is due, if it has one.
+    /// Only an idle environment may hibernate.
     fn idle(
         &mut self,
         a: &Assignment,
-    ) -> impl Future<Output = Result<bool, crate::autoscaler::ScaleError>> + Send;
+    ) -> impl Future<Output = Result<Idleness, crate::autoscaler::ScaleError>> + Send;
 
     /// Stops every process of the environment, keeping its data, so that it stays stopped
-    /// (across agent restarts too) until it is applied again.
-    fn hibernate(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// (across agent restarts too) until it is applied again; `wake_at`, when its next
+    /// scheduled run is due soon enough for it to start again first.
+    fn hibernate(
+        &mut self,
+        wake_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Whether the environment hibernates (as [`EnvironmentRuntime::hibernate`] left it).
-    fn hibernated(&self) -> bool;
+    /// Whether the environment hibernates (as [`EnvironmentRuntime::hibernate`] left it), and
+    /// when it is to wake for its next scheduled run.
+    fn hibernated(&self) -> Option<Hibernated>;
 
     /// Where the log shipper reads the environment's component and task logs, once applied.
     fn log_source(&self, a: &Assignment) -> Option<LogSource>;

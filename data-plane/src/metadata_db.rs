@@ -502,6 +502,23 @@ impl EnvTasks {
         Ok(busy == 0)
     }
 
+    /// When the scheduler creates the next DAG run (the earliest `next_dagrun_create_after` of
+    /// the DAGs it would schedule: unpaused, not stale, importable, not at their run limit),
+    /// if any DAG has a schedule.
+    pub async fn next_run_due(
+        &mut self,
+        url: &SecretString,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        let row: Result<(Option<chrono::DateTime<chrono::Utc>>,), sqlx::Error> = sqlx::query_as(
+            "SELECT min(next_dagrun_create_after) FROM dag
+             WHERE NOT is_paused AND NOT is_stale AND NOT has_import_errors
+               AND NOT exceeds_max_non_backfill",
+        )
+        .fetch_one(self.connection(url).await?)
+        .await;
+        Ok(self.kept(row)?.0)
+    }
+
     /// Running task instances per worker, by the hostname each reported (Celery's worker
     /// hostname: its pod's name on Kubernetes).
     pub async fn running_by_host(

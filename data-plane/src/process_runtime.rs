@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::autoscaler::{ScaleError, WorkerRuntime};
 use crate::broker::{BrokerAdmin, BrokerError, BrokerUser};
 use crate::bucket::Bucket;
-use crate::cell_runtime::{BucketSync, EnvironmentRuntime, Runtime, RuntimeFailure};
+use crate::cell_runtime::{
+    BucketSync, EnvironmentRuntime, Hibernated, Idleness, Runtime, RuntimeFailure,
+};
 use crate::dag_sync::{DagSync, SyncError, SyncOutcome};
 use crate::embedded::free_port;
 use crate::metadata_db::{self, EnvDatabase, EnvTasks, MetadataDbAdmin, MetadataDbError};
@@ -587,7 +589,7 @@ impl ProcessEnvironment {
 
     /// The environment's state now: its processes, and whether its Airflow answers healthy.
     pub async fn observe(&mut self, failed: Option<FailedApply>) -> ObservedState {
-        if self.hibernated() {
+        if self.hibernated().is_some() {
             return ObservedState {
                 revision: self.running_revision,
                 failed,
@@ -620,25 +622,35 @@ impl ProcessEnvironment {
     /// Stops every process of the environment (its task runners included, by its cgroup and
     /// user) and marks it hibernated in its folder, so that the next agent leaves it stopped
     /// too; its database, broker user, files and secrets stay. Applying it wakes it.
-    pub async fn hibernate(&mut self) -> Result<(), ReconcileError> {
+    pub async fn hibernate(
+        &mut self,
+        wake_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), ReconcileError> {
         self.supervisor.stop_all(STOP_GRACE).await;
         self.platform.sandbox.kill_all(self.id).await;
         self.api_url = None;
         self.prepared = None;
         self.workers = None;
         let marker = self.home.join(HIBERNATED_MARKER);
-        std::fs::write(&marker, b"").map_err(files(&marker))
+        let state = serde_json::to_vec(&Hibernated { wake_at }).unwrap_or_default();
+        std::fs::write(&marker, state).map_err(files(&marker))
     }
 
-    /// Whether the environment hibernates (its folder says so).
-    pub fn hibernated(&self) -> bool {
-        self.home.join(HIBERNATED_MARKER).exists()
+    /// Whether the environment hibernates, and when it is to wake (its folder says so; a
+    /// marker it cannot read still says it sleeps, with no wake-up of its own).
+    pub fn hibernated(&self) -> Option<Hibernated> {
+        let state = std::fs::read(self.home.join(HIBERNATED_MARKER)).ok()?;
+        Some(serde_json::from_slice(&state).unwrap_or_default())
     }
 
-    /// Whether nothing of the environment is to run (its own database says).
-    pub async fn idle(&mut self, a: &Assignment) -> Result<bool, ScaleError> {
+    /// Whether nothing of the environment is to run, and when its next scheduled run is due
+    /// (its own database says).
+    pub async fn idle(&mut self, a: &Assignment) -> Result<Idleness, ScaleError> {
         let Some(secrets) = a.secrets.as_ref() else {
-            return Ok(true);
+            return Ok(Idleness {
+                idle: true,
+                next_run: None,
+            });
         };
         let db = EnvDatabase::for_environment(a.id, secrets.db_password.clone().into());
         let url = db.url(
@@ -646,7 +658,10 @@ impl ProcessEnvironment {
             self.platform.postgres_port,
             self.platform.metadata.tls(),
         );
-        Ok(self.tasks.idle(&url).await?)
+        Ok(Idleness {
+            idle: self.tasks.idle(&url).await?,
+            next_run: self.tasks.next_run_due(&url).await?,
+        })
     }
 
     /// Removes everything of the environment: processes, database and role, broker user and
@@ -683,7 +698,7 @@ impl ProcessEnvironment {
     /// state to report: every component stopped, so the environment does not look available
     /// while nothing runs.
     pub async fn stop(&mut self) -> ObservedState {
-        if self.hibernated() {
+        if self.hibernated().is_some() {
             return self.observe(None).await;
         }
         let components = self
@@ -864,15 +879,18 @@ impl EnvironmentRuntime for ProcessEnvironment {
         ProcessEnvironment::stop(self).await
     }
 
-    async fn idle(&mut self, a: &Assignment) -> Result<bool, ScaleError> {
+    async fn idle(&mut self, a: &Assignment) -> Result<Idleness, ScaleError> {
         ProcessEnvironment::idle(self, a).await
     }
 
-    async fn hibernate(&mut self) -> Result<(), ReconcileError> {
-        ProcessEnvironment::hibernate(self).await
+    async fn hibernate(
+        &mut self,
+        wake_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), ReconcileError> {
+        ProcessEnvironment::hibernate(self, wake_at).await
     }
 
-    fn hibernated(&self) -> bool {
+    fn hibernated(&self) -> Option<Hibernated> {
         ProcessEnvironment::hibernated(self)
     }
 

@@ -26,6 +26,12 @@ use crate::log_ship::LogSources;
 const REPORT_EVERY: Duration = Duration::from_secs(15);
 /// Failed applies of one revision after which a transient fault is reported as a failure.
 const REPORT_FAILURE_AFTER: u32 = 3;
+/// How long before its next scheduled DAG run a hibernating environment is started again: its
+/// processes start and its scheduler is up (about 20 s on a small machine) before the run is
+/// due, so the run starts on time.
+pub(crate) const WAKE_AHEAD: Duration = Duration::from_secs(60);
+/// The shortest sleep worth stopping an environment for.
+const MIN_SLEEP: Duration = Duration::from_secs(10);
 
 /// What the environment's loop does after a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,14 +92,20 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         if a.delete {
             return self.delete(a).await;
         }
-        if self.env.hibernated() {
-            if a.hibernate {
+        if let Some(asleep) = self.env.hibernated() {
+            let due = asleep.wake_at.is_some_and(|at| chrono::Utc::now() >= at);
+            if a.hibernate && !due {
                 // Asleep, as asked: nothing runs, nothing syncs (the next wake does).
                 self.report().await;
                 return Ok(Action::Requeue(self.settings.tick));
             }
-            // Woken: it starts again at the revision it should run.
-            tracing::info!(env = %self.name, "waking from hibernation");
+            // Woken, or its next scheduled run is near: it starts again at the revision it
+            // should run (and, still asked to hibernate, sleeps again once that run is done).
+            if due && a.hibernate {
+                tracing::info!(env = %self.name, wake_at = ?asleep.wake_at, "waking for its next scheduled DAG run");
+            } else {
+                tracing::info!(env = %self.name, "waking from hibernation");
+            }
             self.applied = None;
             self.failed = None;
             self.retry_at = Instant::now();
@@ -129,23 +141,32 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
     }
 
     /// Asked to hibernate: stops the environment once nothing of it is to run (no DAG run
-    /// queued or running), so no task is lost; until then it keeps running and scaling.
+    /// queued or running), so no task is lost; until then it keeps running and scaling. It is
+    /// to wake [`WAKE_AHEAD`] before its next scheduled run, so the run starts on time; when
+    /// that leaves less than [`MIN_SLEEP`] of sleep, it stays up.
     async fn hibernate_when_idle(&mut self, a: &Assignment) {
-        match self.env.idle(a).await {
-            Ok(true) => {}
-            Ok(false) => return,
+        let next_run = match self.env.idle(a).await {
+            Ok(i) if i.idle => i.next_run,
+            Ok(_) => return,
             Err(e) => {
                 tracing::warn!(env = %self.name, error = %e, "failed to read whether anything is to run; not hibernating");
                 return;
             }
+        };
+        let ahead = chrono::Duration::from_std(WAKE_AHEAD).unwrap_or_default();
+        let wake_at = next_run.map(|at| at - ahead);
+        let min_sleep = chrono::Duration::from_std(MIN_SLEEP).unwrap_or_default();
+        if wake_at.is_some_and(|w| w <= chrono::Utc::now() + min_sleep) {
+            return;
         }
         let span = reconcile_span("hibernate", a);
         let started = Instant::now();
-        match self.env.hibernate().instrument(span.clone()).await {
+        match self.env.hibernate(wake_at).instrument(span.clone()).await {
             Ok(()) => {
                 let _enter = span.enter();
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
+                    wake_at = ?wake_at,
                     "hibernated"
                 );
                 self.applied = None;

@@ -258,16 +258,25 @@ impl EnvironmentRuntime for KubeEnvironment {
     }
 
     /// A Kubernetes cell's environments do not hibernate yet (the control plane refuses to ask).
-    async fn idle(&mut self, _a: &Assignment) -> Result<bool, crate::autoscaler::ScaleError> {
-        Ok(false)
+    async fn idle(
+        &mut self,
+        _a: &Assignment,
+    ) -> Result<crate::cell_runtime::Idleness, crate::autoscaler::ScaleError> {
+        Ok(crate::cell_runtime::Idleness {
+            idle: false,
+            next_run: None,
+        })
     }
 
-    async fn hibernate(&mut self) -> Result<(), KubeRuntimeError> {
+    async fn hibernate(
+        &mut self,
+        _wake_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), KubeRuntimeError> {
         Err(KubeRuntimeError::Unsupported("hibernation"))
     }
 
-    fn hibernated(&self) -> bool {
-        false
+    fn hibernated(&self) -> Option<crate::cell_runtime::Hibernated> {
+        None
     }
 
     fn log_source(&self, a: &Assignment) -> Option<crate::log_ship::LogSource> {

@@ -870,6 +870,8 @@ async fn bench_wake(runs: usize) -> anyhow::Result<serde_json::Value> {
         );
     }
     stack.shutdown().await;
+    let round = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| (x * 100.0).round() / 100.0).collect() };
+    let (wakes, sleeps) = (round(&wakes), round(&sleeps));
     Ok(json!({
         "figure": "wake_s",
         "p50": percentile(wakes.clone(), 0.5),

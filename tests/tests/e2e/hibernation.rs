@@ -42,18 +42,15 @@ fn processes_of(uid: u32) -> Vec<u32> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wakes_on_use() {
-    let stack = spawn_stack_with(false).await.unwrap();
-    let editor = stack
-        .app
-        .tenant_with_role("dormant", Role::Editor)
-        .await
-        .unwrap();
-    let mut agent = super::start_agent(&stack);
+/// The tenant's environment `etl`, `AVAILABLE`: its Unix user's id.
+async fn available_etl(
+    stack: &hangar_tests::Stack,
+    editor: &hangar_client::Client,
+    tenant: &str,
+) -> u32 {
     let id = editor
         .create_environment(
-            "dormant",
+            tenant,
             &CreateEnvironment {
                 name: "etl".into(),
                 ..Default::default()
@@ -65,16 +62,27 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
         .environment
         .id;
     wait_for(
-        &editor,
-        "dormant",
+        editor,
+        tenant,
         "etl",
         Phase::Available,
         Duration::from_secs(300),
     )
     .await;
-    let uid = std::os::unix::fs::MetadataExt::uid(
-        &std::fs::metadata(stack.env_home(id).join("logs")).unwrap(),
-    );
+    let logs = std::fs::metadata(stack.env_home(id).join("logs")).unwrap();
+    std::os::unix::fs::MetadataExt::uid(&logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wakes_on_use() {
+    let stack = spawn_stack_with(false).await.unwrap();
+    let editor = stack
+        .app
+        .tenant_with_role("dormant", Role::Editor)
+        .await
+        .unwrap();
+    let mut agent = super::start_agent(&stack);
+    let uid = available_etl(&stack, &editor, "dormant").await;
     assert!(!processes_of(uid).is_empty());
 
     // A 25 s task runs.
@@ -186,4 +194,126 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
     assert!(!processes_of(uid).is_empty());
     agent.kill().unwrap();
     agent.wait().unwrap();
+}
+
+const EVERY_TWO_MINUTES: &str = r#"
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule="*/2 * * * *", start_date=datetime(2024, 1, 1), catchup=False)
+def every_two_minutes():
+    @task
+    def tick():
+        return "tick"
+
+    tick()
+
+
+every_two_minutes()
+"#;
+
+/// Asked to hibernate, an environment whose DAG runs every 2 minutes sleeps between its runs
+/// and wakes ahead of each one: over 3 cycles every run starts within 30 s of its due time, and
+/// between runs it is hibernated with no process of its user left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hibernating_environment_wakes_ahead_of_each_scheduled_run() {
+    let stack = hangar_tests::spawn_stack().await.unwrap();
+    let editor = stack
+        .app
+        .tenant_with_role("cron", Role::Editor)
+        .await
+        .unwrap();
+    let uid = available_etl(&stack, &editor, "cron").await;
+    let r = editor
+        .request(
+            Method::PUT,
+            "v1/tenants/cron/environments/etl/dags/every_two_minutes.py",
+        )
+        .body(EVERY_TWO_MINUTES)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let api = |method, path: &'static str, body| {
+        hangar_tests::airflow_api(&editor, "cron", "etl", method, path, body)
+    };
+    let start = Instant::now();
+    while api(Method::GET, "dags/every_two_minutes", None).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(90), "DAG not listed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (s, _) = api(
+        Method::PATCH,
+        "dags/every_two_minutes",
+        Some(json!({"is_paused": false})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    editor.hibernate_environment("cron", "etl").await.unwrap();
+    let asked = chrono::Utc::now();
+
+    // Watch the phase only (reading its Airflow would wake it) for 3 runs and a bit.
+    let watched = Instant::now();
+    let mut asleep_at = Vec::new();
+    while watched.elapsed() < Duration::from_secs(3 * 120 + 90) {
+        let e = editor.get_environment("cron", "etl").await.unwrap();
+        if e.phase == Phase::Hibernated && processes_of(uid).is_empty() {
+            asleep_at.push(chrono::Utc::now());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let ended = chrono::Utc::now();
+
+    // Its runs, read once it is awake again.
+    let (s, runs) = api(
+        Method::GET,
+        "dags/every_two_minutes/dagRuns?order_by=run_after&limit=100",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{runs}");
+    let runs: Vec<(
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        String,
+    )> = runs["dag_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["run_type"] == "scheduled")
+        .filter_map(|r| {
+            Some((
+                r["run_after"].as_str()?.parse().ok()?,
+                r["start_date"].as_str()?.parse().ok()?,
+                r["state"].as_str()?.to_owned(),
+            ))
+        })
+        // The runs due once it was asked to hibernate, done by the end of the watch.
+        .filter(|(due, _, _)| *due > asked && *due < ended - chrono::Duration::seconds(60))
+        .collect();
+    let late: Vec<f64> = runs
+        .iter()
+        .map(|(due, started, _)| (*started - *due).num_milliseconds() as f64 / 1000.0)
+        .collect();
+    println!(
+        "scheduled runs started late by {late:?} s; hibernated {} of the watched polls",
+        asleep_at.len()
+    );
+    assert!(runs.len() >= 3, "{runs:?}");
+    assert!(late.iter().all(|s| *s <= 30.0), "{late:?}");
+    assert!(
+        runs.iter().all(|(_, _, state)| state == "success"),
+        "{runs:?}"
+    );
+    // Asleep between each run and the next.
+    for pair in runs.windows(2) {
+        let (a, b) = (pair[0].0, pair[1].0);
+        assert!(
+            asleep_at.iter().any(|t| *t > a && *t < b),
+            "not hibernated between the runs due {a} and {b}: {asleep_at:?}"
+        );
+    }
+    stack.shutdown().await;
 }
