@@ -127,6 +127,10 @@ pub struct SpecArgs {
     /// Share of the cell's worker pool when it is oversubscribed (1–100).
     #[arg(long)]
     pub worker_weight: Option<u32>,
+    /// Minutes idle (nothing to run, no use, no DAG run due) before the environment
+    /// hibernates; 0 never. It wakes on use and ahead of its next scheduled DAG run.
+    #[arg(long, value_name = "MINUTES")]
+    pub hibernate_after_idle_minutes: Option<u32>,
     #[arg(long)]
     pub schedulers: Option<u32>,
     /// Airflow setting as section.key=value (repeatable; replaces all overrides).
@@ -585,6 +589,10 @@ impl SpecArgs {
         put("min_workers", self.min_workers.map(Value::from));
         put("max_workers", self.max_workers.map(Value::from));
         put("worker_weight", self.worker_weight.map(Value::from));
+        put(
+            "hibernate_after_idle_minutes",
+            self.hibernate_after_idle_minutes.map(Value::from),
+        );
         put("schedulers", self.schedulers.map(Value::from));
         let map = |v: Option<BTreeMap<String, String>>| v.map(|m| serde_json::json!(m));
         put(

@@ -236,6 +236,7 @@ async fn serve(
         metrics_token: None,
         ui_domain: settings.ui_domain.clone(),
         proxy_max_response_bytes: crate::service::airflow::MAX_RESPONSE_BYTES,
+        idle_minute_secs: 60,
         bootstrap_cell: None,
         bootstrap_cell_token: None,
         relay_listen: None,

@@ -78,6 +78,11 @@ pub struct ServeSettings {
     /// The largest answer of an environment's Airflow passed on through the proxy, in bytes.
     #[arg(long, env = "HANGAR_PROXY_MAX_RESPONSE_BYTES", default_value_t = crate::service::airflow::MAX_RESPONSE_BYTES)]
     pub proxy_max_response_bytes: u64,
+    /// Seconds in one minute of an environment's `hibernate_after_idle_minutes`: 60. Only a
+    /// test of hibernation has a reason to shorten it.
+    #[arg(long, env = "HANGAR_IDLE_MINUTE_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub idle_minute_secs: u64,
     /// A cell made sure of at start-up, `NAME:RUNTIME` (`cluster:kubernetes`), with the token
     /// HANGAR_BOOTSTRAP_CELL_TOKEN gives instead of one Hangar generates: what an install (the
     /// Helm chart, the Terraform modules) uses to start the control plane and its cell's agent

@@ -117,6 +117,7 @@ impl Application {
             );
         }
         services.proxy_max_response = settings.proxy_max_response_bytes;
+        services.idle_minute = std::time::Duration::from_secs(settings.idle_minute_secs);
         let relay = match settings.relay_listen {
             None => None,
             Some(addr) => {

@@ -104,6 +104,10 @@ pub trait EnvironmentRuntime: WorkerRuntime + Send + 'static {
         a: &Assignment,
     ) -> impl Future<Output = Result<Idleness, crate::autoscaler::ScaleError>> + Send;
 
+    /// Starts or stops the components that run only on demand (on one machine the triggerer,
+    /// while the environment has triggers).
+    fn on_demand(&mut self, a: &Assignment) -> impl Future<Output = ()> + Send;
+
     /// Stops every process of the environment, keeping its data, so that it stays stopped
     /// (across agent restarts too) until it is applied again; `wake_at`, when its next
     /// scheduled run is due soon enough for it to start again first.

@@ -6,9 +6,13 @@ use std::time::Duration;
 use hangar_tenants::ComponentStatus;
 
 /// Airflow's `/api/v2/monitor/health` under `base` (the api-server's URL with the
-/// environment's path): the metadata database and the scheduler, dag-processor and triggerer
-/// heartbeats, as one `airflow` component.
-pub async fn airflow_health(http: &reqwest::Client, base: &str) -> ComponentStatus {
+/// environment's path): the metadata database and the scheduler, dag-processor and (when
+/// `triggerer` runs) triggerer heartbeats, as one `airflow` component.
+pub async fn airflow_health(
+    http: &reqwest::Client,
+    base: &str,
+    triggerer: bool,
+) -> ComponentStatus {
     let unhealthy = |message: String| ComponentStatus {
         name: "airflow".into(),
         healthy: false,
@@ -28,6 +32,7 @@ pub async fn airflow_health(http: &reqwest::Client, base: &str) -> ComponentStat
     };
     let sick: Vec<String> = ["metadatabase", "scheduler", "dag_processor", "triggerer"]
         .into_iter()
+        .filter(|k| triggerer || *k != "triggerer")
         .filter(|k| body[*k]["status"].as_str() != Some("healthy"))
         .map(|k| format!("{k}: {}", body[k]["status"].as_str().unwrap_or("unknown")))
         .collect();

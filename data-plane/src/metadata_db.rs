@@ -502,6 +502,16 @@ impl EnvTasks {
         Ok(busy == 0)
     }
 
+    /// Whether the environment has a trigger for its triggerer to run: a deferred task's, an
+    /// asset watcher's, a callback's.
+    pub async fn has_triggers(&mut self, url: &SecretString) -> Result<bool, sqlx::Error> {
+        let row: Result<(bool,), sqlx::Error> =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM trigger)")
+                .fetch_one(self.connection(url).await?)
+                .await;
+        Ok(self.kept(row)?.0)
+    }
+
     /// When the scheduler creates the next DAG run (the earliest `next_dagrun_create_after` of
     /// the DAGs it would schedule: unpaused, not stale, importable, not at their run limit),
     /// if any DAG has a schedule.

@@ -149,6 +149,11 @@ pub struct CreateEnvironment {
     /// environments' (1–100, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_weight: Option<u32>,
+    /// Minutes with nothing queued, running or deferred, no use of its Airflow through Hangar
+    /// and no DAG run due, after which the environment hibernates (0 = never; default 60,
+    /// at most 10080). It wakes on use and ahead of its next scheduled DAG run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hibernate_after_idle_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +184,11 @@ pub struct UpdateEnvironment {
     /// environments' (1–100, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_weight: Option<u32>,
+    /// Minutes with nothing queued, running or deferred, no use of its Airflow through Hangar
+    /// and no DAG run due, after which the environment hibernates (0 = never; default 60,
+    /// at most 10080). It wakes on use and ahead of its next scheduled DAG run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hibernate_after_idle_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedulers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +233,10 @@ pub struct Environment {
     /// (`aws s3 cp`, `gcloud storage cp`, `az storage blob upload`); `None` without a bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<EnvironmentBucket>,
+    /// When its Airflow (API, UI or CLI) was last used through Hangar, to within seconds: a use
+    /// restarts its idle window (`spec.hibernate_after_idle_minutes`) and wakes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

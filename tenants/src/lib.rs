@@ -19,9 +19,10 @@ pub mod tunnel;
 pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};
 pub use phase::{
-    derive_phase, phase_as_read, CellContact, ComponentStatus, DagSyncStatus, FailedApply,
-    ObservedState, Phase, PhaseChange, ReconcileCounters, RefusedObject, WorkerStatus,
+    derive_phase, idle_window_passed, phase_as_read, CellContact, ComponentStatus, DagSyncStatus,
+    FailedApply, ObservedState, Phase, PhaseChange, ReconcileCounters, RefusedObject, WorkerStatus,
 };
 pub use spec::{
     AirflowVersion, EnvironmentClass, EnvironmentSpec, Executor, Platform, DEFAULT_AIRFLOW_VERSION,
+    DEFAULT_HIBERNATE_AFTER_IDLE_MINUTES,
 };

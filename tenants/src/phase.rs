@@ -169,6 +169,34 @@ pub struct ObservedState {
     /// The environment hibernates: none of its processes runs, its data is kept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hibernated: bool,
+    /// Awake with nothing queued, running or deferred: since when, as far as this agent has
+    /// seen (it starts counting afresh when it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// When its next scheduled DAG run is due, as its scheduler has it (read while idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Whether an awake environment has been idle for its whole idle window (`None`: it never
+/// hibernates by itself): nothing queued, running or deferred for the window, no use of it
+/// through Hangar for the window (`last_used`), and no scheduled DAG run due within the
+/// window from now. Such an environment is asked to hibernate; it still wakes ahead of its
+/// next scheduled run.
+pub fn idle_window_passed(
+    window: Option<chrono::TimeDelta>,
+    observed: &ObservedState,
+    last_used: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let (Some(window), Some(idle_since)) = (window, observed.idle_since) else {
+        return false;
+    };
+    if observed.hibernated || observed.revision.is_none() {
+        return false;
+    }
+    let quiet_since = last_used.map_or(idle_since, |used| used.max(idle_since));
+    now - quiet_since >= window && observed.next_run.is_none_or(|due| due - now >= window)
 }
 
 /// Counters of an environment's reconciler, since the cell's agent started.
@@ -406,6 +434,69 @@ fn human_duration(d: Duration) -> String {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    fn at(minute: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::UNIX_EPOCH + chrono::TimeDelta::minutes(minute)
+    }
+
+    #[rstest]
+    // Idle for the whole hour, never used, nothing scheduled.
+    #[case(Some(60), Some(0), None, None, 60, true)]
+    #[case(Some(60), Some(0), None, None, 59, false)]
+    // Never hibernates by itself; not idle.
+    #[case(None, Some(0), None, None, 600, false)]
+    #[case(Some(60), None, None, None, 600, false)]
+    // A use restarts the window.
+    #[case(Some(60), Some(0), Some(30), None, 60, false)]
+    #[case(Some(60), Some(0), Some(30), None, 90, true)]
+    // A use before it went idle does not count.
+    #[case(Some(60), Some(10), Some(0), None, 70, true)]
+    // A DAG run due within the window keeps it up; one due later does not.
+    #[case(Some(60), Some(0), None, Some(100), 60, false)]
+    #[case(Some(60), Some(0), None, Some(120), 60, true)]
+    // The window of a test stack: 1 minute.
+    #[case(Some(1), Some(0), None, Some(3), 1, true)]
+    fn an_environment_hibernates_after_a_whole_idle_window(
+        #[case] window_minutes: Option<i64>,
+        #[case] idle_since: Option<i64>,
+        #[case] last_used: Option<i64>,
+        #[case] next_run: Option<i64>,
+        #[case] now: i64,
+        #[case] expected: bool,
+    ) {
+        let observed = ObservedState {
+            revision: Some(1),
+            idle_since: idle_since.map(at),
+            next_run: next_run.map(at),
+            ..Default::default()
+        };
+        assert_eq!(
+            idle_window_passed(
+                window_minutes.map(chrono::TimeDelta::minutes),
+                &observed,
+                last_used.map(at),
+                at(now)
+            ),
+            expected
+        );
+    }
+
+    #[test]
+    fn an_environment_asleep_or_not_running_is_not_idle() {
+        let asleep = ObservedState {
+            revision: Some(1),
+            hibernated: true,
+            idle_since: Some(at(0)),
+            ..Default::default()
+        };
+        let window = Some(chrono::TimeDelta::minutes(1));
+        assert!(!idle_window_passed(window, &asleep, None, at(10)));
+        let starting = ObservedState {
+            idle_since: Some(at(0)),
+            ..Default::default()
+        };
+        assert!(!idle_window_passed(window, &starting, None, at(10)));
+    }
 
     fn healthy(rev: i64) -> ObservedState {
         ObservedState {

@@ -126,6 +126,15 @@ fn default_worker_weight() -> u32 {
     DEFAULT_WORKER_WEIGHT
 }
 
+/// Minutes an environment stays up with nothing to do before it hibernates, unless set.
+pub const DEFAULT_HIBERNATE_AFTER_IDLE_MINUTES: u32 = 60;
+/// The longest idle window: a week.
+pub const MAX_HIBERNATE_AFTER_IDLE_MINUTES: u32 = 7 * 24 * 60;
+
+fn default_hibernate_after_idle_minutes() -> u32 {
+    DEFAULT_HIBERNATE_AFTER_IDLE_MINUTES
+}
+
 /// The validated desired state of one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnvironmentSpec {
@@ -140,6 +149,10 @@ pub struct EnvironmentSpec {
     /// oversubscribed (after every environment's `min_workers`).
     #[serde(default = "default_worker_weight")]
     pub worker_weight: u32,
+    /// Minutes with nothing queued, running or deferred, no use through Hangar and no DAG run
+    /// due after which the environment hibernates (0: never).
+    #[serde(default = "default_hibernate_after_idle_minutes")]
+    pub hibernate_after_idle_minutes: u32,
     pub schedulers: u32,
     /// Airflow configuration as `section.key` → value; keys the platform owns are refused.
     pub airflow_config_overrides: BTreeMap<String, String>,
@@ -169,6 +182,9 @@ impl EnvironmentSpec {
             min_workers: req.min_workers.unwrap_or(0),
             max_workers: req.max_workers.unwrap_or(10),
             worker_weight: req.worker_weight.unwrap_or(DEFAULT_WORKER_WEIGHT),
+            hibernate_after_idle_minutes: req
+                .hibernate_after_idle_minutes
+                .unwrap_or(DEFAULT_HIBERNATE_AFTER_IDLE_MINUTES),
             schedulers: req.schedulers.unwrap_or(1),
             airflow_config_overrides: req.airflow_config_overrides.unwrap_or_default(),
             env_vars: req.env_vars.unwrap_or_default(),
@@ -195,6 +211,9 @@ impl EnvironmentSpec {
             min_workers: req.min_workers.unwrap_or(self.min_workers),
             max_workers: req.max_workers.unwrap_or(self.max_workers),
             worker_weight: req.worker_weight.unwrap_or(self.worker_weight),
+            hibernate_after_idle_minutes: req
+                .hibernate_after_idle_minutes
+                .unwrap_or(self.hibernate_after_idle_minutes),
             schedulers: req.schedulers.unwrap_or(self.schedulers),
             airflow_config_overrides: req
                 .airflow_config_overrides
@@ -224,6 +243,7 @@ struct Draft {
     min_workers: u32,
     max_workers: u32,
     worker_weight: u32,
+    hibernate_after_idle_minutes: u32,
     schedulers: u32,
     airflow_config_overrides: BTreeMap<String, String>,
     env_vars: BTreeMap<String, String>,
@@ -267,6 +287,14 @@ impl Draft {
                 format!("must be between 1 and {MAX_WORKER_WEIGHT}"),
             );
         }
+        if self.hibernate_after_idle_minutes > MAX_HIBERNATE_AFTER_IDLE_MINUTES {
+            errors.push(
+                "hibernate_after_idle_minutes",
+                format!(
+                    "must be between 0 (never) and {MAX_HIBERNATE_AFTER_IDLE_MINUTES} (a week)"
+                ),
+            );
+        }
         if !(1..=MAX_SCHEDULERS).contains(&self.schedulers) {
             errors.push(
                 "schedulers",
@@ -297,6 +325,7 @@ impl Draft {
             min_workers: self.min_workers,
             max_workers: self.max_workers,
             worker_weight: self.worker_weight,
+            hibernate_after_idle_minutes: self.hibernate_after_idle_minutes,
             schedulers: self.schedulers,
             airflow_config_overrides: self.airflow_config_overrides,
             env_vars: self.env_vars,
@@ -488,6 +517,7 @@ mod tests {
           "min_workers": 0,
           "max_workers": 10,
           "worker_weight": 1,
+          "hibernate_after_idle_minutes": 60,
           "schedulers": 1,
           "airflow_config_overrides": {},
           "env_vars": {},
@@ -503,6 +533,7 @@ mod tests {
     #[case(serde_json::json!({"name": "a", "max_workers": 101}), "max_workers")]
     #[case(serde_json::json!({"name": "a", "worker_weight": 0}), "worker_weight")]
     #[case(serde_json::json!({"name": "a", "worker_weight": 101}), "worker_weight")]
+    #[case(serde_json::json!({"name": "a", "hibernate_after_idle_minutes": 10081}), "hibernate_after_idle_minutes")]
     #[case(serde_json::json!({"name": "a", "schedulers": 0}), "schedulers")]
     #[case(serde_json::json!({"name": "a", "schedulers": 6}), "schedulers")]
     #[case(serde_json::json!({"name": "a", "airflow_version": "2.10.5"}), "airflow_version")]

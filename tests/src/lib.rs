@@ -142,6 +142,7 @@ async fn spawn_app_on(
         metrics_token: Some(SecretString::from(METRICS_TOKEN.to_owned())),
         ui_domain: None,
         proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
+        idle_minute_secs: 60,
         bootstrap_cell: None,
         bootstrap_cell_token: None,
         relay_listen: None,
@@ -649,6 +650,25 @@ pub fn test_runtime_dir() -> PathBuf {
         .unwrap_or_else(|_| std::env::temp_dir().join("hangar-runtime-test-cache"))
 }
 
+/// A DAG scheduled every 2 minutes, with one quick task.
+pub const EVERY_TWO_MINUTES: &str = r#"
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule="*/2 * * * *", start_date=datetime(2024, 1, 1), catchup=False)
+def every_two_minutes():
+    @task
+    def tick():
+        return "tick"
+
+    tick()
+
+
+every_two_minutes()
+"#;
+
 pub async fn spawn_stack() -> anyhow::Result<Stack> {
     spawn_stack_with(true).await
 }
@@ -686,6 +706,8 @@ pub struct StackOptions {
     /// that is not a superuser (`CREATEDB`, `CREATEROLE`), and a Redis that refuses ACL
     /// commands (the environments' brokers then go through the agent's broker gateway).
     pub managed_like: bool,
+    /// `HANGAR_IDLE_MINUTE_SECS`: how long one minute of `hibernate_after_idle_minutes` lasts.
+    pub idle_minute_secs: u64,
 }
 
 impl Default for StackOptions {
@@ -697,6 +719,7 @@ impl Default for StackOptions {
             scale_down_cooldown: Duration::from_secs(5),
             tick: Duration::from_secs(1),
             managed_like: false,
+            idle_minute_secs: 60,
         }
     }
 }
@@ -709,6 +732,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         scale_down_cooldown,
         tick,
         managed_like,
+        idle_minute_secs,
     } = opts;
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
@@ -783,6 +807,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     };
     let app = spawn_app_with(|s| {
         s.bucket = Some(url);
+        s.idle_minute_secs = idle_minute_secs;
         if let Some(db) = control_plane_db {
             s.database.database_url = SecretString::from(db);
         }

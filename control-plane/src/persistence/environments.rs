@@ -25,6 +25,8 @@ pub struct EnvRow {
     pub observed: Option<serde_json::Value>,
     /// Asked to hibernate (until woken).
     pub hibernate: bool,
+    /// Last used through Hangar (its Airflow API or UI, its CLI).
+    pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -80,7 +82,7 @@ pub async fn by_name(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -99,7 +101,7 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<EnvRow>, 
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -117,7 +119,7 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::E
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -142,7 +144,7 @@ pub async fn list_page(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -182,12 +184,13 @@ pub struct LockedEnv {
     pub revision: i64,
     pub delete_requested: bool,
     pub hibernate: bool,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedEnv>, sqlx::Error> {
     sqlx::query_as!(
         LockedEnv,
-        "SELECT tenant_id, cell_id, phase, revision, delete_requested, hibernate
+        "SELECT tenant_id, cell_id, phase, revision, delete_requested, hibernate, last_used_at
          FROM environments WHERE id = $1 FOR UPDATE",
         id
     )
@@ -240,6 +243,17 @@ pub async fn set_hibernate(
         status_message
     )
     .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a use of the environment through Hangar (not a change: its cell is not told).
+pub async fn record_use(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE environments SET last_used_at = now() WHERE id = $1",
+        id
+    )
+    .execute(pool)
     .await?;
     Ok(())
 }

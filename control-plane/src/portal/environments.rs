@@ -55,6 +55,10 @@ fn detail_json(e: &Environment) -> Value {
     v["observed_revision"] = json!(o.and_then(|o| o.revision));
     v["dag_sync"] = json!(o.and_then(|o| o.dag_sync.clone()));
     v["draining"] = json!(o.and_then(|o| o.workers.as_ref()).map(|w| w.draining));
+    v["last_used_at"] = json!(e
+        .last_used_at
+        .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string()));
+    v["hibernate_after_idle_minutes"] = json!(e.spec.hibernate_after_idle_minutes);
     v
 }
 
@@ -235,6 +239,7 @@ pub async fn new_form(
         ("min_workers", "0"),
         ("max_workers", "10"),
         ("worker_weight", "1"),
+        ("hibernate_after_idle_minutes", "60"),
         ("schedulers", "1"),
     ]
     .into_iter()
@@ -298,6 +303,10 @@ fn spec_values(e: &Environment) -> BTreeMap<String, String> {
         ("min_workers", spec.min_workers.to_string()),
         ("max_workers", spec.max_workers.to_string()),
         ("worker_weight", spec.worker_weight.to_string()),
+        (
+            "hibernate_after_idle_minutes",
+            spec.hibernate_after_idle_minutes.to_string(),
+        ),
         ("schedulers", spec.schedulers.to_string()),
         (
             "airflow_config_overrides",
@@ -572,6 +581,50 @@ pub async fn delete(
         .delete_environment(&session.actor, &tenant, &env)
         .await?;
     Ok(see_other(&format!("/tenants/{tenant}"), None))
+}
+
+/// `POST …/hibernate`: asks the environment to hibernate (editors).
+pub async fn hibernate(
+    State(s): State<AppState>,
+    session: Session,
+    Path((tenant, env)): Path<(String, String)>,
+    form: Form,
+) -> Result<Response, PortalError> {
+    set_hibernation(&s, &session, &tenant, &env, &form, true).await
+}
+
+/// `POST …/wake`: wakes a hibernated environment (editors).
+pub async fn wake(
+    State(s): State<AppState>,
+    session: Session,
+    Path((tenant, env)): Path<(String, String)>,
+    form: Form,
+) -> Result<Response, PortalError> {
+    set_hibernation(&s, &session, &tenant, &env, &form, false).await
+}
+
+async fn set_hibernation(
+    s: &AppState,
+    session: &Session,
+    tenant: &str,
+    env: &str,
+    form: &Form,
+    hibernate: bool,
+) -> Result<Response, PortalError> {
+    form.check_csrf(session)?;
+    if hibernate {
+        s.services
+            .hibernate_environment(&session.actor, tenant, env)
+            .await?;
+    } else {
+        s.services
+            .wake_environment(&session.actor, tenant, env)
+            .await?;
+    }
+    Ok(see_other(
+        &format!("/tenants/{tenant}/environments/{env}"),
+        None,
+    ))
 }
 
 /// `POST …/open-airflow`: a web login into the environment's Airflow UI, with the viewer's own

@@ -86,7 +86,13 @@ impl Form {
 }
 
 /// Whole-number fields of the environment form.
-const NUMBERS: [&str; 4] = ["min_workers", "max_workers", "worker_weight", "schedulers"];
+const NUMBERS: [&str; 5] = [
+    "min_workers",
+    "max_workers",
+    "worker_weight",
+    "hibernate_after_idle_minutes",
+    "schedulers",
+];
 /// Fields holding `KEY=VALUE` lines (the API's maps).
 const MAPS: [&str; 3] = ["airflow_config_overrides", "env_vars", "tags"];
 /// Fields passed as text.
@@ -156,7 +162,7 @@ fn request_json(form: &Form, fields: &[&str]) -> Result<Value, FieldErrors> {
 }
 
 /// Every field of the environment form.
-pub const ENVIRONMENT_FIELDS: [&str; 12] = [
+pub const ENVIRONMENT_FIELDS: [&str; 13] = [
     "name",
     "airflow_version",
     "executor",
@@ -164,6 +170,7 @@ pub const ENVIRONMENT_FIELDS: [&str; 12] = [
     "min_workers",
     "max_workers",
     "worker_weight",
+    "hibernate_after_idle_minutes",
     "schedulers",
     "airflow_config_overrides",
     "env_vars",
@@ -236,6 +243,7 @@ mod tests {
             ("environment_class", "medium"),
             ("min_workers", "1"),
             ("max_workers", ""),
+            ("hibernate_after_idle_minutes", "0"),
             ("env_vars", "A=1\r\n\r\n# note\r\nB = two\r\n"),
             ("requirements", "pyjokes==0.8.3\r\n"),
         ]);
@@ -243,6 +251,11 @@ mod tests {
         assert_eq!(req.name, "etl");
         assert_eq!(req.min_workers, Some(1));
         assert_eq!(req.max_workers, None, "blank keeps the default");
+        assert_eq!(
+            req.hibernate_after_idle_minutes,
+            Some(0),
+            "0 is never, not blank"
+        );
         assert_eq!(
             req.env_vars.unwrap(),
             [("A".into(), "1".into()), ("B".into(), "two".into())].into()

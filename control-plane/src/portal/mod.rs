@@ -61,6 +61,8 @@ pub fn routes() -> Router<AppState> {
                 .layer(dags::upload_limit()),
         )
         .route(&format!("{env}/dags/delete"), post(dags::delete))
+        .route(&format!("{env}/hibernate"), post(environments::hibernate))
+        .route(&format!("{env}/wake"), post(environments::wake))
         .route(&format!("{env}/logs"), get(logs::page))
         .route(&format!("{env}/logs/events"), get(logs::follow))
         .route(

@@ -7,7 +7,7 @@ use hangar_tenants::api::{
     Assignment, Cell, CellCapacity, CellCreated, CellIsolation, CellPool, CreateCell, Environment,
     RegisterCell, Runtime, UpdateEnvironment,
 };
-use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState};
+use hangar_tenants::{derive_phase, CellContact, CellName, FieldErrors, ObservedState, Phase};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -539,6 +539,34 @@ impl Services {
             .store("audit a phase change")?;
         }
         tx.commit().await.store("commit observed state")?;
+        let t = TenantRef {
+            id: locked.tenant_id,
+            name: row.tenant.clone(),
+        };
+        // Idle for its whole window: asked to hibernate (it wakes on use and ahead of its
+        // next scheduled run).
+        let window = self.idle_window(&row.spec);
+        let idle = !locked.hibernate
+            && !locked.delete_requested
+            && change.phase == Phase::Available
+            && hangar_tenants::idle_window_passed(
+                window,
+                &observed,
+                locked.last_used_at,
+                chrono::Utc::now(),
+            );
+        if let (true, Some(window)) = (idle, window) {
+            tracing::info!(env = %env, idle_since = ?observed.idle_since, next_run = ?observed.next_run, "idle for its window; hibernating");
+            match self
+                .hibernate_idle(actor, &t, &row.name, window, &observed)
+                .await
+            {
+                Ok(e) => return Ok(e),
+                Err(e) => {
+                    tracing::warn!(env = %env, error = %e, "an idle environment could not be asked to hibernate")
+                }
+            }
+        }
         // A new requirements.txt in the bucket is an update of the environment, as if the tenant
         // had sent it: a resolution failure is UPDATE_FAILED and the old runtime keeps running.
         let bucket_requirements = observed
@@ -546,10 +574,6 @@ impl Services {
             .filter(|text| previous_requirements.as_ref() != Some(text));
         let spec_requirements = row.spec.get("requirements").and_then(|v| v.as_str());
         if let Some(text) = bucket_requirements.filter(|t| Some(t.as_str()) != spec_requirements) {
-            let t = TenantRef {
-                id: locked.tenant_id,
-                name: row.tenant.clone(),
-            };
             let req = UpdateEnvironment {
                 requirements: Some(text),
                 ..Default::default()

@@ -19,6 +19,8 @@ pub const WAITING_FOR_CELL: &str =
 /// own 30 s, so a slow wake is a 503 to retry, not the caller's timeout.
 pub const WAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 const WAKE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long an environment's `last_used_at` may lag, to spare a write on every request.
+const USE_TOUCH_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// A client's `Idempotency-Key` and a hash of the request it came with.
 #[derive(Debug, Clone)]
@@ -74,6 +76,7 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         cell: row.cell,
         isolated,
         observed,
+        last_used_at: row.last_used_at,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -463,7 +466,8 @@ impl Services {
         name: &str,
     ) -> Result<Environment, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
-        self.set_hibernate(actor, &t, name, true, json!({})).await
+        self.set_hibernate(actor, &t, name, true, json!({}), None)
+            .await
     }
 
     /// Wakes a hibernated (or hibernating) environment: its cell starts it again. Idempotent.
@@ -474,7 +478,8 @@ impl Services {
         name: &str,
     ) -> Result<Environment, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Editor).await?;
-        self.set_hibernate(actor, &t, name, false, json!({})).await
+        self.set_hibernate(actor, &t, name, false, json!({}), None)
+            .await
     }
 
     /// The environment awake for a use of it through Hangar (its Airflow API or UI, its CLI):
@@ -487,6 +492,15 @@ impl Services {
         t: &TenantRef,
         row: EnvRow,
     ) -> Result<EnvRow, ServiceError> {
+        // A use restarts the environment's idle window.
+        if row
+            .last_used_at
+            .is_none_or(|at| chrono::Utc::now() - at >= USE_TOUCH_INTERVAL)
+        {
+            persistence::environments::record_use(&self.db.pool, row.id)
+                .await
+                .store("record a use of an environment")?;
+        }
         let asleep = |r: &EnvRow| {
             r.hibernate
                 || r.phase == Phase::Hibernated.as_str()
@@ -497,7 +511,7 @@ impl Services {
         }
         let name = row.name.clone();
         if row.hibernate {
-            self.set_hibernate(actor, t, &name, false, json!({ "by": "use" }))
+            self.set_hibernate(actor, t, &name, false, json!({ "by": "use" }), None)
                 .await?;
         }
         let deadline = tokio::time::Instant::now() + WAKE_WAIT;
@@ -522,6 +536,27 @@ impl Services {
         }
     }
 
+    /// Asks an environment whose idle window has passed (as its agent's report `observed`
+    /// says) to hibernate, unless it was used, or asked to hibernate, meanwhile.
+    pub(crate) async fn hibernate_idle(
+        &self,
+        actor: &Actor,
+        t: &TenantRef,
+        name: &str,
+        window: chrono::TimeDelta,
+        observed: &hangar_tenants::ObservedState,
+    ) -> Result<Environment, ServiceError> {
+        let details = json!({
+            "by": "idle",
+            "idle_since": observed.idle_since,
+            "next_run": observed.next_run,
+        });
+        self.set_hibernate(actor, t, name, true, details, Some((window, observed)))
+            .await
+    }
+
+    /// Sets or clears an environment's hibernation flag; with `idle`, only if its idle window
+    /// still has passed once it is locked.
     async fn set_hibernate(
         &self,
         actor: &Actor,
@@ -529,9 +564,22 @@ impl Services {
         name: &str,
         hibernate: bool,
         details: serde_json::Value,
+        idle: Option<(chrono::TimeDelta, &hangar_tenants::ObservedState)>,
     ) -> Result<Environment, ServiceError> {
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         let row = self.lock_live_environment(&mut tx, t, name).await?;
+        if let Some((window, observed)) = idle {
+            let passed = hangar_tenants::idle_window_passed(
+                Some(window),
+                observed,
+                row.last_used_at,
+                chrono::Utc::now(),
+            );
+            if row.hibernate || row.delete_requested || !passed {
+                tx.commit().await.store("commit a hibernation request")?;
+                return self.environment_out(row);
+            }
+        }
         let phase = super::stored_phase(&row.phase)?;
         let conflict = |message: String| ServiceError::Conflict {
             field: None,

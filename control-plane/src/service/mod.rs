@@ -141,6 +141,9 @@ pub struct Services {
     pub ui_domain: Option<crate::ui_domain::UiDomain>,
     /// The largest answer of an environment's Airflow the proxy passes on.
     pub proxy_max_response: u64,
+    /// How long one minute of an environment's `hibernate_after_idle_minutes` lasts (a minute;
+    /// tests shorten it).
+    pub idle_minute: Duration,
 }
 
 /// How long a token's `last_used_at` may lag, to spare a write on every request.
@@ -172,6 +175,7 @@ impl Services {
             log_pruned_at: std::sync::Arc::default(),
             ui_domain: None,
             proxy_max_response: airflow::MAX_RESPONSE_BYTES,
+            idle_minute: Duration::from_secs(60),
         }
     }
 
@@ -357,6 +361,21 @@ impl Services {
                 "/metrics names every tenant's environments: it takes the metrics token (HANGAR_METRICS_TOKEN) or the platform admin's".to_owned(),
             )),
         }
+    }
+
+    /// An environment's idle window from its stored spec: `hibernate_after_idle_minutes` of
+    /// [`Services::idle_minute`]; `None` when it never hibernates by itself.
+    pub(crate) fn idle_window(&self, spec: &serde_json::Value) -> Option<chrono::TimeDelta> {
+        let minutes = spec
+            .get("hibernate_after_idle_minutes")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(u64::from(
+                hangar_tenants::DEFAULT_HIBERNATE_AFTER_IDLE_MINUTES,
+            ));
+        let window = self.idle_minute.checked_mul(u32::try_from(minutes).ok()?)?;
+        chrono::TimeDelta::from_std(window)
+            .ok()
+            .filter(|w| !w.is_zero())
     }
 
     pub fn require_platform_admin(&self, actor: &Actor) -> Result<(), ServiceError> {

@@ -32,6 +32,8 @@ const REPORT_FAILURE_AFTER: u32 = 3;
 pub(crate) const WAKE_AHEAD: Duration = Duration::from_secs(60);
 /// The shortest sleep worth stopping an environment for.
 const MIN_SLEEP: Duration = Duration::from_secs(10);
+/// How often an awake environment that may hibernate by itself is checked for idleness.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// What the environment's loop does after a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,13 @@ pub(crate) struct Reconciler<E> {
     retry_at: Instant,
     last: Option<(ObservedState, Instant)>,
     counters: ReconcileCounters,
+    /// Awake with nothing to run: since when (this agent's view), and when the next scheduled
+    /// DAG run is due; reported, so the control plane can hibernate it after its idle window.
+    idleness: Option<(
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    )>,
+    idle_checked: Option<Instant>,
 }
 
 impl<E: EnvironmentRuntime> Reconciler<E> {
@@ -119,6 +128,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
             self.sync_bucket(a).await;
         }
         if let Some(r) = self.running.clone() {
+            self.env.on_demand(&r).await;
             autoscale::autoscale(
                 &mut self.env,
                 &r,
@@ -136,6 +146,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         if a.hibernate && self.applied.is_some() {
             self.hibernate_when_idle(a).await;
         }
+        self.watch_idleness(a).await;
         self.report().await;
         Ok(Action::Requeue(self.settings.tick))
     }
@@ -177,6 +188,43 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
             Err(e) => {
                 failure(&span, &mut self.counters, e.category());
                 tracing::warn!(env = %self.name, error = %e, "failed to hibernate");
+            }
+        }
+    }
+
+    /// Keeps track of how long an awake environment that may hibernate by itself
+    /// (`hibernate_after_idle_minutes` > 0) has had nothing to run; the control plane, which
+    /// also knows when it was last used, asks it to hibernate once its idle window has passed.
+    async fn watch_idleness(&mut self, a: &Assignment) {
+        // Counted from when it is up: an environment still starting is not idle.
+        let up = self.last.as_ref().is_some_and(|(o, _)| {
+            !o.components.is_empty() && o.components.iter().all(|c| c.healthy)
+        });
+        let watched =
+            up && self.applied.is_some() && !a.hibernate && a.spec.hibernate_after_idle_minutes > 0;
+        if !watched {
+            self.idleness = None;
+            self.idle_checked = None;
+            return;
+        }
+        if self
+            .idle_checked
+            .is_some_and(|at| at.elapsed() < IDLE_CHECK_EVERY)
+        {
+            return;
+        }
+        self.idle_checked = Some(Instant::now());
+        match self.env.idle(a).await {
+            Ok(i) if i.idle => {
+                let since = self
+                    .idleness
+                    .map_or_else(chrono::Utc::now, |(since, _)| since);
+                self.idleness = Some((since, i.next_run));
+            }
+            Ok(_) => self.idleness = None,
+            Err(e) => {
+                self.idleness = None;
+                tracing::debug!(env = %self.name, error = %e, "failed to read whether anything is to run");
             }
         }
     }
@@ -270,6 +318,10 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
             self.shared.tunnel.set(self.id, url);
         }
         observed.reconcile = Some(self.counters.clone());
+        if let Some((since, next_run)) = self.idleness.filter(|_| !observed.hibernated) {
+            observed.idle_since = Some(since);
+            observed.next_run = next_run;
+        }
         let due = self
             .last
             .as_ref()
@@ -372,6 +424,8 @@ pub(crate) async fn environment_task<R: Runtime>(
         retry_at: Instant::now(),
         last: None,
         counters: ReconcileCounters::default(),
+        idleness: None,
+        idle_checked: None,
     };
     loop {
         let a = rx.borrow_and_update().clone();

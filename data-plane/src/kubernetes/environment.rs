@@ -164,7 +164,7 @@ impl KubeEnvironment {
         };
         let mut endpoints = BTreeMap::new();
         if let Some(url) = &self.api_url {
-            components.push(crate::health::airflow_health(&self.runtime.http, url).await);
+            components.push(crate::health::airflow_health(&self.runtime.http, url, true).await);
             endpoints.insert("api".to_owned(), url.clone());
         }
         ObservedState {
@@ -178,6 +178,8 @@ impl KubeEnvironment {
             workers: self.worker_status.clone(),
             reconcile: None,
             hibernated: false,
+            idle_since: None,
+            next_run: None,
         }
     }
 
@@ -267,6 +269,10 @@ impl EnvironmentRuntime for KubeEnvironment {
             next_run: None,
         })
     }
+
+    /// A Kubernetes environment's triggerer always runs (its pod's requests are small; the
+    /// process runtime's on-demand triggerer saves memory on one shared machine).
+    async fn on_demand(&mut self, _a: &Assignment) {}
 
     async fn hibernate(
         &mut self,

@@ -8,12 +8,14 @@
 //! - [`model`]: the policies — Hangar's shared pool, MWAA-like dedicated workers, KEDA
 //!   per-environment autoscaling — each with documented numbers;
 //! - [`replay`](mod@replay): the event-driven replay, pure;
-//! - [`report`]: the figures and their definitions.
+//! - [`report`]: the figures and their definitions;
+//! - [`hibernation`]: environment-hours awake with hibernation over the same trace.
 //!
 //! `hangar simulate` drives it from the command line and `scripts/bench simulate` writes its
 //! figures to docs/benchmarks.md.
 
 pub mod generate;
+pub mod hibernation;
 pub mod model;
 pub mod replay;
 pub mod report;

@@ -40,6 +40,7 @@ pub struct EnvironmentState<'a> {
     pub min_workers: ValueNumber,
     pub max_workers: ValueNumber,
     pub worker_weight: ValueNumber,
+    pub hibernate_after_idle_minutes: ValueNumber,
     pub schedulers: ValueNumber,
     pub airflow_config_overrides: ValueMap<'a, ValueString<'a>>,
     pub env_vars: ValueMap<'a, ValueString<'a>>,
@@ -111,6 +112,17 @@ pub fn spec_attributes(constraint: AttributeConstraint) -> Vec<(&'static str, At
                 AttributeType::Number,
                 "Share of the cell's worker pool when it is oversubscribed, relative to other \
                  environments' (1–100, default 1).",
+            ),
+        ),
+        (
+            "hibernate_after_idle_minutes",
+            oc(
+                AttributeType::Number,
+                "Minutes with nothing queued, running or deferred, no use of its Airflow \
+                 through Hangar and no scheduled DAG run due within them, after which the \
+                 environment hibernates: its processes stop, its data is kept (0–10080, \
+                 default 60; 0: never by itself). It wakes on use and ahead of its next \
+                 scheduled DAG run.",
             ),
         ),
         (
@@ -231,6 +243,7 @@ impl<'a> EnvironmentState<'a> {
             min_workers: number(spec.min_workers),
             max_workers: number(spec.max_workers),
             worker_weight: number(spec.worker_weight),
+            hibernate_after_idle_minutes: number(spec.hibernate_after_idle_minutes),
             schedulers: number(spec.schedulers),
             airflow_config_overrides: map_value(&spec.airflow_config_overrides),
             env_vars: map_value(&spec.env_vars),
@@ -293,6 +306,7 @@ impl<'a> EnvironmentState<'a> {
                 &self.min_workers,
                 &self.max_workers,
                 &self.worker_weight,
+                &self.hibernate_after_idle_minutes,
                 &self.schedulers,
             ]
             .iter()
@@ -320,6 +334,11 @@ impl<'a> EnvironmentState<'a> {
             min_workers: u32_of(&self.min_workers, "min_workers", diags),
             max_workers: u32_of(&self.max_workers, "max_workers", diags),
             worker_weight: u32_of(&self.worker_weight, "worker_weight", diags),
+            hibernate_after_idle_minutes: u32_of(
+                &self.hibernate_after_idle_minutes,
+                "hibernate_after_idle_minutes",
+                diags,
+            ),
             schedulers: u32_of(&self.schedulers, "schedulers", diags),
             airflow_config_overrides: Some(map_of(&self.airflow_config_overrides)),
             env_vars: Some(map_of(&self.env_vars)),
@@ -339,6 +358,7 @@ impl<'a> EnvironmentState<'a> {
             min_workers: c.min_workers,
             max_workers: c.max_workers,
             worker_weight: c.worker_weight,
+            hibernate_after_idle_minutes: c.hibernate_after_idle_minutes,
             schedulers: c.schedulers,
             airflow_config_overrides: c.airflow_config_overrides,
             env_vars: c.env_vars,
@@ -355,6 +375,7 @@ impl<'a> EnvironmentState<'a> {
             || self.min_workers != other.min_workers
             || self.max_workers != other.max_workers
             || self.worker_weight != other.worker_weight
+            || self.hibernate_after_idle_minutes != other.hibernate_after_idle_minutes
             || self.schedulers != other.schedulers
             || self.airflow_config_overrides != other.airflow_config_overrides
             || self.env_vars != other.env_vars
@@ -657,6 +678,7 @@ impl Resource for EnvironmentResource {
             &mut s.min_workers,
             &mut s.max_workers,
             &mut s.worker_weight,
+            &mut s.hibernate_after_idle_minutes,
             &mut s.schedulers,
         ] {
             if v.is_null() {

@@ -53,10 +53,15 @@ enum Bench {
     /// Hibernation with the process runtime and real Airflow: asked → `HIBERNATED`
     /// (`hibernate_s`), memory asleep, and a call of its Airflow API through Hangar → answered
     /// (`wake_s`).
+    /// Then an environment with a DAG every 2 minutes and an idle window of one minute (10 s
+    /// long here) left alone: how late each scheduled run starts (`schedule_lateness_s`).
     Wake {
         /// Measured hibernate and wake cycles, one after another.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Scheduled runs watched for lateness (2 minutes each; 0 skips it).
+        #[arg(long, default_value_t = 5)]
+        cycles: u32,
     },
     /// Environment create, idle memory and delete with the process runtime and real Airflow.
     Env {
@@ -101,6 +106,16 @@ enum Bench {
     /// Simulated worker policies on a generated multi-tenant trace (`pool_utilization`):
     /// Hangar's shared pool vs dedicated (MWAA-like) workers vs KEDA, offline.
     Simulate {
+        #[arg(long, default_value_t = 200)]
+        tenants: u32,
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Environment-hours awake with hibernation vs always on, over the simulator's generated
+    /// multi-tenant day (`env_hours_awake`), for several idle windows; offline.
+    Asleep {
         #[arg(long, default_value_t = 200)]
         tenants: u32,
         #[arg(long, default_value_t = 24)]
@@ -322,6 +337,7 @@ impl ControlPlane {
             metrics_token: None,
             ui_domain: None,
             proxy_max_response_bytes: hangar_control_plane::service::airflow::MAX_RESPONSE_BYTES,
+            idle_minute_secs: 60,
             bootstrap_cell: None,
             bootstrap_cell_token: None,
             relay_listen: None,
@@ -886,6 +902,124 @@ async fn bench_wake(runs: usize) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// An environment that hibernates by itself (window: one minute, 10 s long here) with a DAG
+/// every 2 minutes, watched `cycles` runs long through its phase only: how late each run
+/// started after its due time, and how much of the time it was hibernated.
+async fn bench_schedule(cycles: u32) -> anyhow::Result<serde_json::Value> {
+    let stack = hangar_tests::spawn_stack_opts(hangar_tests::StackOptions {
+        idle_minute_secs: 10,
+        ..Default::default()
+    })
+    .await?;
+    let c = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    c.create_environment(
+        "bench",
+        &CreateEnvironment {
+            name: "etl".into(),
+            hibernate_after_idle_minutes: Some(1),
+            ..Default::default()
+        },
+        None,
+    )
+    .await?;
+    wait_phase(&c, "etl", hangar_tenants::Phase::Available).await?;
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            "v1/tenants/bench/environments/etl/dags/every_two_minutes.py",
+        )
+        .body(hangar_tests::EVERY_TWO_MINUTES)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "upload: {}", r.status());
+    let api = |method, path: &'static str, body| {
+        hangar_tests::airflow_api(&c, "bench", "etl", method, path, body)
+    };
+    let start = Instant::now();
+    while api(reqwest::Method::GET, "dags/every_two_minutes", None)
+        .await
+        .0
+        != 200
+    {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "DAG not listed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (s, body) = api(
+        reqwest::Method::PATCH,
+        "dags/every_two_minutes",
+        Some(json!({"is_paused": false})),
+    )
+    .await;
+    anyhow::ensure!(s == 200, "unpause: {s} {body}");
+    let left = chrono::Utc::now();
+    let watched = Instant::now();
+    let (mut polls, mut asleep) = (0u32, 0u32);
+    while watched.elapsed() < Duration::from_secs(u64::from(cycles) * 120 + 90) {
+        let e = c.get_environment("bench", "etl").await?;
+        polls += 1;
+        if e.phase == hangar_tenants::Phase::Hibernated {
+            asleep += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let ended = chrono::Utc::now();
+    let (s, runs) = api(
+        reqwest::Method::GET,
+        "dags/every_two_minutes/dagRuns?order_by=run_after&limit=100",
+        None,
+    )
+    .await;
+    anyhow::ensure!(s == 200, "runs: {s} {runs}");
+    let audit = stack.app.admin.audit("bench").await?;
+    let by_idle = audit
+        .entries
+        .iter()
+        .filter(|e| e.action == "environment.hibernate" && e.details["by"] == "idle")
+        .count();
+    stack.shutdown().await;
+    let mut late = Vec::new();
+    for r in runs["dag_runs"].as_array().into_iter().flatten() {
+        let at = |k: &str| {
+            r[k].as_str()
+                .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        };
+        let (Some(due), Some(started)) = (at("run_after"), at("start_date")) else {
+            continue;
+        };
+        if r["run_type"] == "scheduled" && due > left && due < ended - chrono::Duration::seconds(60)
+        {
+            anyhow::ensure!(r["state"] == "success", "run due {due}: {}", r["state"]);
+            late.push(((started - due).num_milliseconds() as f64 / 10.0).round() / 100.0);
+        }
+    }
+    anyhow::ensure!(!late.is_empty(), "no scheduled run watched");
+    eprintln!("scheduled runs started late by {late:?} s; hibernated at {asleep} of {polls} polls");
+    Ok(json!({
+        "figure": "schedule_lateness_s",
+        "max": late.iter().copied().fold(0.0, f64::max),
+        "p50": percentile(late.clone(), 0.5),
+        "runs": late,
+        "hibernated_fraction": (f64::from(asleep) / f64::from(polls.max(1)) * 100.0).round() / 100.0,
+        "hibernations_for_idleness": by_idle,
+    }))
+}
+
+fn schedule_markdown(r: &serde_json::Value, cycles: u32) -> String {
+    format!(
+        "\nThen `--cycles {cycles}`: an environment with `hibernate_after_idle_minutes = 1` (one minute lasting \
+10 s, `HANGAR_IDLE_MINUTE_SECS=10`) and a DAG every 2 minutes, left alone for {cycles} runs and watched by its \
+phase only. It hibernated by itself {n} times and was `HIBERNATED` at {f} of the polls; each run's start \
+after its due time (`start_date − run_after`):\n\n\
+| figure | value | aim |\n|---|---|---|\n\
+| `schedule_lateness_s` across hibernations, max / p50 | {max} s / {p50} s (runs: {runs}) | max ≤ 30 s |\n\n",
+        n = r["hibernations_for_idleness"],
+        f = r["hibernated_fraction"],
+        max = r["max"],
+        p50 = r["p50"],
+        runs = r["runs"],
+    )
+}
+
 fn wake_markdown(r: &serde_json::Value, runs: usize) -> String {
     format!(
         "## Hibernation (`wake_s`, `idle_rss_mb` asleep)\n\n\
@@ -1322,6 +1456,75 @@ fn fewer_than_dedicated(s: &Simulated, r: &sim::Report) -> f64 {
     }
 }
 
+/// The generated trace's parameters, checked.
+fn trace_params(tenants: u32, hours: u32, seed: u64) -> anyhow::Result<sim::GenerateParams> {
+    anyhow::ensure!(
+        tenants > 0 && hours > 0,
+        "--tenants and --hours must be at least 1"
+    );
+    Ok(sim::GenerateParams {
+        tenants,
+        hours,
+        seed,
+    })
+}
+
+/// Idle windows replayed by the `asleep` benchmark, in minutes (60: the default).
+const ASLEEP_WINDOWS: [u64; 4] = [60, 30, 15, 5];
+
+/// Environment-hours awake over a generated trace, for each of [`ASLEEP_WINDOWS`].
+fn bench_asleep(params: &sim::GenerateParams) -> anyhow::Result<Vec<serde_json::Value>> {
+    let trace = sim::generate(params)?;
+    Ok(ASLEEP_WINDOWS
+        .iter()
+        .map(|&minutes| {
+            let h =
+                sim::hibernation::awake_hours(&trace, sim::hibernation::WakeRules::agent(minutes));
+            let mut v = serde_json::to_value(&h).unwrap_or_default();
+            v["figure"] = json!("env_hours_awake");
+            v["value"] = json!((h.awake_env_hours * 10.0).round() / 10.0);
+            v["hibernate_after_idle_minutes"] = json!(minutes);
+            v["awake_fraction"] =
+                json!(((h.awake_env_hours / h.always_on_env_hours) * 1000.0).round() / 1000.0);
+            v["tenants"] = json!(params.tenants);
+            v["seed"] = json!(params.seed);
+            v
+        })
+        .collect())
+}
+
+fn asleep_markdown(results: &[serde_json::Value], params: &sim::GenerateParams) -> String {
+    let mut table = "| `hibernate_after_idle_minutes` | environment-hours awake | of always on | times asleep | never asleep |\n|---|---|---|---|---|\n".to_owned();
+    let always = results
+        .first()
+        .map_or(0.0, |r| r["always_on_env_hours"].as_f64().unwrap_or(0.0));
+    for r in results {
+        table.push_str(&format!(
+            "| {} | {:.1} | {:.1} % | {} | {} of {} |\n",
+            r["hibernate_after_idle_minutes"],
+            r["awake_env_hours"].as_f64().unwrap_or(0.0),
+            r["awake_fraction"].as_f64().unwrap_or(0.0) * 100.0,
+            r["hibernations"],
+            r["never_asleep"],
+            r["environments"],
+        ));
+    }
+    format!(
+        "## Environment-hours awake with hibernation (`env_hours_awake`)\n\n\
+`scripts/bench asleep --tenants {tenants} --hours {hours} --seed {seed}` ({date}): the simulator's generated \
+day (the trace of the pool simulation above: {tenants} tenants, one environment each), replayed by the \
+hibernation rules (`data-plane/src/simulator/hibernation.rs`): an environment sleeps once it has had no task \
+for its idle window and no task is due within the window from then, wakes 60 s before its next task, and \
+sleeps only when that leaves 10 s or more. Always on: {always:.0} environment-hours.\n\n{table}\n\
+The trace has no uses of environments' Airflow through Hangar (a use keeps one awake for the window) and its \
+tasks count as scheduled ahead; every environment starts the day awake.\n",
+        tenants = params.tenants,
+        hours = params.hours,
+        seed = params.seed,
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+    )
+}
+
 fn simulate_json(s: &Simulated) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for (r, replay_s) in &s.policies {
@@ -1502,12 +1705,18 @@ async fn main() -> anyhow::Result<()> {
                 write_section(&cli.docs, "env", &env_markdown(&results, runs, settle))?;
             }
         }
-        Bench::Wake { runs } => {
+        Bench::Wake { runs, cycles } => {
             anyhow::ensure!(runs > 0, "--runs must be at least 1");
             let r = bench_wake(runs).await?;
             println!("{r}");
+            let mut doc = wake_markdown(&r, runs);
+            if cycles > 0 {
+                let s = bench_schedule(cycles).await?;
+                println!("{s}");
+                doc.push_str(&schedule_markdown(&s, cycles));
+            }
             if !cli.no_docs {
-                write_section(&cli.docs, "wake", &wake_markdown(&r, runs))?;
+                write_section(&cli.docs, "wake", &doc)?;
             }
         }
         Bench::Sync { uploads, files } => {
@@ -1547,20 +1756,26 @@ async fn main() -> anyhow::Result<()> {
                 write_section(&cli.docs, "logs", &logs_markdown(&r))?;
             }
         }
+        Bench::Asleep {
+            tenants,
+            hours,
+            seed,
+        } => {
+            let params = trace_params(tenants, hours, seed)?;
+            let results = bench_asleep(&params)?;
+            for r in &results {
+                println!("{r}");
+            }
+            if !cli.no_docs {
+                write_section(&cli.docs, "asleep", &asleep_markdown(&results, &params))?;
+            }
+        }
         Bench::Simulate {
             tenants,
             hours,
             seed,
         } => {
-            anyhow::ensure!(
-                tenants > 0 && hours > 0,
-                "--tenants and --hours must be at least 1"
-            );
-            let s = bench_simulate(sim::GenerateParams {
-                tenants,
-                hours,
-                seed,
-            })?;
+            let s = bench_simulate(trace_params(tenants, hours, seed)?)?;
             for r in simulate_json(&s) {
                 println!("{r}");
             }

@@ -20,6 +20,20 @@ fn hibernated() -> ObservedState {
     }
 }
 
+/// A fake Airflow of `data/etl` that answers its version.
+async fn version_airflow() -> FakeAirflow {
+    FakeAirflow::start(
+        "data",
+        "etl",
+        Router::new().route(
+            "/api/v2/version",
+            get(|| async { "{\"version\": \"3.3.2\"}" }),
+        ),
+    )
+    .await
+    .unwrap()
+}
+
 fn status_of(e: &hangar_client::ClientError) -> Option<u16> {
     e.status()
 }
@@ -103,16 +117,7 @@ async fn hibernate_and_wake_reach_the_cell_and_drive_the_phase() {
 async fn a_call_to_a_hibernated_environments_airflow_wakes_it_and_waits_for_it() {
     let (_app, editor, mut agent, id) = running_etl().await.unwrap();
     agent.poll(Duration::from_secs(1)).await.unwrap();
-    let fake = FakeAirflow::start(
-        "data",
-        "etl",
-        Router::new().route(
-            "/api/v2/version",
-            get(|| async { "{\"version\": \"3.3.2\"}" }),
-        ),
-    )
-    .await
-    .unwrap();
+    let fake = version_airflow().await;
     agent.serve_airflow(id, &fake.url).await.unwrap();
     editor.hibernate_environment("data", "etl").await.unwrap();
     agent.poll(Duration::from_secs(5)).await.unwrap();
@@ -167,4 +172,120 @@ async fn an_environment_not_running_is_a_503_to_retry_later() {
         r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
         Some("10")
     );
+}
+
+/// Reported running (its api-server at `api`) with nothing to run since `idle_for` ago.
+fn idle(revision: i64, idle_for: chrono::TimeDelta, api: &str) -> ObservedState {
+    let mut o = ObservedState {
+        idle_since: Some(chrono::Utc::now() - idle_for),
+        ..healthy(revision)
+    };
+    o.endpoints.insert("api".into(), api.into());
+    o
+}
+
+#[tokio::test]
+async fn an_environment_idle_for_its_window_is_asked_to_hibernate_unless_used() {
+    // One minute of `hibernate_after_idle_minutes` lasts a second here: the default 60 is 60 s.
+    let (app, editor, mut agent, id) = hangar_tests::running_etl_with(|s| s.idle_minute_secs = 1)
+        .await
+        .unwrap();
+    agent.poll(Duration::from_secs(1)).await.unwrap();
+    let fake = version_airflow().await;
+    agent.serve_airflow(id, &fake.url).await.unwrap();
+    let secs = chrono::TimeDelta::seconds;
+
+    // Idle for less than its window: it stays up.
+    let e = agent
+        .report(id, &idle(1, secs(30), &fake.url))
+        .await
+        .unwrap();
+    assert_eq!(e.phase, Phase::Available);
+    assert!(e.last_used_at.is_none());
+
+    // Used just now: its window starts again, however long nothing has run.
+    let r = editor
+        .request(
+            Method::GET,
+            "v1/tenants/data/environments/etl/airflow/api/v2/version",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let used = editor
+        .get_environment("data", "etl")
+        .await
+        .unwrap()
+        .last_used_at
+        .expect("the use is recorded");
+    assert!(
+        (chrono::Utc::now() - used).num_seconds().abs() < 5,
+        "{used}"
+    );
+    let e = agent
+        .report(id, &idle(1, secs(600), &fake.url))
+        .await
+        .unwrap();
+    assert_eq!(e.phase, Phase::Available);
+
+    // 0: never by itself.
+    let never = hangar_tenants::api::UpdateEnvironment {
+        hibernate_after_idle_minutes: Some(0),
+        ..Default::default()
+    };
+    let e = editor
+        .update_environment("data", "etl", &never, None)
+        .await
+        .unwrap();
+    assert_eq!(e.spec.hibernate_after_idle_minutes, 0);
+    agent.poll(Duration::from_secs(5)).await.unwrap();
+    let e = agent
+        .report(id, &idle(2, secs(86_400), &fake.url))
+        .await
+        .unwrap();
+    assert_eq!(e.phase, Phase::Available);
+
+    // A window of 2 s, past since its last use and its last task: asked to hibernate, as the
+    // audit log says, and its cell is told.
+    let short = hangar_tenants::api::UpdateEnvironment {
+        hibernate_after_idle_minutes: Some(2),
+        ..Default::default()
+    };
+    editor
+        .update_environment("data", "etl", &short, None)
+        .await
+        .unwrap();
+    agent.poll(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A scheduled run due within the window keeps it up.
+    let soon = ObservedState {
+        next_run: Some(chrono::Utc::now() + secs(1)),
+        ..idle(3, secs(600), &fake.url)
+    };
+    assert_eq!(
+        agent.report(id, &soon).await.unwrap().phase,
+        Phase::Available
+    );
+    let e = agent
+        .report(id, &idle(3, secs(600), &fake.url))
+        .await
+        .unwrap();
+    assert_eq!(e.phase, Phase::Hibernating, "{:?}", e.status_message);
+    let a = agent.poll(Duration::from_secs(5)).await.unwrap();
+    assert!(a.environments[0].hibernate);
+    let audit = app.admin.audit("data").await.unwrap();
+    let asked = audit
+        .entries
+        .iter()
+        .find(|e| e.action == "environment.hibernate")
+        .expect("audited");
+    assert_eq!(asked.details["by"], "idle", "{asked:?}");
+    assert!(asked.details["idle_since"].is_string(), "{asked:?}");
+    assert_eq!(asked.actor, "cell:local");
+    assert_eq!(
+        agent.report(id, &hibernated()).await.unwrap().phase,
+        Phase::Hibernated
+    );
+    drop(app);
 }

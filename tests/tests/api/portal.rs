@@ -226,6 +226,7 @@ async fn the_create_form_names_each_bad_field_and_keeps_what_was_typed() {
         "min_workers",
         "max_workers",
         "worker_weight",
+        "hibernate_after_idle_minutes",
         "schedulers",
         "airflow_config_overrides",
         "env_vars",
@@ -338,6 +339,8 @@ async fn state_changing_forms_without_the_csrf_token_change_nothing() {
             vec![("confirm", "etl")],
         ),
         ("/tenants/acme/environments/etl/open-airflow", vec![]),
+        ("/tenants/acme/environments/etl/hibernate", vec![]),
+        ("/tenants/acme/environments/etl/wake", vec![]),
         (
             "/tenants/acme/environments/etl/dags/delete",
             vec![("path", "x.py")],
@@ -395,6 +398,7 @@ async fn viewers_see_no_controls_and_their_forged_posts_are_refused() {
     assert!(!page.has_id("update-form"));
     assert!(!page.has_id("delete-environment"));
     assert!(page.has_id("open-airflow"), "viewers may open Airflow");
+    assert!(!page.has_id("hibernate") && !page.has_id("wake"));
 
     // Forged with a valid CSRF token: the service refuses by role, nothing changes.
     for (path, fields) in [
@@ -411,6 +415,8 @@ async fn viewers_see_no_controls_and_their_forged_posts_are_refused() {
             "/tenants/acme/environments/etl/cli",
             vec![("args", "dags list")],
         ),
+        ("/tenants/acme/environments/etl/hibernate", vec![]),
+        ("/tenants/acme/environments/etl/wake", vec![]),
         (
             "/tenants/acme/tokens",
             vec![("name", "x"), ("role", "admin")],
@@ -978,4 +984,38 @@ async fn the_list_is_paged_and_filtered_by_name() {
     assert!(none.text_of("no-environments").unwrap().contains("zzz"));
     // A bad page number is the first page, not an error.
     assert_eq!(v.get("/tenants/acme?page=x").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn editors_hibernate_and_wake_an_environment_from_its_page() {
+    let (app, _editor, mut agent, id) = hangar_tests::running_etl().await.unwrap();
+    let token = app.token_with_role("data", Role::Editor).await.unwrap();
+    let mut v = Visitor::signed_in(&app.address, &token).await;
+    let path = "/tenants/data/environments/etl";
+    let page = v.get(path).await;
+    assert!(page.has_id("hibernate"), "{}", page.body);
+    assert!(!page.has_id("wake"));
+    assert!(page.body.contains("Hibernates after 60 idle minutes"));
+
+    let r = v.post(&format!("{path}/hibernate"), &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let e = app.admin.get_environment("data", "etl").await.unwrap();
+    assert_eq!(e.phase, hangar_tenants::Phase::Hibernating);
+    let a = agent.poll(std::time::Duration::from_secs(5)).await.unwrap();
+    assert!(a.environments.iter().any(|a| a.id == id && a.hibernate));
+    let page = v.get(path).await;
+    assert!(
+        page.has_id("wake") && !page.has_id("hibernate"),
+        "{}",
+        page.body
+    );
+
+    let r = v.post(&format!("{path}/wake"), &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let a = agent.poll(std::time::Duration::from_secs(5)).await.unwrap();
+    assert!(a.environments.iter().any(|a| a.id == id && !a.hibernate));
+    let audit = app.admin.audit("data").await.unwrap();
+    for action in ["environment.hibernate", "environment.wake"] {
+        assert!(audit.entries.iter().any(|e| e.action == action), "{action}");
+    }
 }

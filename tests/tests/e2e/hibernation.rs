@@ -1,8 +1,10 @@
 //! Hibernation on real Airflow 3.3.2, run by `hangar agent` (the process runtime): asked to
-//! hibernate while a task runs, an environment keeps running until its DAG run is done, then
-//! stops every process (none of its user's is left) and keeps its data; a restarted agent
-//! leaves it asleep; a call to its Airflow API through Hangar wakes it, waits for it and is
-//! answered, and the task that ran before ended `success` on its first try.
+//! hibernate while a task runs and then while one is deferred, an environment keeps running
+//! until its DAG run is done, then stops every process (none of its user's is left) and keeps
+//! its data; a restarted agent leaves it asleep; an asset event posted through Hangar wakes it,
+//! is answered, and the DAG scheduled on that asset runs; the tasks that ran before ended
+//! `success` on their first try. An environment idle for its window hibernates by itself, and
+//! wakes ahead of each scheduled run.
 
 use std::time::{Duration, Instant};
 
@@ -47,12 +49,14 @@ async fn available_etl(
     stack: &hangar_tests::Stack,
     editor: &hangar_client::Client,
     tenant: &str,
+    hibernate_after_idle_minutes: Option<u32>,
 ) -> u32 {
     let id = editor
         .create_environment(
             tenant,
             &CreateEnvironment {
                 name: "etl".into(),
+                hibernate_after_idle_minutes,
                 ..Default::default()
             },
             None,
@@ -82,45 +86,59 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
         .await
         .unwrap();
     let mut agent = super::start_agent(&stack);
-    let uid = available_etl(&stack, &editor, "dormant").await;
+    let uid = available_etl(&stack, &editor, "dormant", None).await;
     assert!(!processes_of(uid).is_empty());
 
-    // A 25 s task runs.
-    let r = editor
-        .request(
-            Method::PUT,
-            "v1/tenants/dormant/environments/etl/dags/sleepy.py",
-        )
-        .body(super::SLEEPY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    // A 15 s task runs, then one defers for 25 s; another DAG waits for an asset.
+    for (file, body) in [("patient.py", PATIENT), ("on_ready.py", ON_READY)] {
+        let r = editor
+            .request(
+                Method::PUT,
+                &format!("v1/tenants/dormant/environments/etl/dags/{file}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
     let start = Instant::now();
-    while call(&editor, Method::GET, "dags/sleepy", None).await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(90), "DAG not listed");
+    while call(&editor, Method::GET, "dags/on_ready", None).await.0 != 200
+        || call(&editor, Method::GET, "dags/patient", None).await.0 != 200
+    {
+        assert!(start.elapsed() < Duration::from_secs(90), "DAGs not listed");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (s, _) = call(
-        &editor,
-        Method::PATCH,
-        "dags/sleepy",
-        Some(json!({"is_paused": false})),
-    )
-    .await;
-    assert_eq!(s, 200);
+    for dag in ["dags/patient", "dags/on_ready"] {
+        let (s, _) = call(
+            &editor,
+            Method::PATCH,
+            dag,
+            Some(json!({"is_paused": false})),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let (s, assets) = call(&editor, Method::GET, "assets?name_pattern=ready", None).await;
+    assert_eq!(s, 200, "{assets}");
+    let asset_id = assets["assets"][0]["id"].as_i64().expect("the asset");
     let (s, run) = call(
         &editor,
         Method::POST,
-        "dags/sleepy/dagRuns",
+        "dags/patient/dagRuns",
         Some(json!({"logical_date": null})),
     )
     .await;
     assert_eq!(s, 200, "{run}");
     let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
-    let task = format!("dags/sleepy/dagRuns/{run_id}/taskInstances/nap");
+    let task = |id: &str| format!("dags/patient/dagRuns/{run_id}/taskInstances/{id}");
+    let state_of = |id: &'static str| {
+        let path = task(id);
+        let editor = editor.clone();
+        async move { call(&editor, Method::GET, &path, None).await.1["state"].clone() }
+    };
     let start = Instant::now();
-    while call(&editor, Method::GET, &task, None).await.1["state"] != "running" {
+    while state_of("nap").await != "running" {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "task not running"
@@ -128,17 +146,32 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Asked to hibernate while it runs: it keeps running until the run is done.
+    // Asked to hibernate while a task runs: it keeps running until the run is done.
     let e = editor
         .hibernate_environment("dormant", "etl")
         .await
         .unwrap();
     assert_eq!(e.phase, Phase::Hibernating);
+    let asked = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let e = editor.get_environment("dormant", "etl").await.unwrap();
+    assert_eq!(e.phase, Phase::Hibernating, "{:?}", e.status_message);
+    assert!(!processes_of(uid).is_empty());
+    // A deferred task holds it up too (watching its state is a use, which would wake it:
+    // its deferral is read from the task's own log in the environment's home instead).
+    let deferred_log = stack.env_home(e.id).join("logs");
+    let start = Instant::now();
+    while !log_mentions(&deferred_log, "Pausing task as DEFERRED") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "task not deferred"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     tokio::time::sleep(Duration::from_secs(8)).await;
     let e = editor.get_environment("dormant", "etl").await.unwrap();
     assert_eq!(e.phase, Phase::Hibernating, "{:?}", e.status_message);
     assert!(!processes_of(uid).is_empty());
-    let asked = Instant::now();
     wait_for(
         &editor,
         "dormant",
@@ -148,8 +181,8 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
     )
     .await;
     println!(
-        "hibernated {:.1} s after asking, 8 s into a 25 s task",
-        asked.elapsed().as_secs_f64() + 8.0
+        "hibernated {:.1} s after asking, while a 15 s task ran before a 25 s deferral",
+        asked.elapsed().as_secs_f64()
     );
     assert_eq!(processes_of(uid), Vec::<u32>::new(), "processes left");
 
@@ -167,11 +200,17 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
         "started by the next agent"
     );
 
-    // A read through Hangar wakes it and is answered once it is back (a 503 to retry if that
-    // takes longer than the platform waits).
+    // An asset event posted through Hangar wakes it and is answered once it is back (a 503 to
+    // retry if that takes longer than the platform waits); the DAG waiting for the asset runs.
     let woken = Instant::now();
     let (status, body) = loop {
-        let (status, body) = call(&editor, Method::GET, &task, None).await;
+        let (status, body) = call(
+            &editor,
+            Method::POST,
+            "assets/events",
+            Some(json!({"asset_id": asset_id, "extra": {"from": "test"}})),
+        )
+        .await;
         if status != 503 || woken.elapsed() > Duration::from_secs(120) {
             break (status, body);
         }
@@ -181,8 +220,31 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
         woken.elapsed().as_secs_f64()
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["state"], "success", "{body}");
-    assert_eq!(body["try_number"], 1, "{body}");
+    for id in ["nap", "pause"] {
+        let (status, body) = call(&editor, Method::GET, &task(id), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "success", "{id}: {body}");
+        assert_eq!(body["try_number"], 1, "{id}: {body}");
+    }
+    let start = Instant::now();
+    loop {
+        let (s, runs) = call(&editor, Method::GET, "dags/on_ready/dagRuns", None).await;
+        assert_eq!(s, 200, "{runs}");
+        let states: Vec<_> = runs["dag_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"].clone())
+            .collect();
+        if states == [json!("success")] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the asset's DAG did not run: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     assert_eq!(
         editor
             .get_environment("dormant", "etl")
@@ -196,42 +258,94 @@ async fn an_environment_hibernates_once_idle_stays_asleep_across_agents_and_wake
     agent.wait().unwrap();
 }
 
-const EVERY_TWO_MINUTES: &str = r#"
-from datetime import datetime
+/// A 15 s task, then one deferred for 25 s (the triggerer holds it).
+const PATIENT: &str = r#"
+from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import BaseOperator, dag, task
 
 
-@dag(schedule="*/2 * * * *", start_date=datetime(2024, 1, 1), catchup=False)
-def every_two_minutes():
+class Pause(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=25)), method_name="done")
+
+    def done(self, context, event=None):
+        return "resumed"
+
+
+@dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def patient():
     @task
-    def tick():
-        return "tick"
+    def nap():
+        import time
+        time.sleep(15)
+        return "rested"
 
-    tick()
+    nap() >> Pause(task_id="pause")
 
 
-every_two_minutes()
+patient()
 "#;
 
-/// Asked to hibernate, an environment whose DAG runs every 2 minutes sleeps between its runs
-/// and wakes ahead of each one: over 3 cycles every run starts within 30 s of its due time, and
-/// between runs it is hibernated with no process of its user left.
+/// A DAG scheduled on an asset.
+const ON_READY: &str = r#"
+from datetime import datetime
+
+from airflow.sdk import Asset, dag, task
+
+
+@dag(schedule=[Asset(name="ready", uri="hangar://ready")], start_date=datetime(2024, 1, 1), catchup=False)
+def on_ready():
+    @task
+    def consume():
+        return "consumed"
+
+    consume()
+
+
+on_ready()
+"#;
+
+/// Whether a file under `dir` (the environment's logs) contains `needle`.
+fn log_mentions(dir: &std::path::Path, needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            log_mentions(&path, needle)
+        } else {
+            std::fs::read_to_string(&path).is_ok_and(|s| s.contains(needle))
+        }
+    })
+}
+
+/// An environment whose DAG runs every 2 minutes, idle for its window (one minute, 10 s long
+/// in this test), hibernates by itself between its runs and wakes ahead of each one: over 3
+/// cycles every run starts within 30 s of its due time, and between runs it is hibernated with
+/// no process of its user left. Reading its Airflow afterwards wakes it and is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hibernating_environment_wakes_ahead_of_each_scheduled_run() {
-    let stack = hangar_tests::spawn_stack().await.unwrap();
+async fn an_idle_environment_hibernates_by_itself_and_wakes_ahead_of_each_scheduled_run() {
+    let stack = hangar_tests::spawn_stack_opts(hangar_tests::StackOptions {
+        idle_minute_secs: 10,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let editor = stack
         .app
         .tenant_with_role("cron", Role::Editor)
         .await
         .unwrap();
-    let uid = available_etl(&stack, &editor, "cron").await;
+    let uid = available_etl(&stack, &editor, "cron", Some(1)).await;
     let r = editor
         .request(
             Method::PUT,
             "v1/tenants/cron/environments/etl/dags/every_two_minutes.py",
         )
-        .body(EVERY_TWO_MINUTES)
+        .body(hangar_tests::EVERY_TWO_MINUTES)
         .send()
         .await
         .unwrap();
@@ -251,7 +365,6 @@ async fn a_hibernating_environment_wakes_ahead_of_each_scheduled_run() {
     )
     .await;
     assert_eq!(s, 200);
-    editor.hibernate_environment("cron", "etl").await.unwrap();
     let asked = chrono::Utc::now();
 
     // Watch the phase only (reading its Airflow would wake it) for 3 runs and a bit.
@@ -265,6 +378,14 @@ async fn a_hibernating_environment_wakes_ahead_of_each_scheduled_run() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let ended = chrono::Utc::now();
+    let audit = stack.app.admin.audit("cron").await.unwrap();
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.action == "environment.hibernate" && e.details["by"] == "idle"),
+        "no hibernation for idleness in the audit log"
+    );
 
     // Its runs, read once it is awake again.
     let (s, runs) = api(
@@ -290,7 +411,7 @@ async fn a_hibernating_environment_wakes_ahead_of_each_scheduled_run() {
                 r["state"].as_str()?.to_owned(),
             ))
         })
-        // The runs due once it was asked to hibernate, done by the end of the watch.
+        // The runs due once it was left alone, done by the end of the watch.
         .filter(|(due, _, _)| *due > asked && *due < ended - chrono::Duration::seconds(60))
         .collect();
     let late: Vec<f64> = runs

@@ -29,13 +29,14 @@ resource "hangar_tenant" "team" {
 }
 
 resource "hangar_environment" "etl" {
-  tenant            = hangar_tenant.team.name
-  name              = "etl"
-  environment_class = "small"
-  min_workers       = 0
-  max_workers       = 5
-  worker_weight     = 2
-  schedulers        = 1
+  tenant                       = hangar_tenant.team.name
+  name                         = "etl"
+  environment_class            = "small"
+  min_workers                  = 0
+  max_workers                  = 5
+  worker_weight                = 2
+  hibernate_after_idle_minutes = 120
+  schedulers                   = 1
 
   airflow_config_overrides = {
     "core.default_task_retries" = "2"
