@@ -1517,7 +1517,10 @@ hibernation rules (`data-plane/src/simulator/hibernation.rs`): an environment sl
 for its idle window and no task is due within the window from then, wakes 60 s before its next task, and \
 sleeps only when that leaves 10 s or more. Always on: {always:.0} environment-hours.\n\n{table}\n\
 The trace has no uses of environments' Airflow through Hangar (a use keeps one awake for the window) and its \
-tasks count as scheduled ahead; every environment starts the day awake.\n",
+tasks count as scheduled ahead; every environment starts the day awake. Most of the generated DAGs run \
+hourly, so with the default window of 60 minutes their next run is always due within the window and those \
+environments never sleep; a shorter window lets them sleep between runs (each wake costs about 10 s of \
+start-up, `wake_s` above).\n",
         tenants = params.tenants,
         hours = params.hours,
         seed = params.seed,
