@@ -1008,12 +1008,12 @@ fn schedule_markdown(r: &serde_json::Value, cycles: u32) -> String {
     format!(
         "\nThen `--cycles {cycles}`: an environment with `hibernate_after_idle_minutes = 1` (one minute lasting \
 10 s, `HANGAR_IDLE_MINUTE_SECS=10`) and a DAG every 2 minutes, left alone for {cycles} runs and watched by its \
-phase only. It hibernated by itself {n} times and was `HIBERNATED` at {f} of the polls; each run's start \
-after its due time (`start_date − run_after`):\n\n\
+phase only. Asked to hibernate for idleness {n} time(s) (it then stays asked and wakes only for each run), \
+it was `HIBERNATED` at {f} % of the polls; each run's start after its due time (`start_date − run_after`):\n\n\
 | figure | value | aim |\n|---|---|---|\n\
 | `schedule_lateness_s` across hibernations, max / p50 | {max} s / {p50} s (runs: {runs}) | max ≤ 30 s |\n\n",
         n = r["hibernations_for_idleness"],
-        f = r["hibernated_fraction"],
+        f = (r["hibernated_fraction"].as_f64().unwrap_or(0.0) * 100.0).round(),
         max = r["max"],
         p50 = r["p50"],
         runs = r["runs"],
