@@ -73,6 +73,11 @@ pub struct AgentArgs {
     pub broker_gateway_addr: Option<std::net::SocketAddr>,
     #[arg(long, env = "HANGAR_MAX_ENVIRONMENTS", default_value_t = 8)]
     pub max_environments: u32,
+    /// Environments kept prepared (Airflow up with the default configuration) so that creating
+    /// one with the default runtime takes about a second; each holds an idle environment's
+    /// memory and counts against HANGAR_MAX_ENVIRONMENTS. Process runtime only.
+    #[arg(long, env = "HANGAR_WARM_POOL", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub warm_pool: u32,
     /// Seconds an environment's lower worker target must hold before workers are drained.
     #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
     pub scale_down_cooldown_secs: u64,
@@ -160,6 +165,11 @@ impl IsolationArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentCmdError {
+    #[error(
+        "HANGAR_WARM_POOL applies to the process runtime only: a Kubernetes cell keeps no \
+         prepared environments (set it to 0)"
+    )]
+    WarmPoolOnKubernetes,
     #[error(transparent)]
     Client(#[from] hangar_client::ClientError),
     #[error(transparent)]
@@ -206,6 +216,9 @@ pub enum AgentCmdError {
 }
 
 pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentCmdError> {
+    if args.runtime == RuntimeKind::Kubernetes && args.warm_pool > 0 {
+        return Err(AgentCmdError::WarmPoolOnKubernetes);
+    }
     let client = hangar_client::Client::new(&args.url, Some(args.cell_token.clone()))?;
     let bucket = args.bucket.as_deref().map(Bucket::from_url).transpose()?;
     let settings = |worker_slots: u32, updates| AgentSettings {
@@ -223,6 +236,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
             ..ShipSettings::default()
         },
         worker_slots_updates: updates,
+        warm_pool: args.warm_pool,
     };
     match (args.runtime, &args.data_dir) {
         (RuntimeKind::Process, Some(data_dir)) => {

@@ -893,6 +893,7 @@ pub async fn cell(opts: &ClientOpts, cmd: CellCmd) -> anyhow::Result<()> {
                         cell.capacity
                             .map_or_else(|| "-".to_owned(), |c| c.max_environments.to_string()),
                         isolated_column(cell).to_owned(),
+                        format!("{}/{}", cell.warm_ready, cell.warm_pool),
                         if cell.tunnel_connected { "up" } else { "down" }.to_owned(),
                         cell.last_seen_at
                             .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
@@ -906,6 +907,7 @@ pub async fn cell(opts: &ClientOpts, cmd: CellCmd) -> anyhow::Result<()> {
                     "ENVIRONMENTS",
                     "MAX",
                     "ISOLATED",
+                    "PREPARED",
                     "TUNNEL",
                     "LAST SEEN",
                 ],

@@ -41,6 +41,11 @@ pub struct DevSettings {
     /// Seconds an environment's lower worker target must hold before workers are drained.
     #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
     pub scale_down_cooldown_secs: u64,
+    /// Environments kept prepared (Airflow up with the default configuration) so that creating
+    /// one with the default runtime takes about a second; each holds an idle environment's
+    /// memory and counts against HANGAR_MAX_ENVIRONMENTS.
+    #[arg(long, env = "HANGAR_WARM_POOL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub warm_pool: u32,
     /// Days the local bucket keeps the environments' component and task logs.
     #[arg(long, env = "HANGAR_LOG_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,
@@ -285,6 +290,7 @@ async fn serve(
             ..Default::default()
         },
         worker_slots_updates: None,
+        warm_pool: settings.warm_pool,
     };
     let agent_stop = CancellationToken::new();
     let agent = tokio::spawn(agent::run(

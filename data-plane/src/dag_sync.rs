@@ -160,6 +160,11 @@ impl DagSync {
         self.home.join(&self.folder)
     }
 
+    /// Whether the current generation holds no file (also before the first sync).
+    pub fn is_empty(&self) -> bool {
+        self.manifest.files.is_empty()
+    }
+
     /// The current generation's number (0 before the first sync): changes with the content.
     pub fn generation(&self) -> u64 {
         self.manifest.generation

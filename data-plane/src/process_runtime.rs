@@ -405,7 +405,8 @@ impl ProcessEnvironment {
         self.supervisor.set_confinement(self.confinement.clone());
         // DAGs and plugins are there before Airflow starts; each folder is its sync's symlink,
         // or a plain folder without a bucket (or until the first sync succeeds).
-        if self.platform.bucket.is_some() {
+        // A prepared environment nobody claimed has no bucket prefix of its own.
+        if self.platform.bucket.is_some() && !a.warm {
             if let Err(e) = self.sync_bucket(a).await {
                 tracing::warn!(error = %e, "bucket sync before start failed; starting without");
             }
@@ -419,7 +420,7 @@ impl ProcessEnvironment {
         let layout = Layout {
             home: self.home.clone(),
             runtime: runtime.dir.clone(),
-            url_path: hangar_tenants::api::webserver_path(&a.tenant, &a.name),
+            url_path: a.airflow_path(),
         };
         let backends = Backends {
             sql_alchemy_conn: db
@@ -484,7 +485,13 @@ impl ProcessEnvironment {
         }
         // Every component loads plugins: a new plugins generation restarts them (workers by
         // retiring, so running tasks finish).
-        let plugins = self.plugin_sync.as_ref().map_or(0, DagSync::generation);
+        // No plugins at all counts as one state, synced or not, so a prepared environment's
+        // first sync after it was claimed restarts nothing.
+        let plugins = self
+            .plugin_sync
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map_or(0, DagSync::generation);
         // The files are part of what a process was started from: a change restarts it.
         let digest = files_digest(&bp.files);
         for p in &mut bp.processes {

@@ -307,6 +307,12 @@ pub struct Cell {
     /// answered: environments' Airflow is reached only through it (docs/security.md).
     #[serde(default)]
     pub tunnel_connected: bool,
+    /// Prepared environments the cell keeps for new environments to claim, as its agent asked.
+    #[serde(default)]
+    pub warm_pool: u32,
+    /// Of those, how many are up, ready to be claimed.
+    #[serde(default)]
+    pub warm_ready: u32,
 }
 
 /// A cell's shared worker pool.
@@ -356,6 +362,10 @@ pub struct RegisterCell {
     /// sends none is shown as not isolated).
     #[serde(default)]
     pub isolation: Option<CellIsolation>,
+    /// How many prepared environments the cell keeps for new environments to claim (at most
+    /// `crate::warm::MAX_WARM_POOL`).
+    #[serde(default)]
+    pub warm_pool: u32,
 }
 
 /// How a cell keeps its environments from each other and from the platform. Tenants run
@@ -398,6 +408,14 @@ pub struct Assignment {
     /// running, keep its data, and start it again when this is cleared.
     #[serde(default)]
     pub hibernate: bool,
+    /// A prepared environment no tenant has claimed yet (`crate::warm`): it syncs no bucket
+    /// and ships no logs.
+    #[serde(default)]
+    pub warm: bool,
+    /// The path its Airflow is served under, its `[api] base_url`; empty for
+    /// [`webserver_path`] of its tenant and name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub airflow_path: String,
     pub spec: EnvironmentSpec,
     /// The environment's generated secrets; `None` only for environments older than them.
     pub secrets: Option<EnvironmentSecrets>,
@@ -488,6 +506,17 @@ pub struct EnvironmentBucket {
     pub plugins: String,
     /// The `requirements.txt` object.
     pub requirements: String,
+}
+
+impl Assignment {
+    /// The path its Airflow is served under (see `airflow_path`).
+    pub fn airflow_path(&self) -> String {
+        if self.airflow_path.is_empty() {
+            webserver_path(&self.tenant, &self.name)
+        } else {
+            self.airflow_path.clone()
+        }
+    }
 }
 
 /// The path under which Hangar serves an environment's Airflow (UI and REST API); also the

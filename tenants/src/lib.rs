@@ -15,6 +15,7 @@ pub mod phase;
 pub mod sigv4;
 pub mod spec;
 pub mod tunnel;
+pub mod warm;
 
 pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};

@@ -37,6 +37,11 @@ pub fn token_for(user: &str) -> String {
 impl FakeAirflow {
     /// Serves `tenant/env`'s Airflow with `routes` (paths relative to the environment's own).
     pub async fn start(tenant: &str, env: &str, routes: Router) -> anyhow::Result<Self> {
+        Self::start_at(&webserver_path(tenant, env), routes).await
+    }
+
+    /// Serves an Airflow under `path` (its `[api] base_url`) with `routes`.
+    pub async fn start_at(path: &str, routes: Router) -> anyhow::Result<Self> {
         let logins: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let recorded = logins.clone();
         let own = routes
@@ -55,7 +60,6 @@ impl FakeAirflow {
                 }),
             )
             .fallback(echo);
-        let path = webserver_path(tenant, env);
         let path = path.trim_end_matches('/');
         // (`nest` leaves out the path with a final `/`, where the UI's start page is.)
         let app = Router::new()

@@ -357,6 +357,16 @@ impl FakeAgent {
         max_environments: u32,
         isolation: Option<CellIsolation>,
     ) -> Result<hangar_tenants::api::Cell, hangar_client::ClientError> {
+        self.register_warm(max_environments, isolation, 0).await
+    }
+
+    /// Registers (again) as [`Self::register`], keeping `warm_pool` environments prepared.
+    pub async fn register_warm(
+        &self,
+        max_environments: u32,
+        isolation: Option<CellIsolation>,
+        warm_pool: u32,
+    ) -> Result<hangar_tenants::api::Cell, hangar_client::ClientError> {
         self.client
             .register_cell(
                 &self.cell,
@@ -367,6 +377,7 @@ impl FakeAgent {
                     },
                     agent_version: "fake-agent/1".to_owned(),
                     isolation,
+                    warm_pool,
                 },
             )
             .await
@@ -708,6 +719,8 @@ pub struct StackOptions {
     pub managed_like: bool,
     /// `HANGAR_IDLE_MINUTE_SECS`: how long one minute of `hibernate_after_idle_minutes` lasts.
     pub idle_minute_secs: u64,
+    /// `HANGAR_WARM_POOL`: environments the cell keeps prepared.
+    pub warm_pool: u32,
 }
 
 impl Default for StackOptions {
@@ -720,6 +733,7 @@ impl Default for StackOptions {
             tick: Duration::from_secs(1),
             managed_like: false,
             idle_minute_secs: 60,
+            warm_pool: 0,
         }
     }
 }
@@ -733,6 +747,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         tick,
         managed_like,
         idle_minute_secs,
+        warm_pool,
     } = opts;
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
@@ -859,6 +874,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         scale_down_cooldown,
         logs: hangar_data_plane::log_ship::ShipSettings::default(),
         worker_slots_updates: None,
+        warm_pool,
     };
     let agent = with_agent.then(|| {
         tokio::spawn(agent::run(

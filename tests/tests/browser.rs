@@ -1,7 +1,7 @@
 //! The portal in a real browser: headless Chromium over WebDriver against `hangar dev` with a
 //! real Airflow. One journey, one environment (kept lean: creating an environment is the
-//! expensive part): sign in with a one-time link, a refused create, a create watched to
-//! AVAILABLE without a reload, DAG files uploaded (one seen in Airflow through "Open Airflow",
+//! expensive part): sign in with a one-time link, a refused create, a create (taking over the
+//! environment `hangar dev` keeps prepared) watched to AVAILABLE without a reload, DAG files uploaded (one seen in Airflow through "Open Airflow",
 //! a broken one's import error shown with its line),
 //! the CLI page, the scheduler log followed live, a forged CSRF token and an expired session
 //! refused, a viewer without controls, signing out. With `HANGAR_PORTAL_SCREENSHOTS=<dir>` it
@@ -107,6 +107,23 @@ async fn journey(dev: &hangar_tests::dev::Dev, dir: &std::path::Path) -> anyhow:
     anyhow::ensure!(kept.as_deref() == Some("Bad_Name"), "{kept:?}");
     b.screenshot("create-form-error").await?;
 
+    // `hangar dev` keeps an environment prepared: once it is up, the create below takes it over
+    // (its Airflow then serves under a path named by its id, which the UI below runs under).
+    let start = Instant::now();
+    while !admin
+        .list_cells()
+        .await?
+        .cells
+        .iter()
+        .any(|c| c.warm_ready > 0)
+    {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(300),
+            "no prepared environment"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     // Created, and watched to AVAILABLE on its page without a reload.
     b.fill("#name", "etl").await?;
     b.fill("#max_workers", "2").await?;
@@ -116,8 +133,10 @@ async fn journey(dev: &hangar_tests::dev::Dev, dir: &std::path::Path) -> anyhow:
     })
     .await?;
     b.js("window.__hangar_same_page = true").await?;
+    // (A prepared environment is up about a second after the create: the page may already
+    // have it AVAILABLE.)
     let first = b.find("#phase").await?.text().await?;
-    anyhow::ensure!(first == "CREATING", "{first}");
+    anyhow::ensure!(first == "CREATING" || first == "AVAILABLE", "{first}");
     b.wait_text("#phase", Duration::from_secs(300), |t| t == "AVAILABLE")
         .await?;
     let same = b.js("return window.__hangar_same_page === true").await?;
@@ -159,14 +178,18 @@ async fn journey(dev: &hangar_tests::dev::Dev, dir: &std::path::Path) -> anyhow:
     // "Open Airflow": the Airflow UI, signed in, lists the uploaded DAG.
     b.goto("/tenants/acme/environments/etl").await?;
     b.click("#open-airflow").await?;
-    b.wait_path(Duration::from_secs(20), |p| {
-        p.contains("/environments/etl/airflow/")
-    })
-    .await?;
-    let dags_page = format!(
-        "{}/v1/tenants/acme/environments/etl/airflow/dags",
-        dev.url.trim_end_matches('/')
+    let ui = admin
+        .get_environment("acme", "etl")
+        .await?
+        .webserver_url
+        .unwrap_or_default();
+    anyhow::ensure!(
+        ui.starts_with("/v1/environments/"),
+        "not the prepared one: {ui}"
     );
+    b.wait_path(Duration::from_secs(20), |p| p.starts_with(ui.as_str()))
+        .await?;
+    let dags_page = format!("{}{ui}dags", dev.url.trim_end_matches('/'));
     let start = Instant::now();
     loop {
         b.goto(&dags_page).await?;

@@ -111,6 +111,84 @@ pub async fn proxy(
     forward(&s, bearer, req, headers, body).await
 }
 
+/// `/v1/environments/{id}/airflow/{path}`: the Airflow of an environment that took over a
+/// prepared one, which serves under this id-named path (its `webserver_url`); the same as
+/// `…/environments/{env}/airflow/{path}` of its tenant and name.
+pub async fn proxy_by_id(
+    State(s): State<AppState>,
+    bearer: Result<Actor, ApiError>,
+    Path((id, path)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    forward_by_id(&s, bearer, &id, (path, query, method), headers, body).await
+}
+
+/// `/v1/environments/{id}/airflow/`: the start page of [`proxy_by_id`]'s UI.
+pub async fn proxy_by_id_root(
+    State(s): State<AppState>,
+    bearer: Result<Actor, ApiError>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    forward_by_id(
+        &s,
+        bearer,
+        &id,
+        (String::new(), query, method),
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Passes a request for the environment `id`'s Airflow on as one for its tenant's and name's.
+async fn forward_by_id(
+    s: &AppState,
+    bearer: Result<Actor, ApiError>,
+    id: &str,
+    (path, query, method): (String, Option<String>, Method),
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (tenant, env) = s.services.airflow_names_by_id(id).await?;
+    let req = Forward {
+        tenant,
+        env,
+        on_ui_host: false,
+        path,
+        query,
+        method,
+    };
+    forward(s, bearer, req, headers, body).await
+}
+
+/// The part of a path on a UI host below an environment's Airflow path: its
+/// `webserver_path` (`own`) or an id-named one (`/v1/environments/{id}/airflow/`), as the UI's
+/// links carry whichever its `[api] base_url` is; any other path is the Airflow path itself.
+fn below_airflow_path<'a>(path: &'a str, own: &str) -> &'a str {
+    if let Some(tail) = path.strip_prefix(own) {
+        return tail;
+    }
+    if path == own.trim_end_matches('/') {
+        return "";
+    }
+    let by_id = path.strip_prefix("/v1/environments/").and_then(|rest| {
+        let (_, rest) = rest.split_once('/')?;
+        match rest.strip_prefix("airflow") {
+            Some("") => Some(""),
+            Some(tail) => tail.strip_prefix('/'),
+            None => None,
+        }
+    });
+    by_id.unwrap_or(path)
+}
+
 /// Any path on an environment's own UI host: `/{path}` is `…/airflow/{path}`, and so is the
 /// environment's own `…/airflow/{path}` (the UI's links carry it, as its `base_url`).
 pub async fn ui_proxy(
@@ -124,11 +202,7 @@ pub async fn ui_proxy(
 ) -> Result<Response, ApiError> {
     let (tenant, env) = (host.tenant.to_string(), host.env.to_string());
     let own = webserver_path(&tenant, &env);
-    let path = uri.path();
-    let tail = path
-        .strip_prefix(own.as_str())
-        .or_else(|| (path == own.trim_end_matches('/')).then_some(""))
-        .unwrap_or(path);
+    let tail = below_airflow_path(uri.path(), &own);
     let req = Forward {
         path: tail.to_owned(),
         tenant,
@@ -197,4 +271,31 @@ async fn forward(
     Err(ApiError::Service(ServiceError::Unavailable(format!(
         "environment {env:?} refused the platform's login"
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::below_airflow_path;
+
+    #[test]
+    fn a_ui_host_path_loses_either_airflow_path() {
+        let own = "/v1/tenants/data/environments/etl/airflow/";
+        for (path, tail) in [
+            ("/v1/tenants/data/environments/etl/airflow/dags", "dags"),
+            ("/v1/tenants/data/environments/etl/airflow", ""),
+            (
+                "/v1/environments/0123abcd/airflow/api/v2/dags",
+                "api/v2/dags",
+            ),
+            ("/v1/environments/0123abcd/airflow", ""),
+            (
+                "/v1/environments/0123abcd/airflowx",
+                "/v1/environments/0123abcd/airflowx",
+            ),
+            ("/dags/x", "/dags/x"),
+            ("/", "/"),
+        ] {
+            assert_eq!(below_airflow_path(path, own), tail, "{path}");
+        }
+    }
 }

@@ -141,6 +141,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::any(airflow::proxy),
         )
         .route(
+            "/v1/environments/{id}/airflow/",
+            axum::routing::any(airflow::proxy_by_id_root),
+        )
+        .route(
+            "/v1/environments/{id}/airflow/{*path}",
+            axum::routing::any(airflow::proxy_by_id),
+        )
+        .route(
             "/v1/tenants/{tenant}/environments/{env}/dags/{*path}",
             axum::routing::put(dags::put_dag)
                 .get(dags::get_dag)

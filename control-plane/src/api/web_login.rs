@@ -7,7 +7,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hangar_tenants::api::{webserver_path, Problem, WebLoginToken};
+use hangar_tenants::api::{Problem, WebLoginToken};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -71,7 +71,7 @@ pub async fn web_login(
         .services
         .open_web_login(&tenant, &env, &q.token, false)
         .await?;
-    let ui = webserver_path(&tenant, &env);
+    let ui = s.services.airflow_path_of(&tenant, &env).await?;
     let cookie = session_cookie(&session, &ui, https(&headers, false));
     Ok(see_other(&ui, Some(cookie)))
 }

@@ -25,6 +25,10 @@ pub struct CellRow {
     pub created_at: DateTime<Utc>,
     /// The agent's isolation report (`CellIsolation`), if it sent one.
     pub isolation: Option<serde_json::Value>,
+    /// Prepared environments its agent asked to keep.
+    pub warm_pool: i32,
+    /// Of those, how many are up.
+    pub warm_ready: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct CellRoom {
     pub id: Uuid,
     pub max_environments: i32,
     pub placed: i64,
+    /// Prepared environments its agent asked to keep.
+    pub warm_pool: i32,
 }
 
 pub async fn insert(
@@ -99,7 +105,10 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<CellRow>, sqlx:
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
                    FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
-                  c.registered_at, c.last_seen_at, c.created_at, c.isolation
+                  c.registered_at, c.last_seen_at, c.created_at, c.isolation, c.warm_pool,
+                  (SELECT count(*) FROM environments e
+                   WHERE e.cell_id = c.id AND e.warm AND e.phase = 'AVAILABLE'
+                     AND NOT e.delete_requested) AS "warm_ready!"
            FROM cells c WHERE c.name = $1"#,
         name
     )
@@ -117,7 +126,10 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CellRow>, sqlx::Error> {
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
                    FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
-                  c.registered_at, c.last_seen_at, c.created_at, c.isolation
+                  c.registered_at, c.last_seen_at, c.created_at, c.isolation, c.warm_pool,
+                  (SELECT count(*) FROM environments e
+                   WHERE e.cell_id = c.id AND e.warm AND e.phase = 'AVAILABLE'
+                     AND NOT e.delete_requested) AS "warm_ready!"
            FROM cells c ORDER BY c.name"#
     )
     .fetch_all(pool)
@@ -146,17 +158,19 @@ pub async fn register(
     worker_slots: i32,
     agent_version: &str,
     isolation: Option<&serde_json::Value>,
+    warm_pool: i32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE cells SET max_environments = $2, worker_slots = $3, agent_version = $4,
-                isolation = $5,
+                isolation = $5, warm_pool = $6,
                 registered_at = COALESCE(registered_at, now()), last_seen_at = now()
          WHERE id = $1",
         id,
         max_environments,
         worker_slots,
         agent_version,
-        isolation
+        isolation,
+        warm_pool
     )
     .execute(conn)
     .await?;
@@ -197,7 +211,8 @@ pub async fn lock_live_with_room(
         CellRoom,
         r#"SELECT c.id, c.max_environments AS "max_environments!",
                   (SELECT count(*) FROM environments e
-                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "placed!"
+                   WHERE e.cell_id = c.id AND e.phase <> 'DELETED') AS "placed!",
+                  c.warm_pool
            FROM cells c
            WHERE c.registered_at IS NOT NULL AND c.max_environments IS NOT NULL
              AND c.last_seen_at > now() - make_interval(secs => $1)

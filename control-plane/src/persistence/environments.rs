@@ -27,6 +27,9 @@ pub struct EnvRow {
     pub hibernate: bool,
     /// Last used through Hangar (its Airflow API or UI, its CLI).
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The path its Airflow is served under when not `webserver_path` of its tenant and name
+    /// (a claimed warm environment's).
+    pub airflow_path: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -41,6 +44,8 @@ pub struct AssignmentRow {
     pub spec: serde_json::Value,
     pub secrets: Option<Vec<u8>>,
     pub hibernate: bool,
+    pub warm: bool,
+    pub airflow_path: Option<String>,
     pub change_seq: i64,
 }
 
@@ -82,7 +87,7 @@ pub async fn by_name(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.airflow_path, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -101,7 +106,7 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<EnvRow>, 
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.airflow_path, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -119,7 +124,7 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<EnvRow>, sqlx::E
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.airflow_path, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -144,7 +149,7 @@ pub async fn list_page(
         r#"SELECT e.id, e.tenant_id, t.name AS tenant, e.name, e.spec, e.revision, e.phase,
                   e.status_message, e.delete_requested, e.cell_id, c.name AS "cell?",
                   extract(epoch FROM now() - c.last_seen_at)::float8 AS "cell_silent_secs?",
-                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.created_at,
+                  c.isolation AS "cell_isolation?", e.observed, e.hibernate, e.last_used_at, e.airflow_path, e.created_at,
                   e.updated_at
            FROM environments e JOIN tenants t ON t.id = e.tenant_id
            LEFT JOIN cells c ON c.id = e.cell_id
@@ -341,7 +346,7 @@ pub async fn assignments(
     sqlx::query_as!(
         AssignmentRow,
         "SELECT e.id, t.name AS tenant, e.name, e.revision, e.delete_requested, e.spec, e.secrets,
-                e.hibernate, e.change_seq
+                e.hibernate, e.warm, e.airflow_path, e.change_seq
          FROM environments e JOIN tenants t ON t.id = e.tenant_id
          WHERE e.cell_id = $1 AND e.change_seq > $2 AND e.phase <> 'DELETED'
          ORDER BY e.change_seq LIMIT $3",
@@ -472,4 +477,104 @@ pub async fn sealed_secrets(pool: &PgPool, id: Uuid) -> Result<Option<Vec<u8>>, 
         .fetch_optional(pool)
         .await?;
     Ok(row.and_then(|r| r.secrets))
+}
+
+/// A prepared environment on a live cell, locked for the rest of the transaction.
+#[derive(Debug, Clone)]
+pub struct WarmRow {
+    pub id: Uuid,
+    pub cell_id: Uuid,
+    pub spec: serde_json::Value,
+}
+
+/// Up to `limit` prepared environments that are up (`AVAILABLE`) on the given cells, oldest
+/// first, locked; those another transaction holds are skipped.
+pub async fn lock_available_warm(
+    conn: &mut PgConnection,
+    cells: &[Uuid],
+    limit: i64,
+) -> Result<Vec<WarmRow>, sqlx::Error> {
+    sqlx::query_as!(
+        WarmRow,
+        r#"SELECT id, cell_id AS "cell_id!", spec FROM environments
+           WHERE warm AND phase = 'AVAILABLE' AND NOT delete_requested AND NOT hibernate
+             AND cell_id = ANY($1)
+           ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"#,
+        cells,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Hands a prepared environment to a tenant: its new owner, name and spec as the next
+/// revision, `CREATING` until its agent reports that revision up. Fails with a unique violation
+/// when the tenant has a live environment of that name.
+pub async fn claim_warm(
+    conn: &mut PgConnection,
+    id: Uuid,
+    tenant_id: Uuid,
+    name: &str,
+    spec: &serde_json::Value,
+    phase: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE environments
+         SET tenant_id = $2, name = $3, spec = $4, revision = revision + 1, warm = false,
+             phase = $5, status_message = NULL, created_at = now(), updated_at = now(),
+             last_used_at = NULL, change_seq = nextval('environment_changes')
+         WHERE id = $1 AND warm",
+        id,
+        tenant_id,
+        name,
+        spec,
+        phase
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds a prepared environment to a cell, under the reserved tenant `tenant_id`.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_warm(
+    conn: &mut PgConnection,
+    id: Uuid,
+    tenant_id: Uuid,
+    name: &str,
+    spec: &serde_json::Value,
+    phase: &str,
+    sealed_secrets: &[u8],
+    cell_id: Uuid,
+    airflow_path: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO environments (id, tenant_id, name, spec, phase, secrets, cell_id, warm,
+                                   airflow_path)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)",
+        id,
+        tenant_id,
+        name,
+        spec,
+        phase,
+        sealed_secrets,
+        cell_id,
+        airflow_path
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The cell's prepared environments that are not deleted nor being deleted, newest first.
+pub async fn live_warm(conn: &mut PgConnection, cell_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT id FROM environments
+         WHERE warm AND cell_id = $1 AND phase <> 'DELETED' AND NOT delete_requested
+         ORDER BY created_at DESC, id",
+        cell_id
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
 }

@@ -43,7 +43,7 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<TenantRow>, sql
 pub async fn list(pool: &PgPool) -> Result<Vec<TenantRow>, sqlx::Error> {
     sqlx::query_as!(
         TenantRow,
-        "SELECT id, name, display_name, created_at FROM tenants ORDER BY name"
+        "SELECT id, name, display_name, created_at FROM tenants WHERE name NOT LIKE '.%' ORDER BY name"
     )
     .fetch_all(pool)
     .await

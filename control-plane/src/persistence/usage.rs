@@ -32,7 +32,7 @@ pub async fn sample(
                   (SELECT coalesce(sum(coalesce((e.observed -> 'workers' ->> 'actual')::int, 0)
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::int, 0)), 0)
                    FROM environments e WHERE e.tenant_id = t.id AND e.phase <> 'DELETED')::int
-           FROM tenants t
+           FROM tenants t WHERE t.name NOT LIKE '.%'
            ON CONFLICT DO NOTHING"#,
         at
     )
@@ -92,6 +92,7 @@ pub async fn tenant_worker_minutes(
         TenantWorkerMinutes,
         r#"SELECT t.name AS tenant, coalesce(sum(s.workers), 0)::bigint AS "worker_minutes!"
            FROM tenants t LEFT JOIN tenant_worker_samples s ON s.tenant_id = t.id AND s.at >= $1
+           WHERE t.name NOT LIKE '.%'
            GROUP BY t.name ORDER BY 2 DESC, t.name"#,
         since
     )

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hangar_tenants::airflow_users::AirflowRole;
-use hangar_tenants::api::{webserver_path, ImportError, Role};
+use hangar_tenants::api::{ImportError, Role};
 use hangar_tenants::tunnel::AUTHORITY;
 use hangar_tenants::Phase;
 use hyper::{Method, StatusCode};
@@ -119,6 +119,7 @@ impl Services {
         let row = self.live_environment(&t, env).await?;
         let row = self.awake_for_use(actor, &t, row).await?;
         let (id, cell) = (row.id, row.cell_id.zip(row.cell.clone()));
+        let path = super::environments::airflow_path(&row);
         let e = self.environment_out(row)?;
         // The api-server's reported address is not used (the cell's agent knows it); that it
         // was reported says the api-server runs.
@@ -141,9 +142,7 @@ impl Services {
             role,
             cell_id,
             cell,
-            path: webserver_path(&t.name, env)
-                .trim_end_matches('/')
-                .to_owned(),
+            path: path.trim_end_matches('/').to_owned(),
             token: String::new(),
         };
         if let Some(token) = self.airflow_tokens.get(id, role) {

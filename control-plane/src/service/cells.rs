@@ -72,6 +72,8 @@ fn cell_out(
         registered_at: row.registered_at,
         last_seen_at: row.last_seen_at,
         created_at: row.created_at,
+        warm_pool: u32::try_from(row.warm_pool).unwrap_or(0),
+        warm_ready: u32::try_from(row.warm_ready).unwrap_or(0),
     })
 }
 
@@ -316,6 +318,12 @@ impl Services {
         if let Some(isolation) = &req.isolation {
             validate_isolation(isolation, &mut errors);
         }
+        if req.warm_pool > hangar_tenants::warm::MAX_WARM_POOL {
+            errors.push(
+                "warm_pool",
+                format!("must be at most {}", hangar_tenants::warm::MAX_WARM_POOL),
+            );
+        }
         errors.into_result(())?;
         let isolation = req
             .isolation
@@ -334,10 +342,12 @@ impl Services {
             i32::try_from(req.capacity.worker_slots).unwrap_or(i32::MAX),
             &req.agent_version,
             isolation.as_ref(),
+            i32::try_from(req.warm_pool).unwrap_or(0),
         )
         .await
         .store("register a cell")?;
         self.place_pending(&mut tx).await?;
+        self.keep_warm_pools(&mut tx).await?;
         tx.commit().await.store("commit a cell's registration")?;
         let row = persistence::cells::by_name(&self.db.pool, cell)
             .await
@@ -416,6 +426,7 @@ impl Services {
         // registration did not see the environment yet: every poll places what still waits.
         let mut tx = self.db.begin().await.store("begin a transaction")?;
         self.place_pending(&mut tx).await?;
+        self.keep_warm_pools(&mut tx).await?;
         tx.commit().await.store("commit placements")?;
         // A poll is the heartbeat of an agent with nothing to report: it never outlasts half
         // the cell's TTL, so an agent waiting in one is not taken for a silent one.
@@ -450,6 +461,8 @@ impl Services {
                             revision: r.revision,
                             delete: r.delete_requested,
                             hibernate: r.hibernate,
+                            warm: r.warm,
+                            airflow_path: r.airflow_path.unwrap_or_default(),
                         })
                     })
                     .collect::<Result<Vec<_>, ServiceError>>()?;
@@ -601,6 +614,7 @@ mod tests {
             id: Uuid::from_u128(id),
             max_environments: max,
             placed,
+            warm_pool: 0,
         }
     }
 

@@ -61,8 +61,7 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         .cell
         .as_ref()
         .map(|_| isolation.is_some_and(|i| i.isolated));
-    let webserver_url = (phase != Phase::Deleted)
-        .then(|| hangar_tenants::api::webserver_path(&row.tenant, &row.name));
+    let webserver_url = (phase != Phase::Deleted).then(|| airflow_path(&row));
     Ok(Environment {
         webserver_url,
         bucket: None,
@@ -80,6 +79,14 @@ fn environment_from_row(row: EnvRow) -> Result<Environment, ServiceError> {
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
+}
+
+/// The path the environment's Airflow is served under: `webserver_path` of its tenant and name,
+/// or the id-named path of a claimed prepared environment.
+pub(crate) fn airflow_path(row: &EnvRow) -> String {
+    row.airflow_path
+        .clone()
+        .unwrap_or_else(|| hangar_tenants::api::webserver_path(&row.tenant, &row.name))
 }
 
 fn spec_json(spec: &EnvironmentSpec) -> Result<serde_json::Value, ServiceError> {
@@ -119,7 +126,8 @@ impl Services {
         e.phase = read.phase;
         e.status_message = read.message;
         if e.phase != Phase::Deleted {
-            e.webserver_url = Some(self.webserver_url(&e.tenant, &e.name));
+            let path = e.webserver_url.take().unwrap_or_default();
+            e.webserver_url = Some(self.webserver_url(&e.tenant, &e.name, &path));
             e.bucket = self.bucket.as_ref().map(|b| {
                 use hangar_tenants::bucket_layout as layout;
                 let (t, n) = (&e.tenant, &e.name);
@@ -173,20 +181,7 @@ impl Services {
                 });
             }
         }
-        let id = Uuid::new_v4();
-        let sealed = self.master_key.seal(id, &crate::secrets::generate())?;
-        persistence::environments::insert(
-            &mut tx,
-            id,
-            t.id,
-            spec.name.as_str(),
-            &spec_value,
-            Phase::Creating.as_str(),
-            WAITING_FOR_CELL,
-            &sealed,
-        )
-        .await
-        .map_err(|e| match unique_violation(&e) {
+        let taken = |e: sqlx::Error, action: &'static str| match unique_violation(&e) {
             Some(_) => ServiceError::Conflict {
                 field: Some("name"),
                 message: format!(
@@ -195,12 +190,36 @@ impl Services {
                     spec.name.as_str()
                 ),
             },
-            None => ServiceError::Store {
-                action: "create an environment",
-                source: e,
-            },
-        })?;
-        let cell = self.place_one(&mut tx, id).await?;
+            None => ServiceError::Store { action, source: e },
+        };
+        // A prepared environment that can run this spec as it is, if a cell has one up.
+        let claimed = self
+            .claim_warm(&mut tx, t.id, &spec, &spec_value)
+            .await
+            .map_err(|e| taken(e, "claim a prepared environment"))?;
+        let (id, cell) = match claimed {
+            Some(c) => {
+                self.keep_warm_pools(&mut tx).await?;
+                (c.id, Some(c.cell_id))
+            }
+            None => {
+                let id = Uuid::new_v4();
+                let sealed = self.master_key.seal(id, &crate::secrets::generate())?;
+                persistence::environments::insert(
+                    &mut tx,
+                    id,
+                    t.id,
+                    spec.name.as_str(),
+                    &spec_value,
+                    Phase::Creating.as_str(),
+                    WAITING_FOR_CELL,
+                    &sealed,
+                )
+                .await
+                .map_err(|e| taken(e, "create an environment"))?;
+                (id, self.place_one(&mut tx, id).await?)
+            }
+        };
         if let Some(idem) = &idempotency {
             persistence::environments::save_idempotency_key(
                 &mut tx,
@@ -218,7 +237,12 @@ impl Services {
             &t,
             "environment.create",
             spec.name.as_str(),
-            json!({ "revision": 1, "cell": cell, "spec": spec_value }),
+            json!({
+                "revision": if claimed.is_some() { 2 } else { 1 },
+                "cell": cell,
+                "spec": spec_value,
+                "prepared": claimed.is_some(),
+            }),
         )
         .await?;
         let row = persistence::environments::by_id(&mut tx, id)

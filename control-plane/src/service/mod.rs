@@ -12,6 +12,7 @@ pub mod logs;
 pub mod portal;
 pub mod tenants;
 pub mod usage;
+pub mod warm;
 pub mod web_login;
 
 use std::time::Duration;

@@ -10,7 +10,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Utc;
-use hangar_tenants::api::{webserver_path, Role, WebLoginToken};
+use hangar_tenants::api::{Role, WebLoginToken};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -151,11 +151,46 @@ impl Services {
 
     /// Where the environment's UI is: its own origin (`https://etl--data.ui.example.com/`) with
     /// `HANGAR_UI_DOMAIN` and a name that can have one, else its path on this API.
-    pub fn webserver_url(&self, tenant: &str, env: &str) -> String {
+    /// `path`: where its Airflow is served on this API (`environments::airflow_path`).
+    pub fn webserver_url(&self, tenant: &str, env: &str, path: &str) -> String {
         match self.ui_origin(tenant, env) {
             Some(origin) => format!("{origin}/"),
-            None => webserver_path(tenant, env),
+            None => path.to_owned(),
         }
+    }
+
+    /// The tenant and name of the live environment `id` whose Airflow is served under an
+    /// id-named path (one that took over a prepared environment); any other id is not found.
+    pub async fn airflow_names_by_id(&self, id: &str) -> Result<(String, String), ServiceError> {
+        let missing = || ServiceError::not_found("environment", id);
+        let id = uuid::Uuid::parse_str(id).map_err(|_| missing())?;
+        let mut conn = self
+            .db
+            .pool
+            .acquire()
+            .await
+            .store("connect to the database")?;
+        let row = crate::persistence::environments::by_id(&mut conn, id)
+            .await
+            .store("read an environment")?
+            .filter(|r| r.phase != hangar_tenants::Phase::Deleted.as_str())
+            .filter(|r| r.airflow_path.is_some())
+            .ok_or_else(missing)?;
+        Ok((row.tenant, row.name))
+    }
+
+    /// Where a live environment's Airflow is served on this API (`environments::airflow_path`).
+    pub async fn airflow_path_of(&self, tenant: &str, env: &str) -> Result<String, ServiceError> {
+        let t = crate::persistence::tenants::by_name(&self.db.pool, tenant)
+            .await
+            .store("look up a tenant")?
+            .ok_or_else(|| ServiceError::not_found("environment", env))?;
+        let t = super::TenantRef {
+            id: t.id,
+            name: t.name,
+        };
+        let row = self.live_environment(&t, env).await?;
+        Ok(super::environments::airflow_path(&row))
     }
 
     /// The environment's own UI origin, if it has one.
@@ -171,7 +206,8 @@ impl Services {
         env: &str,
     ) -> Result<WebLoginToken, ServiceError> {
         let t = self.authorize_tenant(actor, tenant, Role::Viewer).await?;
-        self.live_environment(&t, env).await?;
+        let row = self.live_environment(&t, env).await?;
+        let path = super::environments::airflow_path(&row);
         let exp = Utc::now() + chrono::Duration::seconds(WEB_LOGIN_TTL_SECS);
         let web_token = self.seal_claims(
             LOGIN_PURPOSE,
@@ -199,7 +235,7 @@ impl Services {
                 web_login_path(&t.name, env)
             ),
             web_token,
-            webserver_url: self.webserver_url(&t.name, env),
+            webserver_url: self.webserver_url(&t.name, env, &path),
             expires_at: exp,
         })
     }

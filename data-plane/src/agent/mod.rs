@@ -49,6 +49,9 @@ pub struct AgentSettings {
     /// Later sizes of the cell's worker pool (a Kubernetes cell's, read from its worker nodes):
     /// each is used at once and registered. `None`: `capacity.worker_slots` for good.
     pub worker_slots_updates: Option<watch::Receiver<u32>>,
+    /// Prepared environments the cell keeps for new environments to claim
+    /// (`HANGAR_WARM_POOL`).
+    pub warm_pool: u32,
 }
 
 /// Where each environment of the cell runs its Airflow CLI commands.
@@ -140,6 +143,7 @@ pub async fn run<R: Runtime>(
                 capacity,
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 isolation: Some(isolation.clone()),
+                warm_pool: settings.warm_pool,
             };
             match client.register_cell(&settings.cell, &req).await {
                 Ok(_) => {

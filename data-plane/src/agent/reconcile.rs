@@ -93,6 +93,8 @@ pub(crate) struct Reconciler<E> {
         Option<chrono::DateTime<chrono::Utc>>,
     )>,
     idle_checked: Option<Instant>,
+    /// Its logs are shipped (from its first reconcile, or once a prepared one is claimed).
+    logs_registered: bool,
 }
 
 impl<E: EnvironmentRuntime> Reconciler<E> {
@@ -100,6 +102,15 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
     pub(crate) async fn reconcile(&mut self, a: &Assignment) -> Result<Action, Failure<E::Error>> {
         if a.delete {
             return self.delete(a).await;
+        }
+        // A prepared environment nobody claimed syncs no bucket and ships no logs; once
+        // claimed, it does both under its tenant's name.
+        if !a.warm && !self.logs_registered {
+            if let Some(source) = self.env.log_source(a) {
+                self.shared.sources.insert(self.id, source);
+            }
+            self.logs_registered = true;
+            self.name = format!("{}/{}", a.tenant, a.name);
         }
         if let Some(asleep) = self.env.hibernated() {
             let due = asleep.wake_at.is_some_and(|at| chrono::Utc::now() >= at);
@@ -124,7 +135,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         if wanted && Instant::now() >= self.retry_at {
             self.apply(a).await?;
         }
-        if self.applied.is_some() {
+        if self.applied.is_some() && !a.warm {
             self.sync_bucket(a).await;
         }
         if let Some(r) = self.running.clone() {
@@ -405,9 +416,6 @@ pub(crate) async fn environment_task<R: Runtime>(
 ) {
     let first = rx.borrow().clone();
     let env = runtime.environment(&first);
-    if let Some(source) = env.log_source(&first) {
-        shared.sources.insert(first.id, source);
-    }
     let mut r = Reconciler {
         env,
         scaler: Scaler::new(settings.scale_down_cooldown),
@@ -426,6 +434,7 @@ pub(crate) async fn environment_task<R: Runtime>(
         counters: ReconcileCounters::default(),
         idleness: None,
         idle_checked: None,
+        logs_registered: false,
     };
     loop {
         let a = rx.borrow_and_update().clone();

@@ -72,6 +72,10 @@ enum Bench {
         /// Seconds an environment idles before its memory is read.
         #[arg(long, default_value_t = 30)]
         settle: u64,
+        /// Creates measured against a cell that keeps one environment prepared
+        /// (`HANGAR_WARM_POOL=1`), each once the pool has refilled (0 skips them).
+        #[arg(long, default_value_t = 10)]
+        warm_runs: usize,
     },
     /// DAG sync: bucket write → DAG listed by the environment's Airflow (`dag_sync_s`), and the
     /// cost of a sync cycle over many unchanged files.
@@ -184,6 +188,7 @@ async fn seed(
                 },
                 agent_version: "bench".into(),
                 isolation: None,
+                warm_pool: 0,
             },
         )
         .await?;
@@ -555,8 +560,107 @@ async fn bench_env(runs: usize, settle: u64) -> anyhow::Result<Vec<serde_json::V
     ])
 }
 
+/// Seconds until the bench cell has a prepared environment up.
+async fn wait_warm_ready(admin: &hangar_client::Client) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    loop {
+        let cells = admin.list_cells().await?.cells;
+        if cells.iter().any(|c| c.warm_ready > 0) {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "no prepared environment after 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `env_create_s` from the warm pool: each create once the cell's one prepared environment is
+/// up, API create → `AVAILABLE` (read every 20 ms); and how long the pool took to refill.
+async fn bench_env_warm(runs: usize) -> anyhow::Result<serde_json::Value> {
+    let stack = hangar_tests::spawn_stack_opts(hangar_tests::StackOptions {
+        warm_pool: 1,
+        ..Default::default()
+    })
+    .await?;
+    let editor = stack.app.tenant_with_role("bench", Role::Editor).await?;
+    let first = wait_warm_ready(&stack.app.admin).await?;
+    eprintln!("the first prepared environment was up in {first:.1} s");
+    let (mut creates, mut refills) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let name = format!("warm-{i}");
+        let start = Instant::now();
+        let created = editor
+            .create_environment(
+                "bench",
+                &CreateEnvironment {
+                    name: name.clone(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await?
+            .environment;
+        anyhow::ensure!(
+            created.revision == 2,
+            "{name} did not take the prepared environment over"
+        );
+        loop {
+            let e = editor.get_environment("bench", &name).await?;
+            if e.phase == hangar_tenants::Phase::Available {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(120),
+                "{name} not AVAILABLE after 120 s: {:?}",
+                e.status_message
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        creates.push((start.elapsed().as_secs_f64() * 100.0).round() / 100.0);
+        eprintln!("{name}: AVAILABLE in {:.2} s (prepared)", creates[i]);
+        editor.delete_environment("bench", &name).await?;
+        wait_phase(&editor, &name, hangar_tenants::Phase::Deleted).await?;
+        refills.push((wait_warm_ready(&stack.app.admin).await? * 10.0).round() / 10.0);
+    }
+    stack.shutdown().await;
+    let mut sorted = creates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p95 = sorted
+        .get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or_default();
+    Ok(json!({
+        "figure": "env_create_s",
+        "from": "warm pool",
+        "value": median(creates.clone()),
+        "p95": p95,
+        "runs": creates,
+        "refill_s": median(refills.clone()),
+        "refills": refills,
+    }))
+}
+
 fn env_markdown(r: &[serde_json::Value], runs: usize, settle: u64) -> String {
     let get = |i: usize, k: &str| r.get(i).map(|v| v[k].to_string()).unwrap_or_default();
+    let warm = match r.get(3) {
+        Some(w) => format!(
+            "**From the warm pool.** A second stack whose agent keeps one environment prepared \
+(`HANGAR_WARM_POOL=1`: runtime linked, database cloned, secrets generated, Airflow started with the \
+default configuration); each create (default spec) waits until the pool has refilled, then takes the \
+prepared environment over, and is read every 20 ms until `AVAILABLE`.\n\n\
+| figure | value | aim |\n|---|---|---|\n\
+| `env_create_s` from the warm pool: API create → `AVAILABLE` | p50 {p50} s, p95 {p95} s (runs: {runs}) | p50 ≤ 1 s, p95 ≤ 2 s |\n\
+| pool refilled after a claim (next prepared environment up), median | {refill} s (runs: {refills}) | |\n\n",
+            p50 = w["value"],
+            p95 = w["p95"],
+            runs = w["runs"],
+            refill = w["refill_s"],
+            refills = w["refills"],
+        ),
+        None => String::new(),
+    };
     format!(
         "## Environments on the process runtime (`env_create_s`, `idle_rss_mb`, `env_delete_s`)\n\n\
 Command: `scripts/bench env` (release build; the whole platform on this machine: control plane, private \
@@ -571,7 +675,7 @@ another). Measured {date}.\n\n\
 | `idle_rss_mb`: summed RSS after {settle} s idle, 0 workers | {rss} MB over {procs} processes (PSS {pss} MB) | ≤ 700 MB |\n\
 | `env_delete_s`: API delete → `DELETED`, median | {d} s | |\n\n\
 Summed RSS counts pages shared between an environment's forked processes once per process; PSS \
-divides them among the processes that share them.\n\n",
+divides them among the processes that share them.\n\n{warm}",
         date = chrono::Utc::now().format("%Y-%m-%d"),
         c = get(0, "value"),
         cr = get(0, "runs"),
@@ -1698,9 +1802,16 @@ Runtime (release build, {cores} cores): trace generation {gen:.2} s; replays: {r
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
-        Bench::Env { runs, settle } => {
+        Bench::Env {
+            runs,
+            settle,
+            warm_runs,
+        } => {
             anyhow::ensure!(runs > 0, "--runs must be at least 1");
-            let results = bench_env(runs, settle).await?;
+            let mut results = bench_env(runs, settle).await?;
+            if warm_runs > 0 {
+                results.push(bench_env_warm(warm_runs).await?);
+            }
             for r in &results {
                 println!("{r}");
             }

@@ -18,4 +18,5 @@ mod telemetry;
 mod tenants;
 mod tunnel;
 mod validation;
+mod warm_pool;
 mod web_login;

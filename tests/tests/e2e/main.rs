@@ -1050,16 +1050,65 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
         })
         .await
         .unwrap();
+    // `hangar dev` keeps one environment prepared.
+    let start = Instant::now();
+    loop {
+        let cells = admin.list_cells().await.unwrap().cells;
+        if cells.iter().any(|c| c.warm_pool == 1 && c.warm_ready == 1) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no prepared environment: {cells:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Custom requirements: not the prepared one's runtime, so the normal path (where this
+    // requirement cannot install).
+    let custom = CreateEnvironment {
+        name: "ml".into(),
+        requirements: Some("no-such-package-hangar-e2e==0\n".into()),
+        ..Default::default()
+    };
+    let ml = admin
+        .create_environment("demo", &custom, None)
+        .await
+        .unwrap()
+        .environment;
+    assert_eq!(
+        (ml.revision, ml.webserver_url.as_deref()),
+        (1, Some("/v1/tenants/demo/environments/ml/airflow/"))
+    );
+    wait_for(
+        &admin,
+        "demo",
+        "ml",
+        Phase::CreateFailed,
+        Duration::from_secs(300),
+    )
+    .await;
+    admin.delete_environment("demo", "ml").await.unwrap();
+
+    // A default create takes the prepared one over: up at once, under a path named by its id.
     let env = CreateEnvironment {
         name: "etl".into(),
         ..Default::default()
     };
-    let id = admin
+    let asked = Instant::now();
+    let created = admin
         .create_environment("demo", &env, None)
         .await
         .unwrap()
-        .environment
-        .id;
+        .environment;
+    let id = created.id;
+    assert_ne!(id, ml.id);
+    assert_eq!(
+        created.revision, 2,
+        "a prepared environment's next revision"
+    );
+    let path = format!("/v1/environments/{}/airflow/", id.simple());
+    assert_eq!(created.webserver_url.as_deref(), Some(path.as_str()));
     wait_for(
         &admin,
         "demo",
@@ -1068,8 +1117,51 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
         Duration::from_secs(300),
     )
     .await;
+    eprintln!(
+        "claimed a prepared environment: AVAILABLE {:?} after the create",
+        asked.elapsed()
+    );
     let home = dir.join("envs").join(id.simple().to_string());
     assert!(home.join("run/scheduler-0.pid").exists());
+
+    // It has no past: no DAG, no run, no import error, and Airflow's audit log holds only its
+    // own components' starts.
+    for list in ["dags", "dags/~/dagRuns", "importErrors"] {
+        let (status, body) = airflow(&admin, "demo", Method::GET, list, None).await;
+        assert_eq!(
+            (status, &body["total_entries"]),
+            (200, &json!(0)),
+            "{list}: {body}"
+        );
+    }
+    let (status, events) = airflow(&admin, "demo", Method::GET, "eventLogs", None).await;
+    assert_eq!(status, 200, "{events}");
+    for e in events["event_logs"].as_array().unwrap() {
+        assert!(e["dag_id"].is_null(), "{e}");
+        assert!(e["event"].as_str().unwrap().starts_with("cli_"), "{e}");
+    }
+
+    // It runs a DAG from its bucket prefix, and answers under its id-named path too.
+    let r = admin
+        .request(
+            Method::PUT,
+            "v1/tenants/demo/environments/etl/dags/where_am_i.py",
+        )
+        .body(DAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(run_dag(&admin, "demo").await, home.display().to_string());
+    let r = admin
+        .request(
+            Method::GET,
+            &format!("{}api/v2/dags/where_am_i", path.trim_start_matches('/')),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // Ctrl-C stops everything it started: environments, Redis, Postgres.
     let status = interrupt(child);
