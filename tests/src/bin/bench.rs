@@ -652,7 +652,7 @@ default configuration); each create (default spec) waits until the pool has refi
 prepared environment over, and is read every 20 ms until `AVAILABLE`.\n\n\
 | figure | value | aim |\n|---|---|---|\n\
 | `env_create_s` from the warm pool: API create → `AVAILABLE` | p50 {p50} s, p95 {p95} s (runs: {runs}) | p50 ≤ 1 s, p95 ≤ 2 s |\n\
-| pool refilled after a claim (next prepared environment up), median | {refill} s (runs: {refills}) | |\n\n",
+| pool refilled: the next prepared environment up, counted from when the claimed one was deleted (about 4 s after the claim), median | {refill} s (runs: {refills}) | |\n\n",
             p50 = w["value"],
             p95 = w["p95"],
             runs = w["runs"],
