@@ -1090,6 +1090,25 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
     .await;
     admin.delete_environment("demo", "ml").await.unwrap();
 
+    // The prepared one's processes, by their pid files: the only environment running now.
+    let pids = |home: &std::path::Path| -> Vec<(String, String)> {
+        ["api-server", "scheduler-0", "dag-processor"]
+            .into_iter()
+            .map(|n| {
+                let pid = std::fs::read_to_string(home.join(format!("run/{n}.pid")));
+                (n.to_owned(), pid.unwrap_or_default())
+            })
+            .collect()
+    };
+    let prepared: Vec<_> = std::fs::read_dir(dir.join("envs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("run/api-server.pid").exists())
+        .collect();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    let before = pids(&prepared[0]);
+
     // A default create takes the prepared one over: up at once, under a path named by its id.
     let env = CreateEnvironment {
         name: "etl".into(),
@@ -1122,7 +1141,9 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
         asked.elapsed()
     );
     let home = dir.join("envs").join(id.simple().to_string());
-    assert!(home.join("run/scheduler-0.pid").exists());
+    assert_eq!(home, prepared[0]);
+    assert_eq!(pids(&home), before, "a claim restarts nothing");
+    assert!(before.iter().all(|(_, pid)| !pid.is_empty()), "{before:?}");
 
     // It has no past: no DAG, no run, no import error, and Airflow's audit log holds only its
     // own components' starts.
