@@ -1162,6 +1162,21 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
         assert!(e["event"].as_str().unwrap().starts_with("cli_"), "{e}");
     }
 
+    // The cell prepares the next one in the background (waited for here, so the DAG below does
+    // not share this machine's two cores with a starting Airflow).
+    let start = Instant::now();
+    loop {
+        let cells = admin.list_cells().await.unwrap().cells;
+        if cells.iter().any(|c| c.warm_ready == 1) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the pool did not refill: {cells:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     // It runs a DAG from its bucket prefix, and answers under its id-named path too.
     let r = admin
         .request(
