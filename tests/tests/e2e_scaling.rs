@@ -296,7 +296,14 @@ async fn three_idle_environments_have_no_workers_and_a_burst_scales_one_up_and_b
     let names = ["etl", "ml", "bi"];
     let mut ids = BTreeMap::new();
     for n in names {
-        ids.insert(n, create(&c, "delta", env(n)).await);
+        // Class micro: 3 tasks per worker, so the machine's two cores start at most a dozen
+        // tasks at once (with 5 per worker, twenty starting at once under CI load once left
+        // tasks failed or stuck running, every one on its first try).
+        let req = CreateEnvironment {
+            environment_class: Some(EnvironmentClass::Micro),
+            ..env(n)
+        };
+        ids.insert(n, create(&c, "delta", req).await);
     }
     for n in names {
         wait_for_phase(&c, "delta", n, Phase::Available, Duration::from_secs(300)).await;
@@ -305,7 +312,7 @@ async fn three_idle_environments_have_no_workers_and_a_burst_scales_one_up_and_b
 
     deploy(&c, "delta", "etl", "burst", &naps("burst", 30, 3)).await;
     let run = trigger(&c, "delta", "etl", "burst").await;
-    // 30 tasks, 5 per worker (class small): etl's workers come up; the others stay at zero.
+    // 30 tasks, 3 per worker: etl's workers come up; the others stay at zero.
     let (mut most, start) = (0, Instant::now());
     while run_state(&c, "delta", "etl", "burst", &run).await != "success" {
         most = most.max(workers(&c, "delta", "etl").await.actual);

@@ -182,6 +182,11 @@ pub fn airflow_settings(
         env_key("dag_processor", "refresh_interval"),
         "10".to_owned(),
     );
+    // A task's calls to its Execution API wait up to 30 s (Airflow's default is 5 s, retried 5
+    // times): on capacity shared by many tasks, a burst of task starts can keep the one
+    // api-server busy for seconds, and a client that gives up and resends only adds to its
+    // queue until the task is failed for a slow answer.
+    env.insert(env_key("workers", "execution_api_timeout"), "30".to_owned());
     for (k, v) in &spec.airflow_config_overrides {
         if let Some((section, key)) = k.split_once('.') {
             env.insert(env_key(section, key), v.clone());
