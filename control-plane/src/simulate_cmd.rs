@@ -1,6 +1,7 @@
 //! `hangar simulate`: generate a multi-tenant task trace, and replay one through Hangar's
-//! shared pool, MWAA-like dedicated workers and KEDA per-environment autoscaling
-//! (`hangar_data_plane::simulator`, issue 5). Offline: it talks to no server.
+//! shared pool of workers, MWAA-like dedicated workers, KEDA per-environment autoscaling and
+//! the Hangar executor's pool of task slots (`hangar_data_plane::simulator`). Offline: it
+//! talks to no server.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub enum PolicyArg {
     Hangar,
     Dedicated,
     Keda,
+    HangarTasks,
 }
 
 /// Worker slots of Hangar's shared pool.
@@ -119,7 +121,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub policy: PolicyArg,
     /// Worker slots of Hangar's shared pool (one worker each): a number, `auto` (the trace's
-    /// zero-wait peak) or `unlimited`.
+    /// zero-wait peak) or `unlimited`. The hangar-tasks policy gets the same capacity in task
+    /// slots (a number times --concurrency; `auto`: the trace's zero-wait peak of tasks).
     #[arg(long, default_value = "auto")]
     pub pool_slots: PoolSize,
     /// Hangar: seconds a lower target must hold before workers drain.
@@ -131,7 +134,11 @@ pub struct RunArgs {
     /// Hangar: seconds between autoscaler evaluations (the agent's tick).
     #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
     pub tick_s: f64,
-    /// Task slots per worker, for every policy.
+    /// hangar-tasks: seconds every task spends starting (a new Python process importing
+    /// Airflow) before its code runs.
+    #[arg(long, default_value_t = simulator::model::DEFAULT_TASK_START_MS as f64 / 1000.0, value_parser = seconds)]
+    pub task_start_s: f64,
+    /// Task slots per worker, for every worker policy (hangar-tasks runs one task per slot).
     #[arg(long, default_value_t = simulator::model::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
     /// Most workers per environment, for every policy.
@@ -220,10 +227,20 @@ pub fn models(trace: &Trace, args: &RunArgs) -> Vec<Model> {
         PolicyArg::Hangar => &[Policy::Hangar],
         PolicyArg::Dedicated => &[Policy::Dedicated],
         PolicyArg::Keda => &[Policy::Keda],
+        PolicyArg::HangarTasks => &[Policy::HangarTasks],
     };
     policies
         .iter()
         .map(|&p| {
+            if p == Policy::HangarTasks {
+                let pool = match args.pool_slots {
+                    PoolSize::Slots(n) => Some(n.saturating_mul(args.concurrency)),
+                    size => size.slots(trace, 1),
+                };
+                let mut m = Model::hangar_tasks(pool, ms(args.task_start_s));
+                m.max_workers = args.max_workers.saturating_mul(args.concurrency);
+                return m;
+            }
             let mut m = Model::of(p, args.pool_slots.slots(trace, args.concurrency));
             if p == Policy::Hangar {
                 m.cooldown_ms = ms(args.cooldown_s);
@@ -237,8 +254,9 @@ pub fn models(trace: &Trace, args: &RunArgs) -> Vec<Model> {
         .collect()
 }
 
-/// One JSON object per selected policy; each also says how many times fewer worker-hours it
-/// used than the dedicated policy when that one ran too.
+/// One JSON object per selected policy; each also says how many times fewer worker-hours and
+/// provisioned slot-hours it used than the dedicated policy when that one ran too (slot-hours
+/// compare like for like when workers differ in size, as hangar-tasks' one-slot tasks do).
 pub fn simulate(trace: &Trace, args: &RunArgs) -> Result<Vec<serde_json::Value>, SimulateCmdError> {
     let reports: Vec<Report> = models(trace, args)
         .iter()
@@ -247,18 +265,27 @@ pub fn simulate(trace: &Trace, args: &RunArgs) -> Result<Vec<serde_json::Value>,
     let dedicated = reports
         .iter()
         .find(|r| r.policy == Policy::Dedicated.name())
-        .map(|r| r.worker_hours);
+        .map(|r| (r.worker_hours, r.provisioned_slot_hours));
+    let ratio = |d: f64, x: f64| {
+        if x > 0.0 {
+            (d / x * 100.0).round() / 100.0
+        } else {
+            0.0
+        }
+    };
     Ok(reports
         .iter()
         .map(|r| {
             let mut v = serde_json::to_value(r).unwrap_or_default();
-            if let (Some(d), Some(o)) = (dedicated, v.as_object_mut()) {
-                let ratio = if r.worker_hours > 0.0 {
-                    (d / r.worker_hours * 100.0).round() / 100.0
-                } else {
-                    0.0
-                };
-                o.insert("fewer_worker_hours_than_dedicated".into(), ratio.into());
+            if let (Some((wh, sh)), Some(o)) = (dedicated, v.as_object_mut()) {
+                o.insert(
+                    "fewer_worker_hours_than_dedicated".into(),
+                    ratio(wh, r.worker_hours).into(),
+                );
+                o.insert(
+                    "fewer_slot_hours_than_dedicated".into(),
+                    ratio(sh, r.provisioned_slot_hours).into(),
+                );
             }
             v
         })
@@ -310,6 +337,7 @@ mod tests {
     #[case::zero_tenants(&["--tenants", "0"])]
     #[case::zero_concurrency(&["--concurrency", "0"])]
     #[case::zero_tick(&["--tick-s", "0"])]
+    #[case::negative_task_start(&["--task-start-s", "-0.5"])]
     fn bad_numbers_are_refused(#[case] args: &[&str]) {
         let all = [&["hangar", "run"], args].concat();
         assert!(Cli::try_parse_from(all).is_err());
@@ -331,7 +359,7 @@ mod tests {
         ]);
         let trace = simulator::generate(&args.generate.params()).expect("generates");
         let m = models(&trace, &args);
-        assert_eq!(m.len(), 3);
+        assert_eq!(m.len(), 4);
         assert_eq!(
             (
                 m[0].policy,
@@ -343,6 +371,29 @@ mod tests {
         );
         assert_eq!(m[1], Model::dedicated());
         assert_eq!(m[2], Model::keda());
+        assert_eq!(
+            m[3],
+            Model::hangar_tasks(Some(35), simulator::model::DEFAULT_TASK_START_MS),
+            "the same capacity in task slots: 7 workers of 5"
+        );
+    }
+
+    #[test]
+    fn the_task_pool_takes_its_start_and_the_trace_peak_of_tasks() {
+        let args = run_args(&[
+            "--tenants",
+            "3",
+            "--hours",
+            "1",
+            "--policy",
+            "hangar-tasks",
+            "--task-start-s",
+            "1.25",
+        ]);
+        let trace = simulator::generate(&args.generate.params()).expect("generates");
+        let m = models(&trace, &args);
+        let peak = simulator::trace_stats(&trace, 1).zero_wait_peak_workers;
+        assert_eq!(m, [Model::hangar_tasks(Some(peak), 1_250)]);
     }
 
     #[test]
@@ -351,12 +402,14 @@ mod tests {
         let trace = load(&args).expect("generated");
         let out = simulate(&trace, &args).expect("simulates");
         let names: Vec<&str> = out.iter().filter_map(|v| v["policy"].as_str()).collect();
-        assert_eq!(names, ["hangar", "dedicated", "keda"]);
+        assert_eq!(names, ["hangar", "dedicated", "keda", "hangar-tasks"]);
         for v in &out {
             assert_eq!(v["tasks"], v["tasks_completed"]);
             assert!(v["fewer_worker_hours_than_dedicated"].is_number());
+            assert!(v["fewer_slot_hours_than_dedicated"].is_number());
         }
         assert_eq!(out[1]["fewer_worker_hours_than_dedicated"], 1.0);
+        assert_eq!(out[1]["fewer_slot_hours_than_dedicated"], 1.0);
     }
 
     /// The error and its causes as `hangar` prints them (anyhow's `{:#}`).

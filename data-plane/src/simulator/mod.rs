@@ -1,13 +1,15 @@
 //! The shared-pool simulator of issue 5 ("Shared worker capacity"): replays a multi-tenant
 //! Airflow task trace through the autoscaler's own decision functions
-//! ([`crate::autoscaler`]) under three policies, and reports worker-hours, pool utilization,
+//! ([`crate::autoscaler`]) under four policies, and reports worker-hours, pool utilization,
 //! queue waits and fairness for each.
 //!
 //! - [`trace`]: the trace (arrival, environment, duration) and its CSV form;
 //! - [`generate`](mod@generate): a seeded synthetic trace (hourly and daily DAGs, bursts, short and long tasks);
-//! - [`model`]: the policies — Hangar's shared pool, MWAA-like dedicated workers, KEDA
-//!   per-environment autoscaling — each with documented numbers;
+//! - [`model`]: the policies — Hangar's shared pool of workers, MWAA-like dedicated workers,
+//!   KEDA per-environment autoscaling, the Hangar executor's pool of task slots — each with
+//!   documented numbers;
 //! - [`replay`](mod@replay): the event-driven replay, pure;
+//! - [`task_pool`]: the replay of the Hangar executor's cell-wide pool of task slots;
 //! - [`report`]: the figures and their definitions;
 //! - [`hibernation`]: environment-hours awake with hibernation over the same trace.
 //!
@@ -19,6 +21,7 @@ pub mod hibernation;
 pub mod model;
 pub mod replay;
 pub mod report;
+pub mod task_pool;
 pub mod trace;
 
 use serde::Serialize;
@@ -263,6 +266,8 @@ mod tests {
     #[case::hangar_small_pool(Model::hangar(Some(12)))]
     #[case::dedicated(Model::dedicated())]
     #[case::keda(Model::keda())]
+    #[case::hangar_tasks(Model::hangar_tasks(None, 2_000))]
+    #[case::hangar_tasks_small_pool(Model::hangar_tasks(Some(12), 2_000))]
     fn no_task_is_lost_started_twice_or_killed(#[case] model: Model) {
         let t = generated();
         let o = replay(&t, &model).expect("replays");
@@ -379,9 +384,94 @@ mod tests {
     #[case::max_workers(Model { max_workers: 0, ..Model::keda() }, "max_workers")]
     #[case::pool(Model::hangar(Some(0)), "pool_slots")]
     #[case::evaluation(Model { evaluate_every_ms: 0, ..Model::dedicated() }, "evaluate_every_ms")]
+    #[case::tasks_share_no_slot(Model { concurrency: 5, ..Model::hangar_tasks(None, 0) }, "concurrency")]
+    #[case::tasks_pool(Model::hangar_tasks(Some(0), 0), "pool_slots")]
     fn a_model_that_cannot_run_tasks_is_refused(#[case] model: Model, #[case] field: &str) {
         let e = replay(&trace(1, vec![task(0, 0, 1)]), &model).expect_err("refused");
         assert!(e.to_string().contains(field), "{e}");
+    }
+
+    #[test]
+    fn a_pooled_task_waits_only_for_its_own_start_and_frees_its_slot_when_it_ends() {
+        let t = trace(1, vec![task(5, 0, 30), task(50, 0, 10)]);
+        let m = Model::hangar_tasks(Some(1), 2_000);
+        let o = replay(&t, &m).expect("replays");
+        assert_eq!(o.starts_ms, [Some(7 * S), Some(52 * S)]);
+        assert_eq!(o.workers.len(), 2, "one slot span per task");
+        assert_eq!(
+            (o.workers[0].requested_ms, o.workers[0].exit_ms),
+            (5 * S, 37 * S),
+            "held from its process start to its end"
+        );
+        let r = summarize(&t, &m, &o).expect("reports");
+        // 40 busy slot-seconds of 44 provisioned (2 s start each).
+        assert_eq!(r.utilization, (40.0f64 / 44.0 * 1e4).round() / 1e4);
+        assert_eq!(r.wait_p95_s, 2.0);
+    }
+
+    #[test]
+    fn a_contended_task_pool_is_split_by_allocate() {
+        // Three environments want 10, 10 and 1 slots at once; the pool holds 5.
+        let mut tasks: Vec<Task> = (0..20).map(|i| task(0, i % 2, 600)).collect();
+        tasks.push(task(0, 2, 600));
+        let t = trace(3, tasks);
+        let m = Model::hangar_tasks(Some(5), 1_000);
+        let o = replay(&t, &m).expect("replays");
+        let demand = |queued| Demand {
+            queued,
+            running: 0,
+            concurrency: 1,
+            min_workers: 0,
+            max_workers: 50,
+            weight: 1,
+        };
+        let want = allocate(5, &[demand(10), demand(10), demand(1)]);
+        assert_eq!(want, vec![2, 2, 1]);
+        let started_at_zero = |env| {
+            o.workers
+                .iter()
+                .filter(|w| w.env == env && w.requested_ms == 0)
+                .count() as u32
+        };
+        assert_eq!((0..3).map(started_at_zero).collect::<Vec<_>>(), want);
+        assert_eq!(o.peak_workers, 5);
+        assert_sound(&t, &m, &o);
+    }
+
+    #[test]
+    fn a_freed_slot_goes_to_the_environment_below_its_share_before_older_tasks() {
+        // Pool of 2: env 0 takes both at 0 s and queues a third task; env 1 queues one at 1 s.
+        // When env 0's short task ends, env 1 (share 1, none running) gets the slot although
+        // env 0's queued task is older.
+        let t = trace(
+            2,
+            vec![
+                task(0, 0, 10),
+                task(0, 0, 1_000),
+                task(0, 0, 10),
+                task(1, 1, 10),
+            ],
+        );
+        let o = replay(&t, &Model::hangar_tasks(Some(2), 0)).expect("replays");
+        assert_eq!(
+            o.starts_ms[3],
+            Some(10 * S),
+            "env 1 gets the first free slot"
+        );
+        assert_eq!(
+            o.starts_ms[2],
+            Some(20 * S),
+            "env 0's third waits for the next"
+        );
+    }
+
+    #[test]
+    fn an_unlimited_task_pool_starts_every_task_at_once_up_to_the_environment_cap() {
+        let tasks: Vec<Task> = (0..60).map(|_| task(0, 0, 10)).collect();
+        let o = replay(&trace(1, tasks), &Model::hangar_tasks(None, 0)).expect("replays");
+        let at_zero = o.starts_ms.iter().filter(|s| **s == Some(0)).count();
+        assert_eq!(at_zero, 50, "the environment's cap of 50 slots");
+        assert_eq!(o.peak_workers, 50);
     }
 
     #[test]

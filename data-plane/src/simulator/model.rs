@@ -13,16 +13,26 @@ pub enum Policy {
     Dedicated,
     /// Airflow Helm chart with KEDA: per-environment autoscaling from zero, no shared pool.
     Keda,
+    /// Hangar's executor: one cell-wide pool of task slots, each task its own process in its
+    /// environment's runtime (replayed by [`super::task_pool`]).
+    #[serde(rename = "hangar-tasks")]
+    HangarTasks,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 3] = [Policy::Hangar, Policy::Dedicated, Policy::Keda];
+    pub const ALL: [Policy; 4] = [
+        Policy::Hangar,
+        Policy::Dedicated,
+        Policy::Keda,
+        Policy::HangarTasks,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Policy::Hangar => "hangar",
             Policy::Dedicated => "dedicated",
             Policy::Keda => "keda",
+            Policy::HangarTasks => "hangar-tasks",
         }
     }
 }
@@ -68,6 +78,12 @@ pub struct Model {
 pub const DEFAULT_CONCURRENCY: u32 = 5;
 /// Hangar's default `max_workers` (and MWAA's default maximum worker count).
 pub const DEFAULT_MAX_WORKERS: u32 = 10;
+/// What every task of the Hangar executor pays before its code runs, in milliseconds: a new
+/// Python process importing Airflow's task SDK (`execute_workload`, the supervisor and the
+/// task runner) in an environment's runtime. `scripts/bench simulate` measures it on its
+/// machine and replays with that; this default is its median there on the 2-core development
+/// machine (docs/benchmarks.md).
+pub const DEFAULT_TASK_START_MS: u64 = 2_900;
 
 impl Model {
     /// Hangar's shared pool: `min_workers = 0`; the agent evaluates every 2 s (its tick); a
@@ -138,12 +154,38 @@ impl Model {
         }
     }
 
-    /// The default model of `policy`, with `pool_slots` for Hangar's shared pool.
+    /// The Hangar executor's cell-wide pool of `pool_slots` task slots (`None`: no cap). What
+    /// each number models:
+    /// - one task per slot (`concurrency = 1`), a slot held from the task's process start to
+    ///   its end, then free for any environment;
+    /// - `max_workers`: an environment's cap in task slots, the same 50 as the worker policies'
+    ///   10 workers of 5 slots;
+    /// - no evaluation tick and no cooldown: the scheduler hands a queued task to the agent at
+    ///   once and a slot is freed when its task ends (`evaluate_every_ms = 0` means that);
+    /// - `start_latency_ms`: the task's own start, `task_start_ms` (measured; see
+    ///   [`DEFAULT_TASK_START_MS`]).
+    pub fn hangar_tasks(pool_slots: Option<u32>, task_start_ms: u64) -> Self {
+        Self {
+            policy: Policy::HangarTasks,
+            concurrency: 1,
+            min_workers: 0,
+            max_workers: DEFAULT_MAX_WORKERS * DEFAULT_CONCURRENCY,
+            pool_slots,
+            evaluate_every_ms: 0,
+            start_latency_ms: task_start_ms,
+            cooldown_ms: 0,
+            demand_counts_draining: true,
+        }
+    }
+
+    /// The default model of `policy`, with `pool_slots` for Hangar's shared pools (worker
+    /// slots for [`Policy::Hangar`], task slots for [`Policy::HangarTasks`]).
     pub fn of(policy: Policy, pool_slots: Option<u32>) -> Self {
         match policy {
             Policy::Hangar => Self::hangar(pool_slots),
             Policy::Dedicated => Self::dedicated(),
             Policy::Keda => Self::keda(),
+            Policy::HangarTasks => Self::hangar_tasks(pool_slots, DEFAULT_TASK_START_MS),
         }
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::autoscaler::{allocate, decide, wanted_workers, Cooldown, Demand, Step};
 
-use super::model::Model;
+use super::model::{Model, Policy};
 use super::trace::Trace;
 
 /// What became of every task and worker.
@@ -117,8 +117,11 @@ struct Sim<'a> {
     peak: u32,
 }
 
-/// Replays `trace` under `model`.
+/// Replays `trace` under `model` (the task pool's own replay for [`Policy::HangarTasks`]).
 pub fn replay(trace: &Trace, model: &Model) -> Result<Outcome, ReplayError> {
+    if model.policy == Policy::HangarTasks {
+        return super::task_pool::replay_tasks(trace, model);
+    }
     let check = |ok: bool, field| {
         if ok {
             Ok(())

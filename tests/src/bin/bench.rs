@@ -9,8 +9,9 @@
 //! `terraform`: `terraform apply` of 1 environment on real Airflow, and apply / no-op plan /
 //! destroy of 1 and 20 environments on a cell that reports them running at once.
 //!
-//! `simulate`: replays the generated multi-tenant trace through Hangar's shared pool,
-//! MWAA-like dedicated workers and KEDA autoscaling (`pool_utilization`, issue 5), offline.
+//! `simulate`: replays the generated multi-tenant trace through Hangar's shared pool of
+//! workers, MWAA-like dedicated workers, KEDA autoscaling and a cell-wide pool of task slots
+//! (`pool_utilization`), offline once it has measured a task's start in a Python runtime.
 #![allow(clippy::expect_used)]
 
 #[path = "bench/portal.rs"]
@@ -108,7 +109,8 @@ enum Bench {
         lines: usize,
     },
     /// Simulated worker policies on a generated multi-tenant trace (`pool_utilization`):
-    /// Hangar's shared pool vs dedicated (MWAA-like) workers vs KEDA, offline.
+    /// Hangar's shared pool vs dedicated (MWAA-like) workers vs KEDA vs a cell-wide pool of
+    /// task slots, whose per-task start it first measures in the default Python runtime.
     Simulate {
         #[arg(long, default_value_t = 200)]
         tenants: u32,
@@ -116,6 +118,9 @@ enum Bench {
         hours: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Task starts measured (a new Python process importing Airflow's task SDK).
+        #[arg(long, default_value_t = 10)]
+        task_start_runs: usize,
     },
     /// Environment-hours awake with hibernation vs always on, over the simulator's generated
     /// multi-tenant day (`env_hours_awake`), for several idle windows; offline.
@@ -1463,26 +1468,94 @@ const TARGET_UTILIZATION: f64 = 0.75;
 const TARGET_P95_WAIT_S: f64 = 30.0;
 const TARGET_FEWER_WORKER_HOURS: f64 = 3.0;
 
+/// What a task of the Hangar executor pays before its code runs, measured here: a new Python
+/// process of the default runtime importing what `execute_workload` needs (the workload
+/// entry point, the supervisor, the task runner and the task SDK).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct TaskStart {
+    p50_s: f64,
+    p95_s: f64,
+    runs: usize,
+}
+
+/// The imports of a task process before its code runs.
+const TASK_START_IMPORTS: &str = "import airflow.sdk.execution_time.execute_workload, \
+airflow.sdk.execution_time.supervisor, airflow.sdk.execution_time.task_runner, airflow.sdk";
+
+async fn measure_task_start(runs: usize) -> anyhow::Result<TaskStart> {
+    let cache = hangar_data_plane::runtime::python::RuntimeCache::new(
+        &hangar_tests::test_runtime_dir(),
+        std::path::Path::new("uv"),
+    );
+    eprintln!("task start: preparing the default Python runtime (built once per machine)");
+    let runtime = cache
+        .ensure(hangar_tenants::spec::DEFAULT_AIRFLOW_VERSION, "")
+        .await
+        .context("failed to prepare the default Python runtime")?;
+    let python = runtime.dir.join("bin").join("python");
+    let home = tempfile::tempdir()?;
+    let mut times = Vec::with_capacity(runs);
+    // One start first, not counted: the files come into the page cache as on any busy cell.
+    for i in 0..=runs {
+        let start = Instant::now();
+        let out = tokio::process::Command::new(&python)
+            .args(["-c", TASK_START_IMPORTS])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("AIRFLOW_HOME", home.path())
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .await
+            .with_context(|| format!("failed to run {}", python.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the task SDK's imports failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+    Ok(TaskStart {
+        p50_s: (at(0.5) * 1000.0).round() / 1000.0,
+        p95_s: (at(0.95) * 1000.0).round() / 1000.0,
+        runs,
+    })
+}
+
 struct Simulated {
     params: sim::GenerateParams,
+    task_start: TaskStart,
     stats: sim::TraceStats,
     generate_s: f64,
     /// The three policies, with their replay time in seconds.
     policies: Vec<(sim::Report, f64)>,
     /// Hangar with one parameter changed: what, and the report.
     variants: Vec<(String, sim::Report)>,
+    /// The task pool with one parameter changed.
+    task_variants: Vec<(String, sim::Report)>,
 }
 
-fn bench_simulate(params: sim::GenerateParams) -> anyhow::Result<Simulated> {
+fn bench_simulate(params: sim::GenerateParams, task_start: TaskStart) -> anyhow::Result<Simulated> {
     let start = Instant::now();
     let trace = sim::generate(&params)?;
     let generate_s = start.elapsed().as_secs_f64();
     let concurrency = sim::model::DEFAULT_CONCURRENCY;
     let stats = sim::trace_stats(&trace, concurrency);
     let pool = stats.zero_wait_peak_workers.max(1);
+    let one_task_pool = sim::trace_stats(&trace, 1).zero_wait_peak_workers.max(1);
+    let task_start_ms = (task_start.p50_s * 1000.0).round() as u64;
     let mut policies = Vec::new();
     for policy in sim::Policy::ALL {
-        let model = sim::Model::of(policy, Some(pool));
+        let model = match policy {
+            // Task slots: the trace's zero-wait peak of tasks, as the worker pool's is of workers.
+            sim::Policy::HangarTasks => {
+                sim::Model::hangar_tasks(Some(one_task_pool), task_start_ms)
+            }
+            _ => sim::Model::of(policy, Some(pool)),
+        };
         let start = Instant::now();
         let report = sim::simulate(&trace, &model)?;
         policies.push((report, start.elapsed().as_secs_f64()));
@@ -1494,7 +1567,6 @@ fn bench_simulate(params: sim::GenerateParams) -> anyhow::Result<Simulated> {
     }
     let hangar = sim::Model::hangar(Some(pool));
     let scaled = |f: f64| ((f64::from(pool) * f).round() as u32).max(1);
-    let one_task_pool = sim::trace_stats(&trace, 1).zero_wait_peak_workers;
     let variants: Vec<(String, sim::Model)> = vec![
         ("pool unlimited".into(), sim::Model { pool_slots: None, ..hangar }),
         (format!("pool {} slots (75 % of the zero-wait peak)", scaled(0.75)), sim::Model { pool_slots: Some(scaled(0.75)), ..hangar }),
@@ -1535,12 +1607,60 @@ fn bench_simulate(params: sim::GenerateParams) -> anyhow::Result<Simulated> {
         .into_iter()
         .map(|(what, m)| Ok((what, sim::simulate(&trace, &m)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let tasks = sim::Model::hangar_tasks(Some(one_task_pool), task_start_ms);
+    let task_pool = |f: f64| ((f64::from(one_task_pool) * f).round() as u32).max(1);
+    let task_variants: Vec<(String, sim::Model)> = vec![
+        (
+            format!(
+                "pool {} task slots (75 % of its zero-wait peak)",
+                task_pool(0.75)
+            ),
+            sim::Model {
+                pool_slots: Some(task_pool(0.75)),
+                ..tasks
+            },
+        ),
+        (
+            format!("pool {} task slots (50 %)", task_pool(0.5)),
+            sim::Model {
+                pool_slots: Some(task_pool(0.5)),
+                ..tasks
+            },
+        ),
+        (
+            format!("pool {} task slots (25 %)", task_pool(0.25)),
+            sim::Model {
+                pool_slots: Some(task_pool(0.25)),
+                ..tasks
+            },
+        ),
+        (
+            "task start 0 s".into(),
+            sim::Model {
+                start_latency_ms: 0,
+                ..tasks
+            },
+        ),
+        (
+            "task start 10 s".into(),
+            sim::Model {
+                start_latency_ms: 10_000,
+                ..tasks
+            },
+        ),
+    ];
+    let task_variants = task_variants
+        .into_iter()
+        .map(|(what, m)| Ok((what, sim::simulate(&trace, &m)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Simulated {
         params,
+        task_start,
         stats,
         generate_s,
         policies,
         variants,
+        task_variants,
     })
 }
 
@@ -1633,18 +1753,24 @@ start-up, `wake_s` above).\n",
 }
 
 fn simulate_json(s: &Simulated) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
+    let mut out = vec![json!({
+        "figure": "task_start_s",
+        "value": s.task_start.p50_s,
+        "p50": s.task_start.p50_s,
+        "p95": s.task_start.p95_s,
+        "runs": s.task_start.runs,
+    })];
     for (r, replay_s) in &s.policies {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["figure"] = json!("pool_utilization");
         v["value"] = json!(r.utilization);
-        v["fewer_worker_hours_than_dedicated"] = json!(fewer_than_dedicated(s, r));
+        v["fewer_slot_hours_than_dedicated"] = json!(fewer_than_dedicated(s, r));
         v["replay_s"] = json!((replay_s * 1000.0).round() / 1000.0);
         v["trace"] = serde_json::to_value(&s.stats).unwrap_or_default();
         v["seed"] = json!(s.params.seed);
         out.push(v);
     }
-    for (what, r) in &s.variants {
+    for (what, r) in s.variants.iter().chain(&s.task_variants) {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         v["figure"] = json!("pool_utilization_variant");
         v["variant"] = json!(what);
@@ -1682,24 +1808,32 @@ fn simulate_markdown(s: &Simulated) -> String {
     for (what, r) in &s.variants {
         variants.push_str(&row(what, r));
     }
+    let mut task_variants = header.replace("{first}", "hangar-tasks, one change");
+    for (what, r) in &s.task_variants {
+        task_variants.push_str(&row(what, r));
+    }
     let model_rows: String = s
         .policies
         .iter()
         .map(|(r, _)| {
             let m = &r.model;
+            let tasks = m.policy == sim::Policy::HangarTasks;
             format!(
-                "| {} | {} | {} | {} | {} s | {} s | {} s | {} |\n",
+                "| {} | {} | {} | {} | {} | {} s | {} s | {} |\n",
                 r.policy,
                 m.min_workers,
                 m.max_workers,
                 m.concurrency,
-                m.evaluate_every_ms as f64 / 1000.0,
+                if tasks {
+                    "each event".to_owned()
+                } else {
+                    format!("{} s", m.evaluate_every_ms as f64 / 1000.0)
+                },
                 m.start_latency_ms as f64 / 1000.0,
                 m.cooldown_ms as f64 / 1000.0,
-                m.pool_slots
-                    .map_or("none (no shared cap)".to_owned(), |p| format!(
-                        "{p} worker slots"
-                    )),
+                m.pool_slots.map_or("none (no shared cap)".to_owned(), |p| {
+                    format!("{p} {} slots", if tasks { "task" } else { "worker" })
+                }),
             )
         })
         .collect();
@@ -1732,6 +1866,23 @@ better on this trace; that ideal's {zwh} worker-hours are {ideal_ratio:.2}× few
             zwh = s.stats.zero_wait_worker_hours,
         )
     });
+    let task_targets = s
+        .policies
+        .iter()
+        .find(|(r, _)| r.policy == sim::Policy::HangarTasks.name())
+        .map_or_else(String::new, |(t, _)| {
+            let x = fewer_than_dedicated(s, t);
+            format!(
+                "The task pool's targets for the hangar-tasks policy (a model: the executor it describes is not built \
+yet): utilization ≥ 75 % with p95 queue wait ≤ 30 s: {} (utilization {}, p95 {} s, every task's own {:.2} s \
+start included in both); ≥ 3× fewer provisioned slot-hours than dedicated: {} ({x:.2}×).\n\n",
+                verdict(t.utilization >= TARGET_UTILIZATION && t.wait_p95_s <= TARGET_P95_WAIT_S),
+                pct(t.utilization),
+                t.wait_p95_s,
+                s.task_start.p50_s,
+                verdict(x >= TARGET_FEWER_WORKER_HOURS),
+            )
+        });
     let runtime: Vec<String> = s
         .policies
         .iter()
@@ -1741,7 +1892,8 @@ better on this trace; that ideal's {zwh} worker-hours are {ideal_ratio:.2}× few
     format!(
         "## Simulated shared pool vs dedicated and per-environment autoscaling (pool_utilization)\n\n\
 Command: `scripts/bench simulate --tenants {tenants} --hours {hours} --seed {seed}` (the defaults; \
-`hangar simulate run --tenants {tenants} --hours {hours} --seed {seed}` prints the same three policies). \
+`hangar simulate run --tenants {tenants} --hours {hours} --seed {seed} --task-start-s {ts}` prints the same four \
+policies). \
 Offline and deterministic: the figures depend only on the seed and the models, the runtime on the machine. \
 Measured {date}.\n\n\
 Trace (`hangar simulate generate --tenants {tenants} --hours {hours} --seed {seed}`; how it is made: \
@@ -1752,6 +1904,7 @@ hourly and daily DAGs (60 % / 40 %, half of them at minute 0), runs of 1–4 sta
 needing {pworkers} workers of {conc} slots ({zwh} worker-hours over the day).\n\n\
 {table}\n\
 {targets}\
+{task_targets}\
 Definitions: worker-hours = Σ over workers of (exit − start request), so start latency and draining are \
 paid for, workers still there counted to the end of the period (24 h, or the last completion if later); \
 utilization = busy slot-seconds (Σ task durations) / provisioned slot-seconds (worker-seconds × concurrency), \
@@ -1773,11 +1926,23 @@ worker slots, `--pool-slots auto`).\n\
 2–5 min for a downscale (5 min taken).\n\
 - keda: KEDA's ScaledObject defaults (polling 30 s, cooldown 300 s, which is also the HPA's scale-down \
 window); a worker pod ready in 30–60 s on a node that has room (45 s taken).\n\
+- hangar-tasks: one cell-wide pool of task slots, every task its own process in its environment's runtime \
+(`data-plane/src/simulator/task_pool.rs`): a slot is held from the task's process start to its end and then \
+goes to any environment's queued task at once; when the pool is contended it is split with \
+`autoscaler::allocate` at slot granularity (the free slot goes to the environment furthest below its share), \
+caps of 50 task slots per environment (the worker policies' 10 workers of 5). Every task pays its own start, \
+measured here: a new Python process of the default runtime importing the task SDK's `execute_workload`, \
+supervisor and task runner, p50 {ts} s / p95 {ts95} s over {tsn} runs (the p50 is replayed). The pool is the \
+trace's zero-wait peak of tasks ({ptasks} task slots). Provisioned slot-hours count each task's slot from its \
+process start to its end (its \"worker-hours\" and \"peak workers\" in the tables are task slots): \
+slot-hours compare the capacity each policy holds, not its memory (what a \
+running task costs in memory against a Celery worker slot is for the executor's own benchmark).\n\
 - Scale-down drains in every policy (no new task, exit when the running ones end); a queued task goes to \
 the busiest non-draining ready worker of its environment with a free slot, so idle ones can drain. Real \
 KEDA scale-downs can kill running tasks (apache/airflow#26587) and MWAA documents tasks failed on \
 downscaled workers; neither is modelled, so the comparison is about capacity and waiting only.\n\n\
 Hangar with one parameter changed (same trace):\n\n{variants}\n\
+The task pool with one parameter changed (same trace; in this table \"workers\" are task slots):\n\n{task_variants}\n\
 Runtime (release build, {cores} cores): trace generation {gen:.2} s; replays: {runtime}.\n\n",
         tenants = s.params.tenants,
         hours = s.params.hours,
@@ -1795,6 +1960,9 @@ Runtime (release build, {cores} cores): trace generation {gen:.2} s; replays: {r
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         gen = s.generate_s,
         runtime = runtime.join(", "),
+        ts = s.task_start.p50_s,
+        ts95 = s.task_start.p95_s,
+        tsn = s.task_start.runs,
     )
 }
 
@@ -1888,8 +2056,16 @@ async fn main() -> anyhow::Result<()> {
             tenants,
             hours,
             seed,
+            task_start_runs,
         } => {
-            let s = bench_simulate(trace_params(tenants, hours, seed)?)?;
+            anyhow::ensure!(task_start_runs > 0, "--task-start-runs must be at least 1");
+            let params = trace_params(tenants, hours, seed)?;
+            let task_start = measure_task_start(task_start_runs).await?;
+            eprintln!(
+                "task start: p50 {:.2} s, p95 {:.2} s over {task_start_runs} runs",
+                task_start.p50_s, task_start.p95_s
+            );
+            let s = bench_simulate(params, task_start)?;
             for r in simulate_json(&s) {
                 println!("{r}");
             }
