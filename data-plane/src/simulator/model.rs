@@ -83,7 +83,7 @@ pub const DEFAULT_MAX_WORKERS: u32 = 10;
 /// task runner) in an environment's runtime. `scripts/bench simulate` measures it on its
 /// machine and replays with that; this default is its median there on the 2-core development
 /// machine (docs/benchmarks.md).
-pub const DEFAULT_TASK_START_MS: u64 = 2_900;
+pub const DEFAULT_TASK_START_MS: u64 = 1_720;
 
 impl Model {
     /// Hangar's shared pool: `min_workers = 0`; the agent evaluates every 2 s (its tick); a

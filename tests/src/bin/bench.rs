@@ -1943,7 +1943,7 @@ KEDA scale-downs can kill running tasks (apache/airflow#26587) and MWAA document
 downscaled workers; neither is modelled, so the comparison is about capacity and waiting only.\n\n\
 Hangar with one parameter changed (same trace):\n\n{variants}\n\
 The task pool with one parameter changed (same trace; in this table \"workers\" are task slots):\n\n{task_variants}\n\
-Runtime (release build, {cores} cores): trace generation {gen:.2} s; replays: {runtime}.\n\n",
+Runtime ({profile} build, {cores} cores): trace generation {gen:.2} s; replays: {runtime}.\n\n",
         tenants = s.params.tenants,
         hours = s.params.hours,
         seed = s.params.seed,
@@ -1960,6 +1960,7 @@ Runtime (release build, {cores} cores): trace generation {gen:.2} s; replays: {r
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         gen = s.generate_s,
         runtime = runtime.join(", "),
+        profile = if cfg!(debug_assertions) { "debug" } else { "release" },
         ts = s.task_start.p50_s,
         ts95 = s.task_start.p95_s,
         tsn = s.task_start.runs,
