@@ -86,6 +86,10 @@ pub struct AgentArgs {
     /// nodes fit, read again every 5 minutes).
     #[arg(long, env = "HANGAR_WORKER_SLOTS")]
     pub worker_slots: Option<u32>,
+    /// Task slots of this cell's pool for environments with the `hangar` executor, one task
+    /// each (process runtime only; default: 4 per core, at most 2 per GiB).
+    #[arg(long, env = "HANGAR_TASK_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub task_slots: Option<u32>,
     #[arg(long, env = "HANGAR_UV", default_value = "uv")]
     pub uv: PathBuf,
     /// Days the bucket keeps the environments' component and task logs.
@@ -254,6 +258,10 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
                 Some(addr) => {
                     platform.with_broker_gateway(broker_gateway(&args, addr, &shutdown).await?)
                 }
+                None => platform,
+            };
+            let platform = match args.task_slots {
+                Some(n) => platform.with_task_slots(n),
                 None => platform,
             };
             let slots = args.worker_slots.unwrap_or_else(machine_worker_slots);

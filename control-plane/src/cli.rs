@@ -114,7 +114,8 @@ pub enum CellCmd {
 pub struct SpecArgs {
     #[arg(long)]
     pub airflow_version: Option<String>,
-    /// celery, kubernetes or celery_kubernetes (both; Kubernetes runtime only).
+    /// celery, hangar (the cell's shared pool of task slots; process runtime only),
+    /// kubernetes or celery_kubernetes (both; Kubernetes runtime only).
     #[arg(long)]
     pub executor: Option<String>,
     /// micro, small, medium, large or xlarge.

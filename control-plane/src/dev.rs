@@ -38,6 +38,10 @@ pub struct DevSettings {
     /// Worker slots shared by all environments (default: 2 per core, at most 1 per GiB).
     #[arg(long, env = "HANGAR_WORKER_SLOTS")]
     pub worker_slots: Option<u32>,
+    /// Task slots shared by the environments with the `hangar` executor, one task each
+    /// (default: 4 per core, at most 2 per GiB).
+    #[arg(long, env = "HANGAR_TASK_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub task_slots: Option<u32>,
     /// Seconds an environment's lower worker target must hold before workers are drained.
     #[arg(long, env = "HANGAR_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 60)]
     pub scale_down_cooldown_secs: u64,
@@ -273,6 +277,10 @@ async fn serve(
         sandbox,
     )
     .await?;
+    let platform = match settings.task_slots {
+        Some(n) => platform.with_task_slots(n),
+        None => platform,
+    };
     let agent_settings = AgentSettings {
         cell: "local".to_owned(),
         capacity: CellCapacity {

@@ -60,15 +60,19 @@ pub fn default_worker_slots(cores: usize, mem_total_mib: u64) -> u32 {
 /// [`default_worker_slots`] of this machine (`/proc/meminfo`'s `MemTotal`).
 pub fn machine_worker_slots() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mem_mib = std::fs::read_to_string("/proc/meminfo")
+    default_worker_slots(cores, machine_memory_mib())
+}
+
+/// This machine's memory in MiB (`/proc/meminfo`'s `MemTotal`; 4 GiB if unreadable).
+pub fn machine_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
-        .map_or(4096, |kib| kib / 1024);
-    default_worker_slots(cores, mem_mib)
+        .map_or(4096, |kib| kib / 1024)
 }
 
 /// One environment's demand on its cell's pool.

@@ -29,4 +29,5 @@ pub mod runtime;
 pub mod sandbox;
 pub mod simulator;
 pub mod supervisor;
+pub mod task_pool;
 pub mod tunnel;

@@ -49,6 +49,8 @@ pub enum ReconcileError {
     Supervisor(#[from] SupervisorError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    TaskPool(#[from] crate::task_pool::TaskPoolError),
     #[error("failed to prepare {path}")]
     Files {
         path: PathBuf,
@@ -67,6 +69,7 @@ impl RuntimeFailure for ReconcileError {
             ReconcileError::Broker(_) => "broker",
             ReconcileError::Supervisor(_) => "processes",
             ReconcileError::Sandbox(_) => "isolation",
+            ReconcileError::TaskPool(_) => "task_pool",
             ReconcileError::Files { .. } => "files",
         }
     }
@@ -95,6 +98,8 @@ pub struct Platform {
     pub bucket: Option<Bucket>,
     /// How environments are kept apart from each other and from the platform.
     pub sandbox: Sandbox,
+    /// The cell's pool of task slots (environments with the `hangar` executor).
+    pub task_pool: crate::task_pool::TaskPool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +160,15 @@ impl Platform {
             envs_dir: data_dir.join("envs"),
             bucket,
             sandbox,
+            task_pool: crate::task_pool::TaskPool::start(crate::task_pool::machine_task_slots()),
         })
+    }
+
+    /// Gives the cell's task pool `slots` task slots (`HANGAR_TASK_SLOTS`) instead of the
+    /// machine's default.
+    pub fn with_task_slots(mut self, slots: u32) -> Self {
+        self.task_pool = crate::task_pool::TaskPool::start(slots);
+        self
     }
 
     /// Puts the environments' brokers behind the agent's broker gateway at `addr` (for a
@@ -504,6 +517,7 @@ impl ProcessEnvironment {
             write_private(path, contents, self.confinement.owner())?;
         }
         self.supervisor.apply(&bp.processes, STOP_GRACE).await?;
+        self.join_task_pool(a, &bp, layout)?;
         self.running_revision = Some(a.revision);
         self.cli_target = bp
             .processes
@@ -525,6 +539,42 @@ impl ProcessEnvironment {
             layout.url_path.trim_end_matches('/')
         ));
         Ok(())
+    }
+
+    /// Puts an environment with the `hangar` executor into the cell's task pool, with what its
+    /// tasks run with: its runtime, its Airflow settings (its scheduler's), its confinement;
+    /// takes any other out.
+    fn join_task_pool(
+        &self,
+        a: &Assignment,
+        bp: &blueprint::Blueprint,
+        layout: &Layout,
+    ) -> Result<(), ReconcileError> {
+        if a.spec.executor != hangar_tenants::Executor::Hangar {
+            self.platform.task_pool.detach(a.id);
+            return Ok(());
+        }
+        let Some(scheduler) = bp
+            .processes
+            .iter()
+            .find(|p| p.kind == hangar_tenants::blueprint::ComponentKind::Scheduler)
+        else {
+            return Ok(());
+        };
+        let target = crate::task_pool::EnvTarget {
+            id: a.id,
+            home: self.home.clone(),
+            python: layout.runtime.join("bin").join("python"),
+            env: scheduler.env.clone(),
+            confinement: self.confinement.clone(),
+            socket: layout.task_pool_socket(),
+            log_file: self.supervisor.log_file("tasks"),
+            quota: crate::task_pool::Quota::for_environment(&a.spec),
+        };
+        self.platform
+            .task_pool
+            .attach(target)
+            .map_err(ReconcileError::TaskPool)
     }
 
     /// The workers to run: the autoscaler's number within the spec's bounds; before its first
@@ -677,6 +727,7 @@ impl ProcessEnvironment {
         &mut self,
         wake_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), ReconcileError> {
+        self.platform.task_pool.detach(self.id);
         self.supervisor.stop_all(STOP_GRACE).await;
         self.platform.sandbox.kill_all(self.id).await;
         self.api_url = None;
@@ -755,6 +806,7 @@ impl ProcessEnvironment {
     /// Removes everything of the environment: processes, database and role, broker user and
     /// keys, files. Idempotent.
     pub async fn delete(&mut self, a: &Assignment) -> Result<(), ReconcileError> {
+        self.platform.task_pool.detach(a.id);
         self.supervisor.stop_all(STOP_GRACE).await;
         let password = a
             .secrets
@@ -779,6 +831,7 @@ impl ProcessEnvironment {
     /// Stops supervising without stopping the processes (agent shutdown that should leave the
     /// environment running for the next agent).
     pub fn detach(&mut self) {
+        self.platform.task_pool.detach(self.id);
         self.supervisor.detach();
     }
 
@@ -802,6 +855,7 @@ impl ProcessEnvironment {
                 ),
             })
             .collect();
+        self.platform.task_pool.detach(self.id);
         self.supervisor.stop_all(STOP_GRACE).await;
         // Task runners have process groups of their own, out of reach of the supervisor's
         // group kill: whatever of the environment still runs is killed by its cgroup and user.

@@ -54,13 +54,13 @@ pub enum SupervisorError {
 
 /// Identity of a process: pid and kernel start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    pid: u32,
-    start_ticks: u64,
+pub(crate) struct Identity {
+    pub(crate) pid: u32,
+    pub(crate) start_ticks: u64,
 }
 
 /// Start time of `pid` in clock ticks since boot, or `None` if it does not exist or is a zombie.
-fn start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after it follow the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -72,7 +72,7 @@ fn start_ticks(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-fn alive(id: Identity) -> bool {
+pub(crate) fn alive(id: Identity) -> bool {
     start_ticks(id.pid) == Some(id.start_ticks)
 }
 
@@ -619,7 +619,7 @@ impl Supervisor {
     }
 }
 
-fn pid_of(id: Identity) -> Pid {
+pub(crate) fn pid_of(id: Identity) -> Pid {
     Pid::from_raw(i32::try_from(id.pid).unwrap_or(i32::MAX))
 }
 

@@ -55,10 +55,11 @@ impl fmt::Display for AirflowVersion {
     }
 }
 
-/// Who runs an environment's tasks. The process runtime always runs Celery workers; on
-/// Kubernetes, `kubernetes` runs each task in a pod of its own (KubernetesExecutor) and
-/// `celery_kubernetes` has both (Airflow 3's multiple executors, Celery the default: a task
-/// asks for a pod with `executor="KubernetesExecutor"`).
+/// Who runs an environment's tasks. On one machine, `hangar` runs each task as a process of
+/// its own from the cell's pool of task slots (shared by every environment), and any other
+/// value runs Celery workers; on Kubernetes, `kubernetes` runs each task in a pod of its own
+/// (KubernetesExecutor) and `celery_kubernetes` has both (Airflow 3's multiple executors, Celery
+/// the default: a task asks for a pod with `executor="KubernetesExecutor"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Executor {
@@ -67,6 +68,8 @@ pub enum Executor {
     Kubernetes,
     #[serde(rename = "celery_kubernetes")]
     CeleryKubernetes,
+    /// The cell's shared pool of task slots (process runtime only).
+    Hangar,
 }
 
 /// Environment sizes with MWAA's meaning (`mw1.micro` … `mw1.xlarge`): how many tasks one
@@ -593,6 +596,7 @@ mod tests {
     #[case("celery", Executor::Celery)]
     #[case("kubernetes", Executor::Kubernetes)]
     #[case("celery_kubernetes", Executor::CeleryKubernetes)]
+    #[case("hangar", Executor::Hangar)]
     fn executors_have_their_api_names(#[case] name: &str, #[case] executor: Executor) {
         let spec = EnvironmentSpec::create(
             req(serde_json::json!({"name": "a", "executor": name})),

@@ -8,6 +8,7 @@ pub mod emulators;
 pub mod fake_airflow;
 pub mod otlp;
 pub mod portal;
+pub mod runs;
 pub mod terraform;
 
 use std::path::PathBuf;
@@ -721,6 +722,8 @@ pub struct StackOptions {
     pub idle_minute_secs: u64,
     /// `HANGAR_WARM_POOL`: environments the cell keeps prepared.
     pub warm_pool: u32,
+    /// `HANGAR_TASK_SLOTS`: the cell's task pool (`None`: the machine's default).
+    pub task_slots: Option<u32>,
 }
 
 impl Default for StackOptions {
@@ -734,6 +737,7 @@ impl Default for StackOptions {
             managed_like: false,
             idle_minute_secs: 60,
             warm_pool: 0,
+            task_slots: None,
         }
     }
 }
@@ -748,6 +752,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         managed_like,
         idle_minute_secs,
         warm_pool,
+        task_slots,
     } = opts;
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
@@ -768,7 +773,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     run_after_exit(
         std::process::id(),
         &format!(
-            "for f in {d}/envs/*/run/*.pid; do [ -f \"$f\" ] && kill -9 -$(cut -d' ' -f1 \"$f\") 2>/dev/null; done; \
+            "for f in {d}/envs/*/run/*.pid {d}/envs/*/tasks/*.pid; do [ -f \"$f\" ] && kill -9 -$(cut -d' ' -f1 \"$f\") 2>/dev/null; done; \
              kill $(cat {d}/redis/redis.pid 2>/dev/null) 2>/dev/null; sleep 0.5; \
              for u in $(awk -F: '$6 ~ \"^{d}/\" {{print $1}}' /etc/passwd); do userdel -f \"$u\" 2>/dev/null; done; \
              for g in /sys/fs/cgroup/{cg} /sys/fs/cgroup/*/{cg}; do [ -d \"$g\" ] && rmdir \"$g\"/* \"$g\" 2>/dev/null; done; \
@@ -854,6 +859,9 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     platform.runtimes = std::sync::Arc::new(
         platform.runtime_cache(&test_runtime_dir(), std::path::Path::new("uv")),
     );
+    if let Some(n) = task_slots {
+        platform = platform.with_task_slots(n);
+    }
     let agent_stop = CancellationToken::new();
     if managed_like {
         let gateway = hangar_data_plane::broker_gateway::BrokerGateway::connect(&redis.admin_url())

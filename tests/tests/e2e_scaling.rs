@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use hangar_client::Client;
 use hangar_tenants::api::{CreateEnvironment, Role};
 use hangar_tenants::{EnvironmentClass, Phase, WorkerStatus};
-use hangar_tests::{airflow_api, spawn_stack_opts, wait_for_phase, Stack, StackOptions};
-use reqwest::Method;
-use serde_json::json;
+use hangar_tests::runs::{self, deploy, task_instances, task_log, trigger};
+use hangar_tests::{spawn_stack_opts, wait_for_phase, Stack, StackOptions};
 use uuid::Uuid;
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -77,71 +76,11 @@ fn worker_pid_files(stack: &Stack, env: Uuid) -> usize {
         .unwrap_or(0)
 }
 
-/// Uploads `source` as `{dag}.py`, waits until Airflow lists the DAG and unpauses it.
-async fn deploy(c: &Client, tenant: &str, env: &str, dag: &str, source: &str) {
-    let r = c
-        .request(
-            Method::PUT,
-            &format!("v1/tenants/{tenant}/environments/{env}/dags/{dag}.py"),
-        )
-        .body(source.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let start = Instant::now();
-    while airflow_api(c, tenant, env, Method::GET, &format!("dags/{dag}"), None)
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{dag} not listed"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let (s, _) = airflow_api(
-        c,
-        tenant,
-        env,
-        Method::PATCH,
-        &format!("dags/{dag}"),
-        Some(json!({"is_paused": false})),
-    )
-    .await;
-    assert_eq!(s, 200);
-}
-
-/// Triggers a run of `dag` and returns its run id.
-async fn trigger(c: &Client, tenant: &str, env: &str, dag: &str) -> String {
-    let (s, run) = airflow_api(
-        c,
-        tenant,
-        env,
-        Method::POST,
-        &format!("dags/{dag}/dagRuns"),
-        Some(json!({"logical_date": null})),
-    )
-    .await;
-    assert_eq!(s, 200, "trigger {dag}: {run}");
-    run["dag_run_id"].as_str().unwrap().to_owned()
-}
-
 async fn run_state(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) -> String {
-    let (_, r) = airflow_api(
-        c,
-        tenant,
-        env,
-        Method::GET,
-        &format!("dags/{dag}/dagRuns/{run}"),
-        None,
-    )
-    .await;
-    let state = r["state"].as_str().unwrap_or("unknown").to_owned();
+    let state = runs::run_state(c, tenant, env, dag, run).await;
     if state == "failed" {
         panic!(
-            "{tenant}/{env} {dag} {run} failed: {r}\n{}",
+            "{tenant}/{env} {dag} {run} failed\n{}",
             failed_task_logs(c, tenant, env, dag, run).await
         );
     }
@@ -156,14 +95,7 @@ async fn failed_task_logs(c: &Client, tenant: &str, env: &str, dag: &str, run: &
         if t["state"] == "success" {
             continue;
         }
-        let path = format!(
-            "dags/{dag}/dagRuns/{run}/taskInstances/{}/{}/logs/{}?full_content=true",
-            t["task_id"].as_str().unwrap_or_default(),
-            t["map_index"],
-            t["try_number"]
-        );
-        let (_, log) = airflow_api(c, tenant, env, Method::GET, &path, None).await;
-        let text = log["content"].to_string();
+        let text = task_log(c, tenant, env, dag, run, &t).await;
         let tail: String = text
             .chars()
             .rev()
@@ -178,29 +110,6 @@ async fn failed_task_logs(c: &Client, tenant: &str, env: &str, dag: &str, run: &
         ));
     }
     out
-}
-
-/// The run's task instances, as Airflow's REST API lists them.
-async fn task_instances(
-    c: &Client,
-    tenant: &str,
-    env: &str,
-    dag: &str,
-    run: &str,
-) -> Vec<serde_json::Value> {
-    let (_, tis) = airflow_api(
-        c,
-        tenant,
-        env,
-        Method::GET,
-        &format!("dags/{dag}/dagRuns/{run}/taskInstances?limit=100"),
-        None,
-    )
-    .await;
-    tis["task_instances"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// The run's task instances that have not succeeded (map index; state, try, host, pid,

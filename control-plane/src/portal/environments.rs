@@ -203,6 +203,7 @@ fn choices(s: &AppState, ctx: &mut Context) {
             Executor::Celery,
             Executor::Kubernetes,
             Executor::CeleryKubernetes,
+            Executor::Hangar,
         ],
     );
 }

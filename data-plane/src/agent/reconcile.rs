@@ -140,6 +140,16 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         }
         if let Some(r) = self.running.clone() {
             self.env.on_demand(&r).await;
+        }
+        // The task pool shares its own slots among environments with the `hangar` executor:
+        // they run no Celery worker and take no worker slot.
+        if let Some(r) = self
+            .running
+            .clone()
+            .filter(|r| r.spec.executor == hangar_tenants::Executor::Hangar)
+        {
+            autoscale::leave(&self.shared.pool, r.id);
+        } else if let Some(r) = self.running.clone() {
             autoscale::autoscale(
                 &mut self.env,
                 &r,

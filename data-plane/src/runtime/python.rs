@@ -37,6 +37,10 @@ const STAGING: &str = ".staging-";
 const STALE_STAGING: Duration = Duration::from_secs(24 * 3600);
 /// Changes whenever the build recipe (extras, uv flags) changes, so old runtimes are not reused.
 const RECIPE: &str = "hangar-python-runtime/1 apache-airflow[celery,postgres,redis]";
+/// The Hangar executor (`executor: "hangar"`), installed into every runtime as the package
+/// `hangar_executor`; part of every runtime's key, so a new version builds new runtimes.
+pub const HANGAR_EXECUTOR_PY: &str = include_str!("../../python/hangar_executor/__init__.py");
+
 /// Variables of the agent passed to uv (besides every `UV_*`): uv expands `${VAR}` in
 /// requirement files, so a tenant must never reach the agent's secrets through them.
 const UV_ENV: &[&str] = &[
@@ -104,6 +108,7 @@ impl RuntimeKey {
     pub fn with_python(airflow_version: &str, requirements: &str, python: Option<&str>) -> Self {
         let mut h = Sha256::new();
         h.update(RECIPE.as_bytes());
+        h.update(HANGAR_EXECUTOR_PY.as_bytes());
         if let Some(python) = python {
             h.update(b"\npython=");
             h.update(python.as_bytes());
@@ -485,6 +490,12 @@ impl RuntimeCache {
             });
         }
 
+        install_executor(dir).map_err(|(path, source)| RuntimeError::Files {
+            key: key.clone(),
+            path,
+            source,
+        })?;
+
         let marker = dir.join(MARKER);
         let json = serde_json::json!({
             "key": key.as_str(),
@@ -494,6 +505,26 @@ impl RuntimeCache {
         });
         std::fs::write(&marker, format!("{json:#}\n")).map_err(files(&marker))
     }
+}
+
+/// Writes the Hangar executor's package into the runtime's `site-packages`.
+fn install_executor(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    let lib = dir.join("lib");
+    let site = std::fs::read_dir(&lib)
+        .map_err(|e| (lib.clone(), e))?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| {
+            (
+                lib.clone(),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no site-packages"),
+            )
+        })?;
+    let package = site.join("hangar_executor");
+    std::fs::create_dir_all(&package).map_err(|e| (package.clone(), e))?;
+    let file = package.join("__init__.py");
+    std::fs::write(&file, HANGAR_EXECUTOR_PY).map_err(|e| (file, e))
 }
 
 #[cfg(test)]
@@ -622,7 +653,9 @@ mod tests {
             run(&rt.bin("airflow"), &["version"], home.path()).await,
             "3.3.2"
         );
-        let imports = "import airflow.providers.celery.executors.celery_executor, psycopg2, redis";
+        let imports =
+            "import airflow.providers.celery.executors.celery_executor, psycopg2, redis; \
+                       from hangar_executor import HangarExecutor";
         run(&rt.bin("python"), &["-c", imports], home.path()).await;
 
         let started = Instant::now();

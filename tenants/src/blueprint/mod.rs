@@ -19,6 +19,13 @@ mod process;
 
 pub use process::{airflow_env, blueprint, Blueprint, Layout, Ports, ProcessSpec};
 
+/// Airflow's `[core] executor` of an environment with the `hangar` executor: the class of the
+/// package Hangar installs into every Python runtime it builds (`python/hangar_executor`).
+pub const HANGAR_EXECUTOR: &str = "hangar_executor.HangarExecutor";
+
+/// The variable that tells the Hangar executor where its environment's task-pool socket is.
+pub const TASK_POOL_SOCKET_VAR: &str = "HANGAR_TASK_POOL_SOCKET";
+
 /// The simple auth manager's passwords file, in AIRFLOW_HOME. The api-server opens it for
 /// appending (to add a user it lacks), so it must be writable by the environment's processes.
 pub const PASSWORDS_FILE: &str = "simple_auth_manager_passwords.json";

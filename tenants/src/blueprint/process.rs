@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::{
     airflow_cfg, airflow_settings, components, env_key, worker_args, ArgsOptions, Backends,
-    ComponentKind, PASSWORDS_FILE,
+    ComponentKind, HANGAR_EXECUTOR, PASSWORDS_FILE, TASK_POOL_SOCKET_VAR,
 };
 use crate::airflow_users;
 use crate::api::EnvironmentSecrets;
-use crate::spec::EnvironmentSpec;
+use crate::spec::{EnvironmentSpec, Executor};
 
 /// Where an environment lives on its machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,11 @@ impl Layout {
     }
     pub fn airflow(&self) -> PathBuf {
         self.runtime.join("bin").join("airflow")
+    }
+    /// Where the agent's task pool listens for the environment's executor (`hangar`): in the
+    /// agent's own `run` folder, the socket itself the environment user's alone.
+    pub fn task_pool_socket(&self) -> PathBuf {
+        self.home.join("run").join("task-pool.sock")
     }
 }
 
@@ -119,8 +124,20 @@ pub fn airflow_env(
             ports.trigger_log.to_string(),
         ),
     ];
-    // One machine runs Celery workers whatever the spec's executor.
-    let mut env = airflow_settings(spec, "CeleryExecutor", backends, platform);
+    // One machine runs Celery workers for any executor but `hangar`, whose tasks the agent's
+    // pool of task slots runs.
+    let executor = if spec.executor == Executor::Hangar {
+        HANGAR_EXECUTOR
+    } else {
+        "CeleryExecutor"
+    };
+    let mut env = airflow_settings(spec, executor, backends, platform);
+    if spec.executor == Executor::Hangar {
+        env.insert(
+            TASK_POOL_SOCKET_VAR.to_owned(),
+            path(&layout.task_pool_socket()),
+        );
+    }
     env.insert(env_key("logging", "base_log_folder"), path(&layout.logs()));
     env.insert("AIRFLOW_HOME".to_owned(), path(&layout.home));
     env.insert("AIRFLOW_CONFIG".to_owned(), path(&layout.config_file()));
@@ -129,7 +146,8 @@ pub fn airflow_env(
     env
 }
 
-/// The environment's processes with `workers` Celery workers, and its files.
+/// The environment's processes with `workers` Celery workers (none with the `hangar`
+/// executor), and its files.
 pub fn blueprint(
     spec: &EnvironmentSpec,
     secrets: &EnvironmentSecrets,
@@ -139,6 +157,11 @@ pub fn blueprint(
     workers: u32,
 ) -> Blueprint {
     let env = airflow_env(spec, layout, ports, backends);
+    let workers = if spec.executor == Executor::Hangar {
+        0
+    } else {
+        workers
+    };
     let airflow = path(&layout.airflow());
     let process = |name: String, kind, args: Vec<String>| ProcessSpec {
         name,

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 use super::*;
 use crate::api::CreateEnvironment;
-use crate::spec::Platform;
+use crate::spec::{Executor, Platform};
 
 /// The snapshots stay where they were before the split: `src/snapshots`.
 fn snapshots_in_src() -> insta::internals::SettingsBindDropGuard {
@@ -154,4 +154,33 @@ fn a_class_change_changes_only_the_workers() {
         .map(|(x, _)| x.name.as_str())
         .collect();
     assert_eq!(changed, ["worker-0"]);
+}
+
+#[test]
+fn the_hangar_executor_runs_no_worker_and_tells_the_scheduler_its_socket() {
+    let (mut spec, secrets, layout, ports, backends) = fixture();
+    spec.executor = Executor::Hangar;
+    let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 3);
+    assert!(bp.processes.iter().all(|p| p.kind != ComponentKind::Worker));
+    let scheduler = bp
+        .processes
+        .iter()
+        .find(|p| p.name == "scheduler-0")
+        .unwrap();
+    assert_eq!(scheduler.env["AIRFLOW__CORE__EXECUTOR"], HANGAR_EXECUTOR);
+    assert_eq!(
+        scheduler.env[TASK_POOL_SOCKET_VAR],
+        layout.home.join("run/task-pool.sock").display().to_string()
+    );
+    // Celery environments never see the variable.
+    let (spec, ..) = fixture();
+    let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 1);
+    assert!(bp
+        .processes
+        .iter()
+        .all(|p| !p.env.contains_key(TASK_POOL_SOCKET_VAR)));
+    assert_eq!(
+        bp.processes[0].env["AIRFLOW__CORE__EXECUTOR"],
+        "CeleryExecutor"
+    );
 }

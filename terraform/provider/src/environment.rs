@@ -81,7 +81,7 @@ pub fn spec_attributes(constraint: AttributeConstraint) -> Vec<(&'static str, At
             "executor",
             oc(
                 AttributeType::String,
-                "`celery` (default), `kubernetes` or `celery_kubernetes` (Kubernetes cells).",
+                "`celery` (default), `hangar` (the cell's shared pool of task slots; process cells), `kubernetes` or `celery_kubernetes` (Kubernetes cells).",
             ),
         ),
         (
@@ -410,7 +410,7 @@ fn enum_of<T: for<'de> Deserialize<'de>>(
         Ok(t) => Some(t),
         Err(_) => {
             let allowed = match field {
-                "executor" => "`celery`, `kubernetes` or `celery_kubernetes`",
+                "executor" => "`celery`, `hangar`, `kubernetes` or `celery_kubernetes`",
                 _ => "`micro`, `small`, `medium`, `large` or `xlarge`",
             };
             diags.error(

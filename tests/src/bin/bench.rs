@@ -9,11 +9,16 @@
 //! `terraform`: `terraform apply` of 1 environment on real Airflow, and apply / no-op plan /
 //! destroy of 1 and 20 environments on a cell that reports them running at once.
 //!
+//! `pool`: the cell's task pool (`executor: "hangar"`) on real Airflow beside a Celery
+//! environment: queued → running on an idle cell, memory per running task, a weighted burst.
+//!
 //! `simulate`: replays the generated multi-tenant trace through Hangar's shared pool of
 //! workers, MWAA-like dedicated workers, KEDA autoscaling and a cell-wide pool of task slots
 //! (`pool_utilization`), offline once it has measured a task's start in a Python runtime.
 #![allow(clippy::expect_used)]
 
+#[path = "bench/pool.rs"]
+mod pool;
 #[path = "bench/portal.rs"]
 mod portal;
 #[path = "bench/terraform.rs"]
@@ -87,6 +92,13 @@ enum Bench {
         /// Unchanged files for the steady-state cycle.
         #[arg(long, default_value_t = 5000)]
         files: usize,
+    },
+    /// The cell's task pool on real Airflow: queued → running on an idle cell (beside Celery
+    /// from zero workers), memory per running task, and a weighted burst's use of the slots.
+    Pool {
+        /// One-task runs measured for each executor.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
     },
     /// Worker scale-up from zero: task queued with no worker → task running (`scale_up_s`).
     Scale {
@@ -2013,6 +2025,16 @@ async fn main() -> anyhow::Result<()> {
             }
             if !cli.no_docs {
                 write_section(&cli.docs, "sync", &sync_markdown(&results, uploads, files))?;
+            }
+        }
+        Bench::Pool { runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let r = pool::bench_pool(runs).await?;
+            for figure in &r {
+                println!("{figure}");
+            }
+            if !cli.no_docs {
+                write_section(&cli.docs, "pool", &pool::pool_markdown(&r, runs))?;
             }
         }
         Bench::Scale { runs } => {

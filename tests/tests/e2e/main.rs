@@ -10,6 +10,7 @@ mod hibernation;
 mod isolation;
 mod logs;
 mod mwaa;
+mod task_pool;
 mod tls;
 mod tunnel;
 

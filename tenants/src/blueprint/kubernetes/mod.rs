@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{components, ArgsOptions, Backends, Component, ComponentKind};
+use super::{components, ArgsOptions, Backends, Component, ComponentKind, HANGAR_EXECUTOR};
 use crate::api::EnvironmentSecrets;
 use crate::names::TenantName;
 use crate::spec::{EnvironmentSpec, Executor};
@@ -82,6 +82,8 @@ pub enum RenderError {
         #[source]
         source: CellError,
     },
+    #[error("failed to render the objects of environment {environment}: the hangar executor (the cell's shared pool of task slots) runs on the process runtime only; use celery, kubernetes or celery_kubernetes on Kubernetes")]
+    Executor { environment: Uuid },
     #[error("failed to serialize a {kind} of environment {environment}")]
     Serialize {
         environment: Uuid,
@@ -211,6 +213,8 @@ impl<'a> Ctx<'a> {
             Executor::Kubernetes => "KubernetesExecutor",
             // The first is the default; a task chooses the other with `executor=`.
             Executor::CeleryKubernetes => "CeleryExecutor,KubernetesExecutor",
+            // Refused by `render`: the task pool runs on the process runtime only.
+            Executor::Hangar => HANGAR_EXECUTOR,
         }
     }
 
@@ -247,6 +251,11 @@ pub(crate) fn to_value<T: Serialize + k8s_openapi::Resource>(
 /// policies, quota, limits), its identities and their rights, its configuration, then its
 /// workloads (the requirements Job before the Deployments whose pods unpack what it built).
 pub fn render(input: &KubeInput) -> Result<Manifests, RenderError> {
+    if input.spec.executor == Executor::Hangar {
+        return Err(RenderError::Executor {
+            environment: input.environment_id,
+        });
+    }
     let ctx = Ctx::new(input)?;
     let mut objects = vec![namespace::namespace(&ctx)?];
     objects.extend(network::policies(&ctx)?);

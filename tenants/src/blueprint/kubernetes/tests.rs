@@ -438,6 +438,7 @@ fn the_executor_decides_between_workers_and_task_pods() {
                 Executor::Celery => "CeleryExecutor",
                 Executor::Kubernetes => "KubernetesExecutor",
                 Executor::CeleryKubernetes => "CeleryExecutor,KubernetesExecutor",
+                Executor::Hangar => unreachable!("refused on Kubernetes"),
             };
             assert_eq!(setting["value"], want);
         }
@@ -649,4 +650,13 @@ fn a_tenant_cannot_move_its_task_logs_elsewhere() {
     let text = serde_json::to_string(&template).unwrap();
     assert!(!text.contains("elsewhere"), "{text}");
     assert!(!text.contains("\"mine\""), "{text}");
+}
+
+#[test]
+fn the_hangar_executor_is_refused_on_kubernetes() {
+    let mut input = samples().unwrap().remove(0).input;
+    input.spec.executor = Executor::Hangar;
+    let err = render(&input).unwrap_err();
+    assert!(matches!(err, RenderError::Executor { .. }), "{err}");
+    assert!(err.to_string().contains("process runtime only"), "{err}");
 }

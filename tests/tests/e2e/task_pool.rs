@@ -1,0 +1,385 @@
+//! The cell's pool of task slots (`executor: "hangar"`) on real Airflow: every task a process
+//! of its own from one pool shared by the cell's environments, split by weight, beside a Celery
+//! environment, and no task lost when the agent is killed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hangar_client::Client;
+use hangar_tenants::api::{CreateEnvironment, Role};
+use hangar_tenants::{EnvironmentClass, Executor, Phase};
+use hangar_tests::runs::{deploy, run_state, task_instances, task_log, trigger};
+use hangar_tests::{spawn_stack_opts, spawn_stack_with, wait_for_phase, StackOptions};
+use uuid::Uuid;
+
+use super::{alive, start_agent_with};
+
+/// `n` mapped tasks sleeping `secs` each, whose results a last task adds up (XCom).
+fn naps(dag: &str, n: u32, secs: u32) -> String {
+    format!(
+        r#"
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="{dag}", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def naps():
+    @task
+    def nap(i):
+        import time
+        time.sleep({secs})
+        print(f"napped {{i}} in the task pool")
+        return i
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    total(nap.expand(i=list(range({n}))))
+
+
+naps()
+"#
+    )
+}
+
+/// A task that fails its first try and succeeds its retry, and one deferred to the triggerer.
+const TRICKY: &str = r#"
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import BaseOperator, dag, task
+
+
+class Pause(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=3)), method_name="done")
+
+    def done(self, context, event=None):
+        return "resumed"
+
+
+@dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def tricky():
+    @task(retries=1, retry_delay=timedelta(seconds=1))
+    def flaky(ti=None):
+        if ti.try_number == 1:
+            raise RuntimeError("the first try fails on purpose")
+        return "second try"
+
+    flaky() >> Pause(task_id="pause")
+
+
+tricky()
+"#;
+
+fn hangar(name: &str, weight: u32) -> CreateEnvironment {
+    CreateEnvironment {
+        name: name.into(),
+        executor: Some(Executor::Hangar),
+        environment_class: Some(EnvironmentClass::Micro),
+        worker_weight: Some(weight),
+        ..Default::default()
+    }
+}
+
+/// Task processes the pool runs for an environment now, and tasks it holds (queued or
+/// running), from the environment's tasks folder.
+fn pool_view(home: &Path) -> (usize, usize) {
+    let count = |ext: &str| {
+        std::fs::read_dir(home.join("tasks"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|f| f.path().extension().is_some_and(|x| x == ext))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    (count("pid"), count("task"))
+}
+
+/// The task log files (`attempt=<n>.log`) under `dir`.
+fn attempt_logs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                attempt_logs(&p)
+            } else {
+                usize::from(e.file_name().to_string_lossy().starts_with("attempt="))
+            }
+        })
+        .sum()
+}
+
+/// Waits for a run to end; it must succeed.
+async fn wait_success(c: &Client, tenant: &str, env: &str, dag: &str, run: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let state = run_state(c, tenant, env, dag, run).await;
+        match state.as_str() {
+            "success" => return,
+            "failed" => {
+                let tis = task_instances(c, tenant, env, dag, run).await;
+                panic!("{tenant}/{env} {dag} failed: {tis:#?}");
+            }
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < within,
+            "{tenant}/{env} {dag} still {state} after {within:?}: {:#?}",
+            task_instances(c, tenant, env, dag, run).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every task instance of the run succeeded on its first try; returns them.
+async fn first_try_successes(
+    c: &Client,
+    tenant: &str,
+    env: &str,
+    dag: &str,
+    run: &str,
+) -> Vec<serde_json::Value> {
+    let tis = task_instances(c, tenant, env, dag, run).await;
+    for t in &tis {
+        assert!(
+            t["state"] == "success" && t["try_number"] == 1,
+            "{tenant}/{env} {dag}: not a first-try success: {t}"
+        );
+    }
+    tis
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_pool_shares_its_slots_by_weight_beside_a_celery_environment() {
+    // Four slots for two environments weighted 1:3 that each queue twelve tasks.
+    let stack = spawn_stack_opts(StackOptions {
+        task_slots: Some(4),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let light_c = stack
+        .app
+        .tenant_with_role("kappa", Role::Editor)
+        .await
+        .unwrap();
+    let heavy_c = stack
+        .app
+        .tenant_with_role("lambda", Role::Editor)
+        .await
+        .unwrap();
+    let celery_c = stack
+        .app
+        .tenant_with_role("mu", Role::Editor)
+        .await
+        .unwrap();
+    let light = light_c
+        .create_environment("kappa", &hangar("light", 1), None)
+        .await
+        .unwrap()
+        .environment
+        .id;
+    let heavy = heavy_c
+        .create_environment("lambda", &hangar("heavy", 3), None)
+        .await
+        .unwrap()
+        .environment
+        .id;
+    let classic = CreateEnvironment {
+        name: "classic".into(),
+        environment_class: Some(EnvironmentClass::Micro),
+        ..Default::default()
+    };
+    celery_c
+        .create_environment("mu", &classic, None)
+        .await
+        .unwrap();
+    for (c, t, e) in [
+        (&light_c, "kappa", "light"),
+        (&heavy_c, "lambda", "heavy"),
+        (&celery_c, "mu", "classic"),
+    ] {
+        wait_for_phase(c, t, e, Phase::Available, Duration::from_secs(300)).await;
+    }
+    let dag = naps("spread", 12, 6);
+    deploy(&light_c, "kappa", "light", "spread", &dag).await;
+    deploy(&heavy_c, "lambda", "heavy", "spread", &dag).await;
+    deploy(&light_c, "kappa", "light", "tricky", TRICKY).await;
+    deploy(&celery_c, "mu", "classic", "spread", &naps("spread", 3, 2)).await;
+    let runs = [
+        trigger(&light_c, "kappa", "light", "spread").await,
+        trigger(&heavy_c, "lambda", "heavy", "spread").await,
+    ];
+    let classic_run = trigger(&celery_c, "mu", "classic", "spread").await;
+
+    // While both have tasks waiting in the pool, the slots they hold go 1:3.
+    let (light_home, heavy_home) = (stack.env_home(light), stack.env_home(heavy));
+    let (mut held, mut most, start) = ([0usize; 2], 0, Instant::now());
+    let (mut seen, mut handed_over) = (Vec::new(), false);
+    loop {
+        let (l, h) = (pool_view(&light_home), pool_view(&heavy_home));
+        seen.push(format!("{}/{} {}/{}", l.0, l.1, h.0, h.1));
+        most = most.max(l.0 + h.0);
+        // Nothing running is taken back: whoever queued first holds every slot until its
+        // first tasks end. From the first hand-over on, while both wait for slots and want at
+        // least their share (1 and 3), freed slots go by weight.
+        handed_over |= l.0 > 0 && h.0 > 0;
+        if handed_over && l.1 > l.0 && h.1 > h.0 && h.1 >= 3 {
+            held[0] += l.0;
+            held[1] += h.0;
+        }
+        let done = run_state(&light_c, "kappa", "light", "spread", &runs[0]).await == "success"
+            && run_state(&heavy_c, "lambda", "heavy", "spread", &runs[1]).await == "success";
+        if done {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the bursts did not finish: light {:#?}\nheavy {:#?}",
+            task_instances(&light_c, "kappa", "light", "spread", &runs[0]).await,
+            task_instances(&heavy_c, "lambda", "heavy", "spread", &runs[1]).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(most <= 4, "the pool ran {most} tasks at once on 4 slots");
+    assert!(held[0] > 0, "contention seen: {held:?}");
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = held[1] as f64 / held[0] as f64;
+    assert!(
+        (2.0..=4.5).contains(&ratio),
+        "slot-time while contended went {held:?} (heavy/light {ratio:.2}), not about 3:1; \
+         running/held of light and heavy, as sampled: {}",
+        seen.join(", ")
+    );
+    for (c, t, e, run) in [
+        (&light_c, "kappa", "light", &runs[0]),
+        (&heavy_c, "lambda", "heavy", &runs[1]),
+    ] {
+        let tis = first_try_successes(c, t, e, "spread", run).await;
+        assert_eq!(tis.len(), 13, "12 naps and their total");
+        let (_, xcom) = hangar_tests::airflow_api(
+            c,
+            t,
+            e,
+            reqwest::Method::GET,
+            &format!("dags/spread/dagRuns/{run}/taskInstances/total/xcomEntries/return_value"),
+            None,
+        )
+        .await;
+        assert_eq!(xcom["value"], 66, "{xcom}");
+        let nap = tis.iter().find(|t| t["task_id"] == "nap").unwrap();
+        let log = task_log(c, t, e, "spread", run, nap).await;
+        assert!(log.contains("in the task pool"), "{log}");
+    }
+    wait_success(
+        &celery_c,
+        "mu",
+        "classic",
+        "spread",
+        &classic_run,
+        Duration::from_secs(120),
+    )
+    .await;
+    first_try_successes(&celery_c, "mu", "classic", "spread", &classic_run).await;
+
+    // Retries and deferral: the retry is a new task in the pool, the resumed task too.
+    let run = trigger(&light_c, "kappa", "light", "tricky").await;
+    wait_success(
+        &light_c,
+        "kappa",
+        "light",
+        "tricky",
+        &run,
+        Duration::from_secs(180),
+    )
+    .await;
+    let tis = task_instances(&light_c, "kappa", "light", "tricky", &run).await;
+    let flaky = tis.iter().find(|t| t["task_id"] == "flaky").unwrap();
+    assert_eq!(flaky["try_number"], 2, "{flaky}");
+    let pause = tis.iter().find(|t| t["task_id"] == "pause").unwrap();
+    assert_eq!(pause["state"], "success", "{pause}");
+    // A task's process exits a moment after its task instance is marked done.
+    let start = Instant::now();
+    while pool_view(&light_home) != (0, 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "left in the pool: {:?}",
+            pool_view(&light_home)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_loses_no_task_of_the_pool() {
+    let stack = spawn_stack_with(false).await.unwrap();
+    let c = stack
+        .app
+        .tenant_with_role("nu", Role::Editor)
+        .await
+        .unwrap();
+    let slots = [("HANGAR_TASK_SLOTS", "3")];
+    let mut agent = start_agent_with(&stack, &slots);
+    let id: Uuid = c
+        .create_environment("nu", &hangar("etl", 1), None)
+        .await
+        .unwrap()
+        .environment
+        .id;
+    wait_for_phase(&c, "nu", "etl", Phase::Available, Duration::from_secs(300)).await;
+    deploy(&c, "nu", "etl", "burst", &naps("burst", 9, 10)).await;
+    let run = trigger(&c, "nu", "etl", "burst").await;
+    let home = stack.env_home(id);
+    let start = Instant::now();
+    while pool_view(&home).0 == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no task started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // kill -9 the agent mid-burst: its task processes keep running.
+    let (running, held) = pool_view(&home);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let pids: Vec<u32> = std::fs::read_dir(home.join("tasks"))
+        .unwrap()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|f| {
+            std::fs::read_to_string(f.path())
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), running);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "task processes died with the agent"
+    );
+
+    // The next agent adopts them and runs what was queued; every task runs once.
+    let mut next = start_agent_with(&stack, &slots);
+    wait_success(&c, "nu", "etl", "burst", &run, Duration::from_secs(300)).await;
+    let tis = first_try_successes(&c, "nu", "etl", "burst", &run).await;
+    assert_eq!(tis.len(), 10, "9 naps and their total");
+    assert!(held >= running, "{held} held, {running} running");
+    let attempts = attempt_logs(&home.join("logs").join("dag_id=burst"));
+    assert_eq!(attempts, 10, "one log file per task: none ran twice");
+    next.kill().unwrap();
+    next.wait().unwrap();
+    stack.shutdown().await;
+}
