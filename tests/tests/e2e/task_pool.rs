@@ -383,3 +383,89 @@ async fn a_killed_agent_loses_no_task_of_the_pool() {
     next.wait().unwrap();
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_adopts_the_tasks_the_pool_runs() {
+    let stack = spawn_stack_opts(StackOptions {
+        task_slots: Some(3),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = stack
+        .app
+        .tenant_with_role("xi", Role::Editor)
+        .await
+        .unwrap();
+    // The dead scheduler is noticed after 10 s and its tasks looked at every 5 s (Airflow's
+    // defaults: 30 s and 5 minutes).
+    let req = CreateEnvironment {
+        airflow_config_overrides: Some(
+            [
+                ("scheduler.scheduler_health_check_threshold", "10"),
+                ("scheduler.orphaned_tasks_check_interval", "5"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ),
+        ..hangar("etl", 1)
+    };
+    let id = c
+        .create_environment("xi", &req, None)
+        .await
+        .unwrap()
+        .environment
+        .id;
+    wait_for_phase(&c, "xi", "etl", Phase::Available, Duration::from_secs(300)).await;
+    deploy(&c, "xi", "etl", "long", &naps("long", 3, 40)).await;
+    let run = trigger(&c, "xi", "etl", "long").await;
+    let home = stack.env_home(id);
+    let start = Instant::now();
+    while pool_view(&home).0 < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            pool_view(&home)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // kill -9 the scheduler: its supervisor starts another, which finds the dead one's tasks.
+    let scheduler: i32 = std::fs::read_to_string(home.join("run/scheduler-0.pid"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &scheduler.to_string()])
+        .status()
+        .unwrap();
+    wait_success(&c, "xi", "etl", "long", &run, Duration::from_secs(240)).await;
+    // Adopted, not reset: a reset task instance would have run again as its second try.
+    let tis = first_try_successes(&c, "xi", "etl", "long", &run).await;
+    assert_eq!(tis.len(), 4, "3 naps and their total");
+    // And the new scheduler says so (its executor asked the pool).
+    let start = Instant::now();
+    loop {
+        let page = c
+            .logs("xi", "etl", &[("q", "from the task pool".into())])
+            .await
+            .unwrap();
+        if page
+            .lines
+            .iter()
+            .any(|l| l.message.contains("Adopted 3 of 3 task instances"))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no adoption in the scheduler's log: {:?}",
+            page.lines
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stack.shutdown().await;
+}
