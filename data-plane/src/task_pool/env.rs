@@ -25,6 +25,11 @@ const EXPIRY_MARGIN_S: i64 = 5;
 /// every `task_queued_timeout_check_interval`) before the pool fails it itself.
 const EXPIRED_GRACE_S: i64 = 15 * 60;
 
+/// The most tasks one environment may keep waiting in the pool: its scheduler hands over at
+/// most `[core] parallelism` at once, so more is a runaway (or hostile) client filling the
+/// agent's memory and disk.
+const MAX_QUEUED: usize = 2_000;
+
 /// The module Airflow 3 runs a workload with.
 const EXECUTE_WORKLOAD: &str = "airflow.sdk.execution_time.execute_workload";
 
@@ -75,6 +80,8 @@ pub(super) struct EnvTasks {
     tasks: HashMap<String, Task>,
     /// Ended keys: their state, when, and the digest of the workload that ran.
     ended: HashMap<String, (TaskState, Instant, String)>,
+    /// [`MAX_QUEUED`], but for tests.
+    max_queued: usize,
 }
 
 fn now_s() -> i64 {
@@ -93,6 +100,7 @@ impl EnvTasks {
             queue: VecDeque::new(),
             tasks: HashMap::new(),
             ended: HashMap::new(),
+            max_queued: MAX_QUEUED,
         };
         for Found {
             record,
@@ -180,6 +188,16 @@ impl EnvTasks {
                     }
                     if let Err(reason) = protocol::check_workload(&t.workload) {
                         refused.push(Refused { key: t.key, reason });
+                        continue;
+                    }
+                    if self.queue.len() >= self.max_queued && !self.tasks.contains_key(&t.key) {
+                        refused.push(Refused {
+                            key: t.key,
+                            reason: format!(
+                                "the task pool already holds {} waiting tasks of this environment",
+                                self.max_queued
+                            ),
+                        });
                         continue;
                     }
                     let record = Record {
@@ -621,6 +639,30 @@ mod tests {
         e.reap();
         assert!(matches!(state(&mut e, "ancient"), TaskState::Failed { .. }));
         assert!(e.store.load().iter().all(|f| f.record.key != "ancient"));
+    }
+
+    #[tokio::test]
+    async fn an_environment_cannot_fill_the_pool_without_bound() {
+        let home = tempfile::tempdir().unwrap();
+        let mut e = env(home.path(), "/bin/true");
+        assert_eq!(e.max_queued, MAX_QUEUED);
+        e.max_queued = 3;
+        let tasks = (0..=3)
+            .map(|i| protocol::Submitted {
+                key: format!("k{i}"),
+                workload: workload(now_s() + 600, &i.to_string()),
+            })
+            .collect();
+        let Answer::Submitted { accepted, refused } = e.handle(Request::Submit { tasks }) else {
+            panic!("a submit answer")
+        };
+        assert_eq!(accepted.len(), 3);
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].reason.contains("waiting tasks"),
+            "{:?}",
+            refused[0]
+        );
     }
 
     #[tokio::test]
