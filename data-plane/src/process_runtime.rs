@@ -570,6 +570,7 @@ impl ProcessEnvironment {
             socket: layout.task_pool_socket(),
             log_file: self.supervisor.log_file("tasks"),
             quota: crate::task_pool::Quota::for_environment(&a.spec),
+            task_memory_mib: crate::task_pool::task_memory_mib(&a.spec),
         };
         self.platform
             .task_pool

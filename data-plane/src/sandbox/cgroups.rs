@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-const ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const ROOT: &str = "/sys/fs/cgroup";
 const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
 /// What an environment may use, from its class and size.
@@ -185,9 +185,21 @@ impl Cgroups {
 
     /// The processes in the environment's groups.
     pub fn processes(&self, id: Uuid) -> Vec<u32> {
+        // Its tasks' groups (one level down) included.
         let mut pids: Vec<u32> = self
             .groups(id)
             .iter()
+            .flat_map(|g| {
+                let children = std::fs::read_dir(g)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|c| c.path())
+                    .filter(|c| c.is_dir());
+                std::iter::once(g.clone())
+                    .chain(children)
+                    .collect::<Vec<_>>()
+            })
             .filter_map(|g| std::fs::read_to_string(g.join("cgroup.procs")).ok())
             .flat_map(|s| {
                 s.lines()
@@ -200,9 +212,15 @@ impl Cgroups {
         pids
     }
 
-    /// Removes the environment's groups once its processes are gone. Idempotent.
+    /// Removes the environment's groups once its processes are gone (its tasks' groups
+    /// first). Idempotent.
     pub fn remove(&self, id: Uuid) {
         for g in self.groups(id) {
+            for child in std::fs::read_dir(&g).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
             if let Err(e) = std::fs::remove_dir(&g) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(group = %g.display(), error = %e, "failed to remove a cgroup");
@@ -210,6 +228,34 @@ impl Cgroups {
             }
         }
     }
+}
+
+/// Makes a v1 memory group (a task's, under its environment's) limited to `bytes`, swap
+/// included where the kernel accounts it, so the OOM killer acts inside it.
+pub fn make_memory_group(group: &Path, bytes: u64) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(group).map_err(|source| CgroupError::Write {
+        path: group.to_owned(),
+        source,
+    })?;
+    write(&group.join("memory.limit_in_bytes"), &bytes.to_string())?;
+    let memsw = group.join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        // Best effort: without it, swap can only delay the kill.
+        let _ = write(&memsw, &bytes.to_string());
+    }
+    Ok(())
+}
+
+/// Whether a v1 memory group's OOM killer has acted (`memory.oom_control`'s `oom_kill`).
+pub fn oom_kills(group: &Path) -> u64 {
+    std::fs::read_to_string(group.join("memory.oom_control"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Moves the calling process into these groups (each `cgroup.procs`).

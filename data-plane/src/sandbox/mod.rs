@@ -90,6 +90,9 @@ pub struct Confinement {
     /// `hangar sandbox-exec …  --`, put before every program (empty: run it as it is).
     prefix: Vec<String>,
     owner: Option<(u32, u32)>,
+    /// The environment's memory group on cgroup v1, under which a task of the task pool gets
+    /// a group of its own ([`Confinement::task_memory_group`]).
+    v1_memory_group: Option<PathBuf>,
 }
 
 impl Confinement {
@@ -101,6 +104,50 @@ impl Confinement {
     /// The environment's user and group, when it has its own.
     pub fn owner(&self) -> Option<(u32, u32)> {
         self.owner
+    }
+
+    /// Where [`Self::task_memory_group`] puts task `name`'s group (cgroup v1 only).
+    pub fn task_group_path(&self, name: &str) -> Option<PathBuf> {
+        self.v1_memory_group
+            .as_ref()
+            .map(|g| g.join(format!("task-{name}")))
+    }
+
+    /// A confinement for one task of the task pool with a memory limit of its own: its group
+    /// `task-<name>` under the environment's memory group (which it still counts against), so
+    /// a task that exceeds `bytes` is killed alone. Only on cgroup v1: on v2 the environment's
+    /// group holds its components' processes and cannot have children with controllers (the
+    /// "no internal processes" rule), so `None` (the task runs in the environment's group).
+    pub fn task_memory_group(
+        &self,
+        name: &str,
+        bytes: u64,
+    ) -> Result<Option<(Confinement, PathBuf)>, cgroups::CgroupError> {
+        let (Some(env_group), Some(group)) = (&self.v1_memory_group, self.task_group_path(name))
+        else {
+            return Ok(None);
+        };
+        cgroups::make_memory_group(&group, bytes)?;
+        let env = env_group.display().to_string();
+        let prefix = self
+            .prefix
+            .iter()
+            .map(|a| {
+                if *a == env {
+                    group.display().to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        Ok(Some((
+            Confinement {
+                prefix,
+                owner: self.owner,
+                v1_memory_group: None,
+            },
+            group,
+        )))
     }
 }
 
@@ -250,12 +297,26 @@ impl Sandbox {
             probe: false,
             command: Vec::new(),
         };
+        let v1_memory_group = self
+            .cgroups
+            .as_ref()
+            .filter(|c| c.version() == cgroups::Version::V1)
+            .and_then(|_| {
+                args.cgroups
+                    .iter()
+                    .find(|g| g.starts_with(Path::new(cgroups::ROOT).join("memory")))
+                    .cloned()
+            });
         let mut prefix = vec![
             self.program.display().to_string(),
             "sandbox-exec".to_owned(),
         ];
         prefix.extend(args.to_args());
-        Ok(Confinement { prefix, owner })
+        Ok(Confinement {
+            prefix,
+            owner,
+            v1_memory_group,
+        })
     }
 
     /// Kills every process of the environment still running, found by its cgroups and by its
@@ -452,6 +513,7 @@ mod tests {
         let c = Confinement {
             prefix: vec!["hangar".into(), "sandbox-exec".into(), "--".into()],
             owner: Some((1000, 1000)),
+            v1_memory_group: None,
         };
         assert_eq!(
             c.wrap(&["airflow".into(), "scheduler".into()]),

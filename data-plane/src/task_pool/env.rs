@@ -332,6 +332,11 @@ impl EnvTasks {
             let Some(task) = self.tasks.remove(&key) else {
                 continue;
             };
+            let state = if task.process.is_some() {
+                self.memory_verdict(&key, state)
+            } else {
+                state
+            };
             self.queue.retain(|k| *k != key);
             self.store.remove(&key);
             match task.next {
@@ -342,6 +347,35 @@ impl EnvTasks {
             }
         }
         self.ended.retain(|_, (_, at, _)| at.elapsed() < ENDED_KEEP);
+    }
+
+    /// A task's end as its memory group saw it: killed for going over its limit, whatever its
+    /// process said; the group is removed.
+    fn memory_verdict(&self, key: &str, state: TaskState) -> TaskState {
+        let Some(group) = self
+            .target
+            .confinement
+            .task_group_path(&super::store::stem(key))
+        else {
+            return state;
+        };
+        let killed = crate::sandbox::cgroups::oom_kills(&group) > 0;
+        let _ = std::fs::remove_dir(&group);
+        if killed {
+            let mib = self.target.task_memory_mib;
+            append_log(
+                &self.target.log_file,
+                &format!("{key}: killed for using more than its {mib} MiB of memory"),
+            );
+            TaskState::Failed {
+                info: format!(
+                    "killed: it used more than its {mib} MiB of memory (the task alone, its \
+                     environment's other tasks go on)"
+                ),
+            }
+        } else {
+            state
+        }
     }
 
     /// Starts up to `n` queued tasks, oldest first (skipping those whose token has expired);
@@ -447,7 +481,16 @@ fn launch(target: &EnvTarget, store: &Store, record: &Record) -> Result<Process,
     let err = out
         .try_clone()
         .map_err(|e| format!("failed to open {}: {e}", target.log_file.display()))?;
-    let argv = target.confinement.wrap(&[
+    let bytes = u64::from(target.task_memory_mib) << 20;
+    let confinement = match target
+        .confinement
+        .task_memory_group(&super::store::stem(&record.key), bytes)
+    {
+        Ok(Some((c, _))) => c,
+        Ok(None) => target.confinement.clone(),
+        Err(e) => return Err(format!("failed to make the task's memory group: {e}")),
+    };
+    let argv = confinement.wrap(&[
         target.python.display().to_string(),
         "-m".to_owned(),
         EXECUTE_WORKLOAD.to_owned(),
@@ -500,6 +543,7 @@ mod tests {
                 max_tasks: 10,
                 weight: 1,
             },
+            task_memory_mib: 512,
         };
         let store = Store::open(home, None).unwrap();
         EnvTasks::recover(target, store)

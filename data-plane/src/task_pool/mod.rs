@@ -92,6 +92,14 @@ pub struct EnvTarget {
     /// its logs folder).
     pub log_file: PathBuf,
     pub quota: Quota,
+    /// The memory one task may use (cgroup v1: a group of its own under its environment's).
+    pub task_memory_mib: u32,
+}
+
+/// The memory one task of an environment may use: its class's worker memory shared by the
+/// tasks a worker runs (MWAA's budget per task), at least 512 MiB.
+pub fn task_memory_mib(spec: &hangar_tenants::EnvironmentSpec) -> u32 {
+    (spec.environment_class.worker_memory_mib() / spec.worker_concurrency().max(1)).max(512)
 }
 
 #[derive(Debug, thiserror::Error)]

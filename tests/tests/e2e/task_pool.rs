@@ -385,7 +385,7 @@ async fn a_killed_agent_loses_no_task_of_the_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_scheduler_adopts_the_tasks_the_pool_runs() {
+async fn a_restarted_scheduler_adopts_the_pools_tasks_and_a_task_over_its_memory_dies_alone() {
     let stack = spawn_stack_opts(StackOptions {
         task_slots: Some(3),
         ..StackOptions::default()
@@ -467,5 +467,75 @@ async fn a_restarted_scheduler_adopts_the_tasks_the_pool_runs() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    // A task that allocates past its memory (512 MiB for class micro) is killed alone: the
+    // task beside it and the environment's components go on.
+    let scheduler_now = std::fs::read_to_string(home.join("run/scheduler-0.pid")).unwrap();
+    deploy(&c, "xi", "etl", "hog", HOG).await;
+    let run = trigger(&c, "xi", "etl", "hog").await;
+    let start = Instant::now();
+    loop {
+        let tis = task_instances(&c, "xi", "etl", "hog", &run).await;
+        let state = |id: &str| {
+            tis.iter()
+                .find(|t| t["task_id"] == id)
+                .map(|t| t["state"].as_str().unwrap_or_default().to_owned())
+                .unwrap_or_default()
+        };
+        if state("calm") == "success" && state("hog") == "failed" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "hog and calm: {tis:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(home.join("components/tasks.log")).unwrap_or_default();
+    let page = c
+        .logs("xi", "etl", &[("q", "MiB of memory".into())])
+        .await
+        .unwrap();
+    assert!(
+        log.contains("killed for using more than its 512 MiB of memory")
+            || page
+                .lines
+                .iter()
+                .any(|l| l.message.contains("512 MiB of memory")),
+        "the pool says why"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("run/scheduler-0.pid")).unwrap(),
+        scheduler_now,
+        "the scheduler kept running"
+    );
     stack.shutdown().await;
 }
+
+/// A task that allocates without bound, beside one that sleeps.
+const HOG: &str = r#"
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def hog():
+    @task
+    def hog():
+        chunks = []
+        while True:
+            chunks.append(bytearray(64 << 20))
+
+    @task
+    def calm():
+        import time
+        time.sleep(20)
+        return "calm"
+
+    hog()
+    calm()
+
+
+hog()
+"#;
