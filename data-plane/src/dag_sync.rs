@@ -25,6 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{Bucket, BucketError};
 
+/// The folder of a synced folder's generations (`<home>/dags.d` for `<home>/dags`).
+pub fn generations_of(folder: &Path) -> PathBuf {
+    let mut name = folder.as_os_str().to_owned();
+    name.push(".d");
+    PathBuf::from(name)
+}
+
 /// Asks an environment's dag-processor to parse these synced files next (Airflow's priority
 /// parsing requests, as its `parseDagFile` API makes them), so a new or changed DAG shows up in
 /// seconds, not at the next periodic scan. `database_url` is the environment's own database,
@@ -171,7 +178,7 @@ impl DagSync {
     }
 
     fn generations(&self) -> PathBuf {
-        self.home.join(format!("{}.d", self.folder))
+        generations_of(&self.dags_folder())
     }
 
     fn generation_dir(&self, n: u64) -> PathBuf {

@@ -542,7 +542,7 @@ impl ProcessEnvironment {
     }
 
     /// Puts an environment with the `hangar` executor into the cell's task pool, with what its
-    /// tasks run with: its runtime, its Airflow settings (its scheduler's), its confinement;
+    /// tasks run with: its runtime, its Airflow settings without secrets, its confinement;
     /// takes any other out.
     fn join_task_pool(
         &self,
@@ -554,18 +554,25 @@ impl ProcessEnvironment {
             self.platform.task_pool.detach(a.id);
             return Ok(());
         }
-        let Some(scheduler) = bp
-            .processes
-            .iter()
-            .find(|p| p.kind == hangar_tenants::blueprint::ComponentKind::Scheduler)
-        else {
+        let Some(env) = &bp.task_env else {
             return Ok(());
         };
+        // Of its folder a task reads its DAGs and plugins (each a symlink to a generation of
+        // its sync), its settings without secrets, and its own workload (added at its start).
+        let (dags, plugins) = (layout.dags(), layout.plugins());
+        let readable = vec![
+            crate::dag_sync::generations_of(&dags),
+            crate::dag_sync::generations_of(&plugins),
+            dags,
+            plugins,
+            layout.task_config_file(),
+        ];
         let target = crate::task_pool::EnvTarget {
             id: a.id,
             home: self.home.clone(),
             python: layout.runtime.join("bin").join("python"),
-            env: scheduler.env.clone(),
+            env: env.clone(),
+            readable,
             confinement: self.confinement.clone(),
             socket: layout.task_pool_socket(),
             log_file: self.supervisor.log_file("tasks"),
@@ -705,6 +712,15 @@ impl ProcessEnvironment {
             components.push(crate::health::airflow_health(&self.http, &url, triggerer).await);
             endpoints.insert("api".to_owned(), url);
         }
+        // With the `hangar` executor: its tasks in the cell's task pool, and no workers.
+        let workers = match self.platform.task_pool.environment_usage(self.id) {
+            Some((queued, running)) => Some(hangar_tenants::WorkerStatus {
+                queued,
+                running,
+                ..hangar_tenants::WorkerStatus::default()
+            }),
+            None => self.worker_status.clone(),
+        };
         ObservedState {
             revision: self.running_revision,
             components,
@@ -713,7 +729,7 @@ impl ProcessEnvironment {
             endpoints,
             dag_sync: self.sync_status.clone(),
             bucket_requirements: self.bucket_requirements.as_ref().map(|(_, t)| t.clone()),
-            workers: self.worker_status.clone(),
+            workers,
             reconcile: None,
             hibernated: false,
             idle_since: None,

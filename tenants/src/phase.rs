@@ -218,13 +218,14 @@ pub struct ReconcileCounters {
     pub plugin_restarts: u64,
 }
 
-/// An environment's task demand and Celery workers.
+/// An environment's task demand and Celery workers; with the `hangar` executor, its tasks
+/// waiting for and holding slots of its cell's task pool, and no workers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerStatus {
-    /// Task instances queued for a worker.
+    /// Task instances queued for a worker (`hangar`: waiting in the task pool).
     pub queued: u32,
-    /// Task instances running.
+    /// Task instances running (`hangar`: holding a slot of the task pool).
     pub running: u32,
     /// Workers the autoscaler wants (within the pool's share and the environment's bounds).
     pub desired: u32,

@@ -87,18 +87,29 @@ pub struct Sandbox {
 /// How one environment's processes are confined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confinement {
-    /// `hangar sandbox-exec …  --`, put before every program (empty: run it as it is).
-    prefix: Vec<String>,
+    /// The `hangar` binary whose `sandbox-exec` is put before every program (none: run it as
+    /// it is), and its arguments.
+    program: Option<PathBuf>,
+    args: ExecArgs,
+    /// The environment's folder, readable by its components.
+    home: PathBuf,
     owner: Option<(u32, u32)>,
     /// The environment's memory group on cgroup v1, under which a task of the task pool gets
-    /// a group of its own ([`Confinement::task_memory_group`]).
+    /// a group of its own ([`Confinement::for_task`]).
     v1_memory_group: Option<PathBuf>,
 }
 
 impl Confinement {
     /// The command line that runs `argv` confined.
     pub fn wrap(&self, argv: &[String]) -> Vec<String> {
-        self.prefix.iter().chain(argv).cloned().collect()
+        let Some(program) = &self.program else {
+            return argv.to_vec();
+        };
+        [program.display().to_string(), "sandbox-exec".to_owned()]
+            .into_iter()
+            .chain(self.args.to_args())
+            .chain(argv.iter().cloned())
+            .collect()
     }
 
     /// The environment's user and group, when it has its own.
@@ -106,48 +117,54 @@ impl Confinement {
         self.owner
     }
 
-    /// Where [`Self::task_memory_group`] puts task `name`'s group (cgroup v1 only).
+    /// Where [`Self::for_task`] puts task `name`'s memory group (cgroup v1 only).
     pub fn task_group_path(&self, name: &str) -> Option<PathBuf> {
         self.v1_memory_group
             .as_ref()
             .map(|g| g.join(format!("task-{name}")))
     }
 
-    /// A confinement for one task of the task pool with a memory limit of its own: its group
-    /// `task-<name>` under the environment's memory group (which it still counts against), so
-    /// a task that exceeds `bytes` is killed alone. Only on cgroup v1: on v2 the environment's
-    /// group holds its components' processes and cannot have children with controllers (the
-    /// "no internal processes" rule), so `None` (the task runs in the environment's group).
-    pub fn task_memory_group(
+    /// The confinement of one task of the task pool, `name`:
+    /// - it may read, of the environment's folder, only `readable` (its DAGs, plugins, its
+    ///   workload and settings without secrets), never the environment's secrets
+    ///   (`airflow.cfg`, the UI's passwords) that its components read; being in a Landlock
+    ///   domain of its own, it cannot trace them or read their memory either;
+    /// - on cgroup v1, it gets a memory group of its own, `task-<name>` under the environment's
+    ///   (which it still counts against), limited to `memory_bytes`, so a task that exceeds it
+    ///   is killed alone. On v2 the environment's group holds its components' processes and
+    ///   cannot have children with controllers (the "no internal processes" rule): the task
+    ///   runs in the environment's group.
+    ///
+    /// Returns the confinement and the task's memory group, if it has one.
+    pub fn for_task(
         &self,
         name: &str,
-        bytes: u64,
-    ) -> Result<Option<(Confinement, PathBuf)>, cgroups::CgroupError> {
-        let (Some(env_group), Some(group)) = (&self.v1_memory_group, self.task_group_path(name))
-        else {
-            return Ok(None);
-        };
-        cgroups::make_memory_group(&group, bytes)?;
-        let env = env_group.display().to_string();
-        let prefix = self
-            .prefix
-            .iter()
-            .map(|a| {
-                if *a == env {
-                    group.display().to_string()
-                } else {
-                    a.clone()
+        readable: &[PathBuf],
+        memory_bytes: u64,
+    ) -> Result<(Confinement, Option<PathBuf>), cgroups::CgroupError> {
+        let mut task = self.clone();
+        task.v1_memory_group = None;
+        task.args.read.retain(|p| *p != self.home);
+        task.args.read.extend(readable.iter().cloned());
+        // Of the environment's folder it writes only its logs and scratch folders (not the
+        // files its components may write).
+        let (logs, scratch) = (self.home.join("logs"), self.home.join("tmp"));
+        task.args
+            .write
+            .retain(|p| !p.starts_with(&self.home) || *p == logs || *p == scratch);
+        let group = match (&self.v1_memory_group, self.task_group_path(name)) {
+            (Some(env_group), Some(group)) => {
+                cgroups::make_memory_group(&group, memory_bytes)?;
+                for g in &mut task.args.cgroups {
+                    if g == env_group {
+                        g.clone_from(&group);
+                    }
                 }
-            })
-            .collect();
-        Ok(Some((
-            Confinement {
-                prefix,
-                owner: self.owner,
-                v1_memory_group: None,
-            },
-            group,
-        )))
+                Some(group)
+            }
+            _ => None,
+        };
+        Ok((task, group))
     }
 }
 
@@ -307,13 +324,10 @@ impl Sandbox {
                     .find(|g| g.starts_with(Path::new(cgroups::ROOT).join("memory")))
                     .cloned()
             });
-        let mut prefix = vec![
-            self.program.display().to_string(),
-            "sandbox-exec".to_owned(),
-        ];
-        prefix.extend(args.to_args());
         Ok(Confinement {
-            prefix,
+            program: Some(self.program.clone()),
+            args,
+            home: home.to_owned(),
             owner,
             v1_memory_group,
         })
@@ -509,16 +523,60 @@ mod tests {
     }
 
     #[test]
-    fn a_confinement_puts_its_prefix_before_the_program() {
+    fn a_confinement_puts_sandbox_exec_before_the_program() {
         let c = Confinement {
-            prefix: vec!["hangar".into(), "sandbox-exec".into(), "--".into()],
+            program: Some("hangar".into()),
+            args: ExecArgs {
+                user: Some((1000, 1000)),
+                landlock: true,
+                read: vec!["/envs/a".into(), "/usr".into()],
+                write: vec!["/envs/a/logs".into(), "/envs/a/passwords".into()],
+                ..ExecArgs::default()
+            },
+            home: "/envs/a".into(),
             owner: Some((1000, 1000)),
             v1_memory_group: None,
         };
         assert_eq!(
             c.wrap(&["airflow".into(), "scheduler".into()]),
-            ["hangar", "sandbox-exec", "--", "airflow", "scheduler"]
+            [
+                "hangar",
+                "sandbox-exec",
+                "--uid",
+                "1000",
+                "--gid",
+                "1000",
+                "--landlock",
+                "--read",
+                "/envs/a",
+                "--read",
+                "/usr",
+                "--write",
+                "/envs/a/logs",
+                "--write",
+                "/envs/a/passwords",
+                "--",
+                "airflow",
+                "scheduler"
+            ]
         );
         assert_eq!(Confinement::default().wrap(&["x".into()]), ["x"]);
+        // A task reads only what it is given of the environment's folder.
+        let (task, group) = c
+            .for_task("t", &["/envs/a/dags.d".into()], 1 << 29)
+            .unwrap();
+        assert_eq!(group, None);
+        assert_eq!(
+            task.wrap(&["python".into()])[7..14],
+            [
+                "--read",
+                "/usr",
+                "--read",
+                "/envs/a/dags.d",
+                "--write",
+                "/envs/a/logs",
+                "--"
+            ]
+        );
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{killpg, Signal};
@@ -106,6 +105,7 @@ impl EnvTasks {
             record,
             process,
             next,
+            ran,
         } in me.store.load()
         {
             let key = record.key.clone();
@@ -115,7 +115,7 @@ impl EnvTasks {
                     let process = Some(Process { id, child: None });
                     me.tasks.insert(key, Task::new(record, process, next));
                 }
-                Some(_) => {
+                Some(_) if ran => {
                     // It ended while no agent watched: its exit status is gone. Airflow
                     // reads the task instance's own state.
                     me.store.remove(&key);
@@ -128,7 +128,13 @@ impl EnvTasks {
                         }
                     }
                 }
-                None => {
+                _ => {
+                    // Never started, or its agent died before letting its process run the
+                    // task: it is started again.
+                    if process.is_some() {
+                        tracing::info!(env = %me.target.id, key = %key, "a task whose start was cut short is queued again");
+                        me.store.forget_process(&key);
+                    }
                     me.queue.push_back(key.clone());
                     me.tasks.insert(key, Task::new(record, None, next));
                 }
@@ -293,10 +299,16 @@ impl EnvTasks {
     /// old ends.
     pub(super) fn reap(&mut self) {
         let mut ended = Vec::new();
+        let mut cut_short = Vec::new();
         for (key, task) in &mut self.tasks {
             let Some(p) = task.process.as_mut() else {
                 continue;
             };
+            if p.child.is_none() && !alive(p.id) && !self.store.ran(key) {
+                // Adopted at its gate: the agent that started it died before letting it run.
+                cut_short.push(key.clone());
+                continue;
+            }
             let state = match p.child.as_mut() {
                 Some(child) => match child.try_wait() {
                     Ok(Some(status)) => Some(exit_state(status)),
@@ -310,6 +322,14 @@ impl EnvTasks {
             if let Some(state) = state {
                 tracing::info!(env = %self.target.id, pid = p.id.pid, key = %key, ?state, "task ended");
                 ended.push((key.clone(), state));
+            }
+        }
+        for key in cut_short.into_iter().rev() {
+            tracing::info!(env = %self.target.id, key = %key, "a task whose start was cut short is queued again");
+            self.store.forget_process(&key);
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.process = None;
+                self.queue.push_front(key);
             }
         }
         let now = now_s();
@@ -395,12 +415,19 @@ impl EnvTasks {
                 skipped.push_back(key);
                 continue;
             }
-            match launch(&self.target, &self.store, &task.record) {
+            // The process waits at its gate until its pid is on disk: an agent that dies in
+            // between leaves a task that is started again, never one that runs unrecorded.
+            let launched = launch(&self.target, &self.store, &task.record).and_then(|(p, gate)| {
+                self.store
+                    .save_process(&key, p.id)
+                    .map_err(|e| format!("{e}: {}", e.source))?;
+                gate.open()
+                    .map_err(|e| format!("its process ended before it ran the task: {e}"))?;
+                Ok(p)
+            });
+            match launched {
                 Ok(process) => {
                     tracing::info!(env = %self.target.id, pid = process.id.pid, key = %key, "task started");
-                    if let Err(e) = self.store.save_process(&key, process.id) {
-                        tracing::warn!(env = %self.target.id, error = %e, "failed to record a task's process");
-                    }
                     task.process = Some(process);
                     started += 1;
                 }
@@ -465,14 +492,42 @@ fn append_log(path: &PathBuf, line: &str) {
     }
 }
 
-/// Starts a task's process: `python -m airflow.sdk.execution_time.execute_workload
-/// --json-path FILE` in the environment's runtime, confined as its other processes are (its
-/// user, cgroups, Landlock), from an empty environment plus its Airflow settings, in a process
-/// group of its own, its output appended to the environment's task-pool log.
-fn launch(target: &EnvTarget, store: &Store, record: &Record) -> Result<Process, String> {
+/// What a task's process runs first (as `sh -c GATE gate MARKER ARGV…`): it waits for a line
+/// `go` on its standard input, which the agent writes once the process's pid is on disk, marks
+/// that it runs the task, and becomes the task. Should the agent die before, the pipe ends
+/// and the process exits without running anything (status 75).
+const GATE: &str = r#"IFS= read -r go && [ "$go" = go ] || exit 75
+exec </dev/null
+: >"$1" || exit 75
+shift
+exec "$@""#;
+
+/// The agent's end of a starting task's gate: [`Gate::open`] lets it run the task; dropped
+/// unopened, the process exits without running it.
+struct Gate(std::fs::File);
+
+impl Gate {
+    fn open(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.0.write_all(b"go\n")
+    }
+}
+
+/// Starts a task's process, held at its [`GATE`]: `python -m
+/// airflow.sdk.execution_time.execute_workload --json-path FILE` in the environment's runtime,
+/// confined as its other processes are (its user, cgroups, Landlock), from an empty environment
+/// plus its Airflow settings, in a process group of its own, its output appended to the
+/// environment's task-pool log.
+fn launch(target: &EnvTarget, store: &Store, record: &Record) -> Result<(Process, Gate), String> {
+    if !target.python.exists() {
+        return Err(format!(
+            "failed to start: the environment's runtime has no {}",
+            target.python.display()
+        ));
+    }
     let file = store
         .write_workload(record)
-        .map_err(|e| format!("{e}: {}", std::io::Error::other(e.source.to_string())))?;
+        .map_err(|e| format!("{e}: {}", e.source))?;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -482,14 +537,12 @@ fn launch(target: &EnvTarget, store: &Store, record: &Record) -> Result<Process,
         .try_clone()
         .map_err(|e| format!("failed to open {}: {e}", target.log_file.display()))?;
     let bytes = u64::from(target.task_memory_mib) << 20;
-    let confinement = match target
+    let mut readable = target.readable.clone();
+    readable.push(file.clone());
+    let (confinement, _) = target
         .confinement
-        .task_memory_group(&super::store::stem(&record.key), bytes)
-    {
-        Ok(Some((c, _))) => c,
-        Ok(None) => target.confinement.clone(),
-        Err(e) => return Err(format!("failed to make the task's memory group: {e}")),
-    };
+        .for_task(&super::store::stem(&record.key), &readable, bytes)
+        .map_err(|e| format!("failed to make the task's memory group: {e}"))?;
     let argv = confinement.wrap(&[
         target.python.display().to_string(),
         "-m".to_owned(),
@@ -497,28 +550,36 @@ fn launch(target: &EnvTarget, store: &Store, record: &Record) -> Result<Process,
         "--json-path".to_owned(),
         file.display().to_string(),
     ]);
-    let program = argv.first().cloned().unwrap_or_default();
-    let child = Command::new(&program)
-        .args(argv.iter().skip(1))
+    // Both ends close on exec: the process gets its end as its standard input, no other
+    // process of the agent's ever holds the agent's.
+    let (gate_in, gate) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("failed to make the task's gate: {e}"))?;
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(GATE)
+        .arg("hangar-task-gate")
+        .arg(store.ran_path(&record.key))
+        .args(&argv)
         .current_dir(&target.home)
         .env_clear()
         .envs(inherited_env())
         .envs(&target.env)
-        .stdin(Stdio::null())
+        .stdin(std::process::Stdio::from(gate_in))
         .stdout(out)
         .stderr(err)
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| format!("failed to start {program}: {e}"))?;
+        .map_err(|e| format!("failed to start /bin/sh: {e}"))?;
     let pid = child.id().unwrap_or_default();
-    Ok(Process {
+    let process = Process {
         id: Identity {
             pid,
             start_ticks: start_ticks(pid).unwrap_or_default(),
         },
         child: Some(child),
-    })
+    };
+    Ok((process, Gate(std::fs::File::from(gate))))
 }
 
 #[cfg(test)]
@@ -535,6 +596,7 @@ mod tests {
             home: home.to_owned(),
             python: program.into(),
             env: BTreeMap::new(),
+            readable: Vec::new(),
             confinement: crate::sandbox::Confinement::default(),
             socket: home.join("run/task-pool.sock"),
             log_file: home.join("tasks.log"),
@@ -636,7 +698,7 @@ mod tests {
         let mut e = env(home.path(), "/bin/true");
         submit(&mut e, "queued", &workload(now_s() + 600, "a"));
         submit(&mut e, "running", &workload(now_s() + 600, "b"));
-        // A process of a previous agent: a sleep recorded as the task's.
+        // A process of a previous agent, past its gate: a sleep recorded as the task's.
         let mut sleep = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -646,6 +708,7 @@ mod tests {
             start_ticks: start_ticks(sleep.id()).unwrap(),
         };
         e.store.save_process("running", id).unwrap();
+        std::fs::write(e.store.ran_path("running"), "").unwrap();
         drop(e);
         let mut next = env(home.path(), "/bin/true");
         assert_eq!(state(&mut next, "queued"), TaskState::Queued { info: None });
@@ -707,6 +770,101 @@ mod tests {
             "{:?}",
             refused[0]
         );
+    }
+
+    /// A program that counts its runs in `<home>/runs`.
+    fn counting(home: &std::path::Path) -> String {
+        let script = home.join("count");
+        let runs = home.join("runs");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho run >> {}\n", runs.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script.display().to_string()
+    }
+
+    fn runs(home: &std::path::Path) -> usize {
+        std::fs::read_to_string(home.join("runs"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_agent_dies_while_starting_it_runs_once_all_the_same() {
+        let home = tempfile::tempdir().unwrap();
+        let program = counting(home.path());
+        let mut e = env(home.path(), &program);
+        submit(&mut e, "k", &workload(now_s() + 600, "a"));
+        let record = e.tasks["k"].record.clone();
+
+        // The agent dies after starting the process, before its pid is on disk: the process
+        // never runs the task, and the next agent starts it again.
+        let (mut p, gate) = launch(&e.target, &e.store, &record).unwrap();
+        drop(gate);
+        let status = p.child.as_mut().unwrap().wait().await.unwrap();
+        assert_eq!(status.code(), Some(75));
+        assert_eq!(runs(home.path()), 0);
+        drop(e);
+        let e = env(home.path(), &program);
+        assert_eq!(e.queued(), 1);
+
+        // The same, after its pid is on disk.
+        let (mut p, gate) = launch(&e.target, &e.store, &record).unwrap();
+        e.store.save_process("k", p.id).unwrap();
+        drop(gate);
+        p.child.as_mut().unwrap().wait().await.unwrap();
+        drop(e);
+        let e = env(home.path(), &program);
+        assert_eq!(e.queued(), 1);
+        assert_eq!(e.running(), 0);
+
+        // The next agent comes while the process still waits at its gate: it adopts it, sees
+        // it end without running the task, and starts the task again.
+        let (p, gate) = launch(&e.target, &e.store, &record).unwrap();
+        e.store.save_process("k", p.id).unwrap();
+        drop(e);
+        let mut e = env(home.path(), &program);
+        assert_eq!(e.running(), 1);
+        drop(gate);
+        let mut child = p.child.unwrap();
+        child.wait().await.unwrap();
+        e.reap();
+        assert_eq!(e.running(), 0);
+        assert_eq!(state(&mut e, "k"), TaskState::Queued { info: None });
+        assert_eq!(runs(home.path()), 0);
+
+        // Started for good: it runs once, and a new agent knows it ran.
+        assert_eq!(e.start(1), 1);
+        assert_eq!(until_ended(&mut e, "k").await, TaskState::Success);
+        assert_eq!(runs(home.path()), 1);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ran_while_no_agent_watched_is_not_run_again() {
+        let home = tempfile::tempdir().unwrap();
+        let program = counting(home.path());
+        let mut e = env(home.path(), &program);
+        submit(&mut e, "k", &workload(now_s() + 600, "a"));
+        assert_eq!(e.start(1), 1);
+        // The agent dies; the task ends before the next one comes.
+        let mut child = e
+            .tasks
+            .get_mut("k")
+            .unwrap()
+            .process
+            .take()
+            .unwrap()
+            .child
+            .unwrap();
+        drop(e);
+        assert!(child.wait().await.unwrap().success());
+        let mut e = env(home.path(), &program);
+        assert_eq!(e.queued(), 0);
+        assert_eq!(state(&mut e, "k"), TaskState::Unknown);
+        assert_eq!(runs(home.path()), 1);
     }
 
     #[tokio::test]

@@ -83,8 +83,11 @@ pub struct EnvTarget {
     pub home: PathBuf,
     /// Its runtime's interpreter.
     pub python: PathBuf,
-    /// Its Airflow settings (the variables its other processes get).
+    /// Its tasks' Airflow settings (without secrets).
     pub env: BTreeMap<String, String>,
+    /// What its tasks may read of its home, besides their own workload file.
+    pub readable: Vec<PathBuf>,
+    /// Its components' confinement, from which each task's is made.
     pub confinement: Confinement,
     /// Where its executor connects.
     pub socket: PathBuf,

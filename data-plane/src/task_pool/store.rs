@@ -1,7 +1,9 @@
 //! An environment's tasks on disk, so an agent restart loses none: `<home>/tasks/` (the agent's,
 //! `root:<environment group> 0750`) holds per task `<stem>.task` (its key and workload, the
 //! agent's alone), once started `<stem>.json` (the workload its process reads, the
-//! environment user's `0600`) and `<stem>.pid` (the process: pid and kernel start time).
+//! environment user's `0600`) and `<stem>.pid` (the process: pid and kernel start time), and
+//! `<stem>.ran`, made by the process itself once its pid is on disk, just before it runs the
+//! task (so a new agent tells a task that ran from one whose agent died while starting it).
 //! Every file is written to a temporary name and renamed, and the folder is the agent's, so the
 //! environment can neither plant a link in it nor see a half-written task.
 
@@ -39,6 +41,8 @@ pub struct Found {
     pub process: Option<Identity>,
     /// A new workload of the same key waiting for that process to end (`<stem>.next`).
     pub next: Option<Record>,
+    /// Whether that process went past its gate and ran the task (`<stem>.ran`).
+    pub ran: bool,
 }
 
 /// The folder of one environment's tasks.
@@ -131,6 +135,24 @@ impl Store {
         Ok(path)
     }
 
+    /// Where a task's process marks that it runs the task.
+    pub fn ran_path(&self, key: &str) -> PathBuf {
+        self.path(key, "ran")
+    }
+
+    /// Whether a task's process went past its gate and ran the task.
+    pub fn ran(&self, key: &str) -> bool {
+        self.ran_path(key).exists()
+    }
+
+    /// Forgets a process that never ran the task (its agent died while starting it), so the
+    /// task is started again.
+    pub fn forget_process(&self, key: &str) {
+        for ext in ["pid", "ran"] {
+            let _ = std::fs::remove_file(self.path(key, ext));
+        }
+    }
+
     /// Records a task's process.
     pub fn save_process(&self, key: &str, id: Identity) -> Result<(), StoreError> {
         let path = self.path(key, "pid");
@@ -144,7 +166,7 @@ impl Store {
 
     /// Forgets a task (it ended, or was revoked).
     pub fn remove(&self, key: &str) {
-        for ext in ["json", "pid", "task", "next"] {
+        for ext in ["json", "pid", "ran", "task", "next"] {
             let _ = std::fs::remove_file(self.path(key, ext));
         }
     }
@@ -171,10 +193,12 @@ impl Store {
                 let next = std::fs::read(self.path(&record.key, "next"))
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok());
+                let ran = self.ran(&record.key);
                 Some(Found {
                     record,
                     process,
                     next,
+                    ran,
                 })
             })
             .collect();
@@ -211,6 +235,7 @@ mod tests {
             start_ticks: 7,
         };
         store.save_process("a", id).unwrap();
+        std::fs::write(store.ran_path("a"), "").unwrap();
         let path = store.write_workload(&b).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"x\":1}");
         use std::os::unix::fs::PermissionsExt;
@@ -223,6 +248,8 @@ mod tests {
         assert_eq!(found[0].record, b);
         assert_eq!(found[0].process, None);
         assert_eq!(found[0].next, None);
+        assert!(!found[0].ran);
+        assert!(found[1].ran);
         assert_eq!(found[1].record, a);
         assert_eq!(found[1].process, Some(id));
         store.remove("a");

@@ -43,6 +43,10 @@ impl Layout {
     pub fn config_file(&self) -> PathBuf {
         self.home.join("airflow.cfg")
     }
+    /// The settings a task of the task pool reads (`AIRFLOW_CONFIG`): none of the secrets.
+    pub fn task_config_file(&self) -> PathBuf {
+        self.home.join("task.cfg")
+    }
     /// The only folder besides `logs` its processes may write: `HOME` and `TMPDIR`.
     pub fn scratch(&self) -> PathBuf {
         self.home.join("tmp")
@@ -81,7 +85,17 @@ pub struct Blueprint {
     pub processes: Vec<ProcessSpec>,
     /// Files to write before starting (path, contents), private to the environment.
     pub files: Vec<(PathBuf, String)>,
+    /// The variables of each task the cell's task pool runs (the `hangar` executor only): its
+    /// components' Airflow settings, but the settings file without secrets
+    /// ([`TASK_CFG`]) and no task pool socket.
+    pub task_env: Option<BTreeMap<String, String>>,
 }
+
+/// The settings file of a task of the task pool: it holds nothing, so that Airflow's settings
+/// come from its variables and defaults, and none of the environment's secrets (a task reaches
+/// its environment only through the Execution API, with its workload's own token).
+pub const TASK_CFG: &str = "# Written by Hangar: a task's settings are its variables. It has no \
+secrets:\n# it reaches its environment through the Execution API, with its own token.\n";
 
 fn path(p: &Path) -> String {
     p.display().to_string()
@@ -191,11 +205,23 @@ pub fn blueprint(
         }
     }
     let passwords = airflow_users::passwords_file(secrets);
+    let mut files = vec![
+        (layout.passwords_file(), passwords),
+        (layout.config_file(), airflow_cfg(secrets, backends)),
+    ];
+    let task_env = (spec.executor == Executor::Hangar).then(|| {
+        files.push((layout.task_config_file(), TASK_CFG.to_owned()));
+        let mut task = env.clone();
+        task.remove(TASK_POOL_SOCKET_VAR);
+        task.insert(
+            "AIRFLOW_CONFIG".to_owned(),
+            path(&layout.task_config_file()),
+        );
+        task
+    });
     Blueprint {
         processes,
-        files: vec![
-            (layout.passwords_file(), passwords),
-            (layout.config_file(), airflow_cfg(secrets, backends)),
-        ],
+        files,
+        task_env,
     }
 }

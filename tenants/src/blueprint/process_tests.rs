@@ -172,9 +172,32 @@ fn the_hangar_executor_runs_no_worker_and_tells_the_scheduler_its_socket() {
         scheduler.env[TASK_POOL_SOCKET_VAR],
         layout.home.join("run/task-pool.sock").display().to_string()
     );
+    // Its tasks get the same settings, but a settings file without secrets, and no socket.
+    let task = bp.task_env.as_ref().unwrap();
+    let cfg = layout.home.join("task.cfg");
+    assert_eq!(task["AIRFLOW_CONFIG"], cfg.display().to_string());
+    assert!(!task.contains_key(TASK_POOL_SOCKET_VAR));
+    let mut rest = task.clone();
+    rest.remove("AIRFLOW_CONFIG");
+    let mut components = scheduler.env.clone();
+    components.remove("AIRFLOW_CONFIG");
+    components.remove(TASK_POOL_SOCKET_VAR);
+    assert_eq!(rest, components);
+    let (_, text) = bp.files.iter().find(|(p, _)| *p == cfg).unwrap();
+    for secret in [
+        &secrets.fernet_key,
+        &secrets.jwt_secret,
+        &secrets.api_secret_key,
+        &backends.sql_alchemy_conn,
+        &backends.broker_url,
+    ] {
+        assert!(!text.contains(secret.as_str()));
+        assert!(task.values().all(|v| !v.contains(secret.as_str())));
+    }
     // Celery environments never see the variable.
     let (spec, ..) = fixture();
     let bp = blueprint(&spec, &secrets, &layout, ports, &backends, 1);
+    assert!(bp.task_env.is_none());
     assert!(bp
         .processes
         .iter()

@@ -223,7 +223,16 @@ async fn the_task_pool_shares_its_slots_by_weight_beside_a_celery_environment() 
     let (light_home, heavy_home) = (stack.env_home(light), stack.env_home(heavy));
     let (mut held, mut most, start) = ([0usize; 2], 0, Instant::now());
     let (mut seen, mut handed_over) = (Vec::new(), false);
+    // What the environment reports of its tasks in the pool (the most waiting and running).
+    let mut reported = (0, 0);
     loop {
+        if seen.len() % 10 == 0 {
+            let e = heavy_c.get_environment("lambda", "heavy").await.unwrap();
+            if let Some(w) = e.observed.and_then(|o| o.workers) {
+                assert_eq!((w.desired, w.actual, w.draining), (0, 0, 0), "{w:?}");
+                reported = (reported.0.max(w.queued), reported.1.max(w.running));
+            }
+        }
         let (l, h) = (pool_view(&light_home), pool_view(&heavy_home));
         seen.push(format!("{}/{} {}/{}", l.0, l.1, h.0, h.1));
         most = most.max(l.0 + h.0);
@@ -249,6 +258,12 @@ async fn the_task_pool_shares_its_slots_by_weight_beside_a_celery_environment() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(most <= 4, "the pool ran {most} tasks at once on 4 slots");
+    assert!(
+        reported.0 > 0 && (1..=4).contains(&reported.1),
+        "observed.workers showed at most {} waiting and {} running",
+        reported.0,
+        reported.1
+    );
     assert!(held[0] > 0, "contention seen: {held:?}");
     #[allow(clippy::cast_precision_loss)]
     let ratio = held[1] as f64 / held[0] as f64;
@@ -469,7 +484,8 @@ async fn a_restarted_scheduler_adopts_the_pools_tasks_and_a_task_over_its_memory
     }
 
     // A task that allocates past its memory (512 MiB for class micro) is killed alone: the
-    // task beside it and the environment's components go on.
+    // task beside it and the environment's components go on. That task also finds none of
+    // the environment's secrets.
     let scheduler_now = std::fs::read_to_string(home.join("run/scheduler-0.pid")).unwrap();
     deploy(&c, "xi", "etl", "hog", HOG).await;
     let run = trigger(&c, "xi", "etl", "hog").await;
@@ -529,7 +545,48 @@ def hog():
 
     @task
     def calm():
+        # A task of the pool has none of its environment's secrets: not in its settings file
+        # or variables, not readable in the environment's folder, not in its components'
+        # memory or variables.
+        import os
         import time
+
+        home = os.environ["AIRFLOW_HOME"]
+        assert os.environ["AIRFLOW_CONFIG"] == os.path.join(home, "task.cfg")
+        assert "HANGAR_TASK_POOL_SOCKET" not in os.environ
+        # (The task runner sets its own sql_alchemy_conn, which refuses any use.)
+        leaked = [
+            k
+            for k, v in os.environ.items()
+            if "postgres" in v or "redis://" in v or any(s in k for s in ["JWT", "FERNET", "SECRET"])
+        ]
+        assert not leaked, leaked
+        for secret in ["airflow.cfg", "simple_auth_manager_passwords.json"]:
+            try:
+                open(os.path.join(home, secret)).read()
+            except PermissionError:
+                pass
+            else:
+                raise AssertionError(f"a task read {secret}")
+        # The environment's components run as the same user, yet a task cannot read their
+        # memory or environment (nor, so, their command lines).
+        mine = {os.getpid(), os.getppid()}
+        others = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if int(pid) in mine or os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                    continue
+            except OSError:
+                continue
+            others += 1
+            for part in ["environ", "mem", "cmdline"]:
+                try:
+                    open(f"/proc/{pid}/{part}", "rb").read(1)
+                except (PermissionError, ProcessLookupError, FileNotFoundError):
+                    pass
+                else:
+                    raise AssertionError(f"a task read /proc/{pid}/{part}")
+        assert others >= 3, f"the scheduler, dag-processor and api-server are listed: {others}"
         time.sleep(20)
         return "calm"
 
