@@ -70,6 +70,8 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Busy(#[from] hangar_data_plane::embedded::DirLockError),
     #[error("failed to start the private Postgres")]
     Postgres(#[from] PostgresError),
     #[error("failed to start the private Redis")]
@@ -164,6 +166,9 @@ pub async fn run(settings: DevSettings, shutdown: CancellationToken) -> Result<(
     let dir = std::fs::canonicalize(dir).map_err(files(dir))?;
     // The Postgres server may run as the `postgres` user, which must be able to reach its folder.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(files(&dir))?;
+    // One `hangar dev` per data directory. One that was killed holds nothing: the next one
+    // takes over the Postgres, Redis and environments it left running.
+    let _held = hangar_data_plane::embedded::DirLock::acquire(&dir)?;
     let uv_ok = tokio::process::Command::new(&settings.uv)
         .arg("--version")
         .output()

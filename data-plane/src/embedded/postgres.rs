@@ -169,6 +169,19 @@ impl PrivatePostgres {
             .await?;
             password
         };
+        // A server a previous run left running on this directory (one killed before it could
+        // stop it) is taken over as it is: the environments connected to it keep their
+        // connections, and its port stays theirs.
+        if let Some(port) = running_port(bin, &data, run_as).await {
+            tracing::info!(dir = %dir.display(), port, "took over the private Postgres a previous run left running");
+            return Ok(Self {
+                dir: dir.to_owned(),
+                bin: bin.to_owned(),
+                port,
+                password: SecretString::from(password),
+                run_as,
+            });
+        }
         let port = free_port().map_err(prepare(dir))?;
         let pg = Self {
             dir: dir.to_owned(),
@@ -297,6 +310,17 @@ impl PrivatePostgres {
     }
 }
 
+/// The port of the server running on `data`, if one does (`pg_ctl status`, then the port
+/// line of its `postmaster.pid`).
+async fn running_port(bin: &Path, data: &Path, run_as: Option<(u32, u32)>) -> Option<u16> {
+    let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let datadir = data.display().to_string();
+    run(bin.join("pg_ctl"), &["-D", &datadir, "status"], run_as)
+        .await
+        .ok()?;
+    pid_file.lines().nth(3)?.trim().parse().ok()
+}
+
 async fn run(
     program: PathBuf,
     args: &[&str],
@@ -355,6 +379,26 @@ mod tests {
         );
         let conn = std::net::TcpStream::connect(("127.0.0.1", again.port()));
         assert!(conn.is_ok(), "server answers on its port");
-        again.stop().await.unwrap();
+        // Its owner killed before it could stop it: the next start takes it over as it is.
+        let pid = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap();
+        let taken = PrivatePostgres::start(&dir).await.unwrap();
+        assert_eq!(taken.port(), again.port());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap(),
+            pid,
+            "the same server"
+        );
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(taken.url("postgres").expose_secret())
+            .await
+            .unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        db.close().await.unwrap();
+        taken.stop().await.unwrap();
+        assert!(!dir.join("data/postmaster.pid").exists());
     }
 }

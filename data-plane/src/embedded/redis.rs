@@ -100,8 +100,22 @@ impl PrivateRedis {
                 &format!("user default off\nuser {ADMIN_USER} on >{password} ~* &* +@all\n"),
             )?;
         }
-        let port = free_port().map_err(prepare(&dir))?;
         let conf = dir.join("redis.conf");
+        // A server a previous run left running on this directory (one killed before it could
+        // stop it) is taken over as it is, on its port: the environments' brokers stay up.
+        if let Some(port) = configured_port(&conf) {
+            let server = Self {
+                dir: dir.clone(),
+                port,
+                password: SecretString::from(password.clone()),
+                tls: false,
+            };
+            if pid_alive(&dir.join("redis.pid")) && server.ping().await.is_ok() {
+                tracing::info!(dir = %dir.display(), port, "took over the private Redis a previous run left running");
+                return Ok(server);
+            }
+        }
+        let port = free_port().map_err(prepare(&dir))?;
         // Durable enough for a broker on one machine: an append-only file synced every second.
         write_private(
             &conf,
@@ -255,6 +269,24 @@ impl PrivateRedis {
     }
 }
 
+/// The port a server's configuration file names.
+fn configured_port(conf: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("port "))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Whether the process of a pid file runs.
+fn pid_alive(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .is_some_and(|pid| {
+            pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -285,6 +317,13 @@ mod tests {
             url.split('@').next(),
             "same admin password"
         );
-        again.stop().await.unwrap();
+        // Its owner killed before it could stop it: the next start takes it over as it is.
+        let pid = std::fs::read_to_string(dir.join("redis.pid")).unwrap();
+        let taken = PrivateRedis::start(&dir).await.unwrap();
+        assert_eq!(taken.port(), again.port());
+        assert_eq!(std::fs::read_to_string(dir.join("redis.pid")).unwrap(), pid);
+        taken.ping().await.unwrap();
+        taken.stop().await.unwrap();
+        assert!(!pid_alive(&dir.join("redis.pid")));
     }
 }

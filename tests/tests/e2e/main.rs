@@ -1238,13 +1238,96 @@ async fn hangar_dev_stops_cleanly_and_brings_its_environments_back() {
     assert!(e.observed.unwrap().components.iter().all(|c| c.healthy));
     let (status, _) = airflow(&admin, "demo", Method::GET, "dags", None).await;
     assert_eq!(status, 200);
+
+    // Killed (SIGKILL) while a task runs: what it started keeps running, and the next
+    // `hangar dev` on the folder takes all of it over, restarting nothing. The task ends
+    // well on its first try.
+    use hangar_tests::runs::{deploy, run_state, task_instances, trigger};
+    deploy(&admin, "demo", "etl", "long_nap", LONG_NAP).await;
+    let run = trigger(&admin, "demo", "etl", "long_nap").await;
+    let start = Instant::now();
+    while task_instances(&admin, "demo", "etl", "long_nap", &run).await[0]["state"] != "running" {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the nap never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let servers = |dir: &std::path::Path| {
+        [
+            dir.join("postgres/data/postmaster.pid"),
+            dir.join("redis/redis.pid"),
+        ]
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+    };
+    let (components, platform) = (pids(&home), servers(&dir));
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (child, admin) = start_dev(&dir).await;
+    let start = Instant::now();
+    loop {
+        match run_state(&admin, "demo", "etl", "long_nap", &run)
+            .await
+            .as_str()
+        {
+            "success" => break,
+            "failed" => panic!(
+                "{:#?}",
+                task_instances(&admin, "demo", "etl", "long_nap", &run).await
+            ),
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the nap never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let tis = task_instances(&admin, "demo", "etl", "long_nap", &run).await;
+    assert_eq!(tis[0]["try_number"], 1, "{tis:#?}");
+    wait_for(
+        &admin,
+        "demo",
+        "etl",
+        Phase::Available,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(pids(&home), components, "the same components, none doubled");
+    assert_eq!(servers(&dir), platform, "the same Postgres and Redis");
     assert!(interrupt(child).success());
     let start = Instant::now();
     while !processes_under(&dir).is_empty() {
         assert!(start.elapsed() < Duration::from_secs(10), "left running");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let redis = std::fs::read_to_string(dir.join("redis/redis.pid")).unwrap_or_default();
+    assert!(
+        redis.trim().parse::<u32>().map_or(true, |p| !alive(p)),
+        "Redis left running"
+    );
     hangar_tests::remove_environment_users_and_cgroups(&dir, DEV_CGROUP_PARENT);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
 }
+
+/// One task that sleeps 30 s.
+const LONG_NAP: &str = r#"
+import time
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def long_nap():
+    @task
+    def nap():
+        time.sleep(30)
+
+    nap()
+
+
+long_nap()
+"#;
