@@ -59,23 +59,19 @@ pub struct LogSources {
 
 impl LogSources {
     pub fn insert(&self, id: Uuid, source: LogSource) {
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(id, source);
-        }
+        crate::agent::supervise::lock(&self.map).insert(id, source);
     }
 
     /// Stops shipping the environment's logs, and returns once no pass that still had it in
     /// its list is running: nothing of the environment is written to the bucket afterwards
     /// (so deleting its logs then deletes them all).
     pub async fn remove(&self, id: Uuid) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&id);
-        }
+        crate::agent::supervise::lock(&self.map).remove(&id);
         drop(self.pass.lock().await);
     }
 
     fn snapshot(&self) -> HashMap<Uuid, LogSource> {
-        self.map.lock().map(|m| m.clone()).unwrap_or_default()
+        crate::agent::supervise::lock(&self.map).clone()
     }
 }
 

@@ -24,9 +24,7 @@ pub(crate) struct Member {
 
 /// Takes an environment out of the pool (deleted, or its reconciler stopped).
 pub(crate) fn leave(pool: &Pool, id: Uuid) {
-    if let Ok(mut p) = pool.lock() {
-        p.remove(&id);
-    }
+    super::supervise::lock(pool).remove(&id);
 }
 
 /// An environment's scale-down hysteresis and the scaling steps it took under this agent.
@@ -67,7 +65,7 @@ pub(crate) async fn autoscale<W: WorkerRuntime>(
     let held = current + env.draining_workers();
     // The decision and the slots it takes are made under the pool's lock (no await inside).
     let (share, next) = {
-        let Ok(mut p) = pool.lock() else { return };
+        let mut p = super::supervise::lock(pool);
         p.insert(a.id, Member { demand, held });
         let demands: Vec<Demand> = p.values().map(|m| m.demand).collect();
         let shares = allocate(slots, &demands);

@@ -7,6 +7,7 @@
 
 mod autoscale;
 mod reconcile;
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::cell_runtime::Runtime;
 use crate::log_ship::LogSources;
 use reconcile::{environment_task, Shared};
+use supervise::supervise;
 
 /// What the agent does with its environments when it is told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +74,7 @@ async fn cli_loop(client: Client, cell: String, targets: CliTargets, cancel: Can
         match claimed {
             Ok(c) => {
                 for call in c.calls {
-                    let target = targets
-                        .lock()
-                        .ok()
-                        .and_then(|t| t.get(&call.environment_id).cloned());
+                    let target = supervise::lock(&targets).get(&call.environment_id).cloned();
                     let (client, cell) = (client.clone(), cell.clone());
                     running.spawn(async move {
                         let timeout = Duration::from_secs(u64::from(call.timeout_seconds));
@@ -93,7 +92,12 @@ async fn cli_loop(client: Client, cell: String, targets: CliTargets, cancel: Can
                 sleep_or_cancel(Duration::from_secs(2), &cancel).await;
             }
         }
-        while running.try_join_next().is_some() {}
+        while let Some(ended) = running.try_join_next() {
+            if let Err(Ok(payload)) = ended.map_err(tokio::task::JoinError::try_into_panic) {
+                let message = supervise::panic_message(payload);
+                tracing::error!(panic = %message, "an Airflow CLI command panicked; it is not answered");
+            }
+        }
     }
     running.shutdown().await;
 }
@@ -112,24 +116,49 @@ pub async fn run<R: Runtime>(
     let sources = LogSources::default();
     let tunnel = crate::tunnel::TunnelEnvironments::default();
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::tunnel::run(
+    // Each loop is started again should it panic (see [`supervise`]).
+    let (c, cell, t, stop) = (
         client.clone(),
         settings.cell.clone(),
         tunnel.clone(),
         cancel.clone(),
+    );
+    tasks.spawn(supervise(
+        "tunnel".to_owned(),
+        move || crate::tunnel::run(c.clone(), cell.clone(), t.clone(), stop.clone()),
+        cancel.clone(),
     ));
-    tasks.spawn(crate::log_ship::run(
+    let (c, cell, bucket, s, logs, stop) = (
         client.clone(),
         settings.cell.clone(),
         runtime.bucket().cloned(),
         sources.clone(),
         settings.logs.clone(),
         cancel.clone(),
+    );
+    tasks.spawn(supervise(
+        "log shipper".to_owned(),
+        move || {
+            crate::log_ship::run(
+                c.clone(),
+                cell.clone(),
+                bucket.clone(),
+                s.clone(),
+                logs.clone(),
+                stop.clone(),
+            )
+        },
+        cancel.clone(),
     ));
-    tasks.spawn(cli_loop(
+    let (c, cell, t, stop) = (
         client.clone(),
         settings.cell.clone(),
         targets.clone(),
+        cancel.clone(),
+    );
+    tasks.spawn(supervise(
+        "Airflow CLI loop".to_owned(),
+        move || cli_loop(c.clone(), cell.clone(), t.clone(), stop.clone()),
         cancel.clone(),
     ));
     let isolation = runtime.isolation();
@@ -181,17 +210,33 @@ pub async fn run<R: Runtime>(
                         _ => {
                             let (tx, rx) = watch::channel(assignment.clone());
                             envs.insert(assignment.id, tx);
-                            tasks.spawn(environment_task(
+                            let shared = Shared {
+                                pool: pool.clone(),
+                                slots: slots.clone(),
+                                targets: targets.clone(),
+                                sources: sources.clone(),
+                                tunnel: tunnel.clone(),
+                            };
+                            let (c, s, r, stop) = (
                                 client.clone(),
                                 settings.clone(),
                                 runtime.clone(),
-                                rx,
-                                Shared {
-                                    pool: pool.clone(),
-                                    slots: slots.clone(),
-                                    targets: targets.clone(),
-                                    sources: sources.clone(),
-                                    tunnel: tunnel.clone(),
+                                cancel.clone(),
+                            );
+                            // The supervisor keeps a receiver: a reconciler started again
+                            // gets the newest assignment, and the environment is not taken
+                            // for gone meanwhile.
+                            tasks.spawn(supervise(
+                                format!("environment {} ({})", assignment.id, assignment.name),
+                                move || {
+                                    environment_task(
+                                        c.clone(),
+                                        s.clone(),
+                                        r.clone(),
+                                        rx.clone(),
+                                        shared.clone(),
+                                        stop.clone(),
+                                    )
                                 },
                                 cancel.clone(),
                             ));

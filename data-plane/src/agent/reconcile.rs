@@ -54,6 +54,7 @@ pub(crate) enum Failure<E> {
 }
 
 /// What an environment's reconciler shares with the rest of the cell's agent.
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     /// The cell's worker slots now (a Kubernetes cell's pool follows its worker nodes).
@@ -159,7 +160,8 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
             )
             .await;
         }
-        if let (Some(t), Ok(mut all)) = (self.env.cli_target(), self.shared.targets.lock()) {
+        if let Some(t) = self.env.cli_target() {
+            let mut all = super::supervise::lock(&self.shared.targets);
             if all.get(&self.id) != Some(&t) {
                 all.insert(self.id, t);
             }
@@ -390,9 +392,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
             .map_err(|e| Failure::Delete(format!("failed to report the deletion: {e}")))?;
         tracing::info!(env = %self.name, "deleted");
         autoscale::leave(&self.shared.pool, self.id);
-        if let Ok(mut t) = self.shared.targets.lock() {
-            t.remove(&self.id);
-        }
+        super::supervise::lock(&self.shared.targets).remove(&self.id);
         self.shared.tunnel.remove(self.id);
         Ok(Action::Done)
     }

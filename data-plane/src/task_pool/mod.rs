@@ -26,6 +26,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::agent::supervise::{lock, supervise};
 use crate::sandbox::Confinement;
 use env::EnvTasks;
 use protocol::Answer;
@@ -158,7 +159,13 @@ impl TaskPool {
             members: Mutex::default(),
             wake: tokio::sync::Notify::new(),
         });
-        tokio::spawn(run(Arc::downgrade(&inner)));
+        // Started again should it panic; it ends with the pool.
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(supervise(
+            "task pool".to_owned(),
+            move || run(weak.clone()),
+            CancellationToken::new(),
+        ));
         Self { inner }
     }
 
@@ -167,9 +174,7 @@ impl TaskPool {
     }
 
     pub fn usage(&self) -> Usage {
-        let Ok(m) = self.inner.members.lock() else {
-            return Usage::default();
-        };
+        let m = lock(&self.inner.members);
         Usage {
             slots: self.slots(),
             running: m.values().map(|e| e.tasks.running()).sum(),
@@ -179,7 +184,7 @@ impl TaskPool {
 
     /// Queued and running tasks of one environment (for its autoscaling report and idleness).
     pub fn environment_usage(&self, id: Uuid) -> Option<(u32, u32)> {
-        let m = self.inner.members.lock().ok()?;
+        let m = lock(&self.inner.members);
         m.get(&id).map(|e| (e.tasks.queued(), e.tasks.running()))
     }
 
@@ -187,9 +192,7 @@ impl TaskPool {
     /// recovers what a previous agent left (queued tasks, running processes) and listens on
     /// its socket. Idempotent.
     pub fn attach(&self, target: EnvTarget) -> Result<(), TaskPoolError> {
-        let Ok(mut members) = self.inner.members.lock() else {
-            return Ok(());
-        };
+        let mut members = lock(&self.inner.members);
         if let Some(m) = members.get_mut(&target.id) {
             if m.tasks.target.socket == target.socket && !m.listener.is_cancelled() {
                 m.tasks.target = target;
@@ -230,9 +233,7 @@ impl TaskPool {
     /// executor): its socket closes; its task processes are left to whoever stops the
     /// environment, and its queued tasks stay on disk for a later attach.
     pub fn detach(&self, id: Uuid) {
-        let Ok(mut members) = self.inner.members.lock() else {
-            return;
-        };
+        let mut members = lock(&self.inner.members);
         if let Some(m) = members.remove(&id) {
             m.listener.cancel();
             let _ = std::fs::remove_file(&m.tasks.target.socket);
@@ -318,10 +319,7 @@ async fn answer(stream: UnixStream, id: Uuid, inner: Weak<Inner>) -> std::io::Re
             },
             Some(inner) => {
                 let a = {
-                    let mut members = inner
-                        .members
-                        .lock()
-                        .map_err(|_| std::io::Error::other("the task pool's lock is poisoned"))?;
+                    let mut members = lock(&inner.members);
                     match members.get_mut(&id) {
                         Some(m) => m.tasks.handle(request),
                         None => Answer::Error {
@@ -355,9 +353,7 @@ async fn run(inner: Weak<Inner>) {
 
 /// One round: reap, share, start.
 fn round(inner: &Inner) {
-    let Ok(mut members) = inner.members.lock() else {
-        return;
-    };
+    let mut members = lock(&inner.members);
     for m in members.values_mut() {
         m.tasks.reap();
     }

@@ -6,7 +6,7 @@
 //! an absolute path, so the control plane never needs to know where environments listen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use hangar_tenants::tunnel::{Refusal, ENVIRONMENT_HEADER, REFUSED_HEADER};
@@ -54,22 +54,26 @@ impl TunnelEnvironments {
             tracing::warn!(%env, base, "not an environment address the tunnel can use");
             return;
         };
-        if let Ok(mut map) = self.0.write() {
-            if map.get(&env) != Some(&url) {
-                map.insert(env, url);
-            }
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&env) != Some(&url) {
+            map.insert(env, url);
         }
     }
 
     /// Forgets a deleted environment: requests for it are refused from now on.
     pub fn remove(&self, env: Uuid) {
-        if let Ok(mut map) = self.0.write() {
-            map.remove(&env);
-        }
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&env);
     }
 
     fn base(&self, env: Uuid) -> Option<Url> {
-        self.0.read().ok()?.get(&env).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&env)
+            .cloned()
     }
 }
 
