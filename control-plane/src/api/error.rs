@@ -25,6 +25,12 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// No route has this path.
+    #[error("there is nothing at {path}")]
+    NoRoute { path: String },
+    /// The path exists, but not for this method.
+    #[error("{path} does not take {method}")]
+    MethodNotAllowed { method: String, path: String },
 }
 
 impl ApiError {
@@ -131,6 +137,15 @@ impl ApiError {
             ApiError::TooLarge { .. } => problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
+                self.to_string(),
+                vec![],
+            ),
+            ApiError::NoRoute { .. } => {
+                problem(StatusCode::NOT_FOUND, "not-found", self.to_string(), vec![])
+            }
+            ApiError::MethodNotAllowed { .. } => problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
                 self.to_string(),
                 vec![],
             ),

@@ -161,11 +161,28 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/mwaa", crate::mwaa::routes())
         .merge(crate::portal::routes())
-        .merge(crate::mwaa::web_server_routes());
+        .merge(crate::mwaa::web_server_routes())
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method);
     let api = with_middleware(api, state.clone());
     match state.services.ui_domain.clone() {
         Some(domain) => ui_host::by_host(domain, api, with_middleware(ui_host::routes(), state)),
         None => api,
+    }
+}
+
+/// An unknown path: 404, as a problem.
+async fn no_route(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::NoRoute {
+        path: uri.path().to_owned(),
+    }
+}
+
+/// A known path with a method it does not take: 405, as a problem (axum adds `Allow`).
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
     }
 }
 

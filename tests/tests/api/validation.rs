@@ -214,3 +214,39 @@ async fn a_malformed_if_match_or_idempotency_key_is_refused_by_name() {
     let p: Problem = r.json().await.unwrap();
     assert_eq!(p.errors[0].field, "If-Match");
 }
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_get_problems() {
+    let app = spawn_app().await;
+    // Before any token is looked at.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/no-such-thing", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let (status, p) = hangar_tests::problem_of(r).await;
+    assert_eq!(status, 404);
+    assert!(p.detail.contains("/v1/no-such-thing"), "{}", p.detail);
+
+    let r = app
+        .admin
+        .request(Method::DELETE, "v1/tenants")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let allow = r
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
+    let (status, p) = hangar_tests::problem_of(r).await;
+    assert_eq!(status, 405);
+    assert!(p.detail.contains("DELETE"), "{}", p.detail);
+}
