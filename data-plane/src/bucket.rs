@@ -48,11 +48,33 @@ pub enum BucketError {
 impl BucketError {
     /// Whether the object was not there.
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            BucketError::Store(object_store::Error::NotFound { .. })
-        )
+        match self {
+            BucketError::Store(object_store::Error::NotFound { .. }) => true,
+            BucketError::Store(e) => folder_clash(e).is_some(),
+            _ => false,
+        }
     }
+}
+
+/// Where a bucket that is a local folder refused a key because of what is at its place: a
+/// file where the key needs a folder (`a.py/b.py` with a file `a.py`), or a folder where it
+/// needs a file (`a` with files under `a/`). An object store has no such clash: for reading
+/// there is no such object, for writing the key is taken.
+pub fn folder_clash(e: &object_store::Error) -> Option<std::io::ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            let kind = io.kind();
+            if matches!(
+                kind,
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory
+            ) {
+                return Some(kind);
+            }
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The platform bucket.

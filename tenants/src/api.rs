@@ -14,8 +14,14 @@ use crate::spec::{EnvironmentClass, EnvironmentSpec, Executor};
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 40
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub display_name: Option<String>,
 }
 
@@ -64,6 +70,12 @@ impl Role {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    /// 1 to 64 characters, no control characters, not only spaces (stored trimmed).
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub name: String,
     pub role: Role,
 }
@@ -99,6 +111,12 @@ pub struct TokenList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccessKey {
+    /// 1 to 64 characters, no control characters, not only spaces (stored trimmed).
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub name: String,
     pub role: Role,
 }
@@ -134,6 +152,11 @@ pub struct AccessKeyList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironment {
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 40
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub airflow_version: Option<String>,
@@ -142,19 +165,24 @@ pub struct CreateEnvironment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_class: Option<EnvironmentClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 100)]
     pub min_workers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_workers: Option<u32>,
     /// Share of the cell's worker pool when it is oversubscribed, relative to the other
     /// environments' (1–100, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub worker_weight: Option<u32>,
     /// Minutes with nothing queued, running or deferred, no use of its Airflow through Hangar
     /// and no DAG run due, after which the environment hibernates (0 = never; default 60,
     /// at most 10080). It wakes on use and ahead of its next scheduled DAG run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 10080)]
     pub hibernate_after_idle_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 5)]
     pub schedulers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub airflow_config_overrides: Option<BTreeMap<String, String>>,
@@ -177,19 +205,24 @@ pub struct UpdateEnvironment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_class: Option<EnvironmentClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 100)]
     pub min_workers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_workers: Option<u32>,
     /// Share of the cell's worker pool when it is oversubscribed, relative to the other
     /// environments' (1–100, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub worker_weight: Option<u32>,
     /// Minutes with nothing queued, running or deferred, no use of its Airflow through Hangar
     /// and no DAG run due, after which the environment hibernates (0 = never; default 60,
     /// at most 10080). It wakes on use and ahead of its next scheduled DAG run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 10080)]
     pub hibernate_after_idle_minutes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 5)]
     pub schedulers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub airflow_config_overrides: Option<BTreeMap<String, String>>,
@@ -273,6 +306,11 @@ pub enum Runtime {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCell {
+    #[schema(
+        pattern = "^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 40
+    )]
     pub name: String,
     pub runtime: Runtime,
 }
@@ -469,6 +507,11 @@ impl std::fmt::Debug for EnvironmentSecrets {
 #[serde(deny_unknown_fields)]
 pub struct CreateUploadUrl {
     /// The file's path under the environment's `dags/` prefix, e.g. `team/etl.py`.
+    #[schema(
+        pattern = r"^(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,254}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,253}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,253})(?:/(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,254}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,253}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,253}))*$",
+        min_length = 1,
+        max_length = 1024
+    )]
     pub path: String,
 }
 
@@ -568,9 +611,11 @@ pub struct DagFileList {
 pub struct RunAirflowCli {
     /// The arguments after `airflow`, one per item (no shell), e.g. `["dags", "list"]`; only
     /// allow-listed commands run.
+    #[schema(min_items = 1)]
     pub args: Vec<String>,
     /// Seconds the command may run (1–300, default 60); it is killed after that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 300)]
     pub timeout_seconds: Option<u32>,
 }
 

@@ -27,6 +27,12 @@ pub enum DagPathError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DagPath(String);
 
+/// [`DagPath::parse`]'s rules as the OpenAPI document states them (a JSON Schema `pattern`,
+/// with `maxLength` 1024): relative segments of 1 to 255 characters, none `.` or `..`, no `\\`
+/// or control characters. (The limits are in bytes in the code, in characters in the document:
+/// they agree on ASCII.)
+pub const PATTERN: &str = r"^(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,254}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,253}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,253})(?:/(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,254}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,253}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,253}))*$";
+
 impl DagPath {
     pub fn parse(s: &str) -> Result<Self, DagPathError> {
         if s.is_empty() {
@@ -78,6 +84,7 @@ pub const UPLOAD_PREFIX: &str = ".hangar-upload-";
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
     use super::*;
     use rstest::rstest;
 
@@ -102,5 +109,35 @@ mod tests {
     #[case("a\0b", DagPathError::BadChar)]
     fn refuses_anything_that_could_escape(#[case] s: &str, #[case] e: DagPathError) {
         assert_eq!(DagPath::parse(s), Err(e));
+    }
+
+    /// The document's pattern says what `parse` does, on every edge of its rules.
+    #[rstest]
+    #[case("etl.py")]
+    #[case("team/etl.py")]
+    #[case(".airflowignore")]
+    #[case("..hidden")]
+    #[case("a/.b/..c/...")]
+    #[case("é/ü.py")]
+    #[case("")]
+    #[case("/etc/passwd")]
+    #[case("..")]
+    #[case(".")]
+    #[case("a/../b")]
+    #[case("a//b")]
+    #[case("a/")]
+    #[case("a\\b")]
+    #[case("a\u{0}b")]
+    #[case("a\u{85}b")]
+    #[case("a\tb")]
+    #[case(&"s".repeat(255))]
+    #[case(&"s".repeat(256))]
+    #[case(&format!("a/{}", "s".repeat(255)))]
+    #[case(&format!(".{}", "s".repeat(254)))]
+    #[case(&format!("..{}", "s".repeat(253)))]
+    #[case(&format!("..{}", "s".repeat(254)))]
+    fn the_documented_pattern_agrees_with_parse(#[case] s: &str) {
+        let pattern = regex::Regex::new(PATTERN).expect("the pattern is a regex");
+        assert_eq!(pattern.is_match(s), DagPath::parse(s).is_ok(), "{s:?}");
     }
 }

@@ -8,13 +8,14 @@
 //! followed (`airflow_answer`).
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use hangar_tenants::api::webserver_path;
 
 use super::airflow_answer::answer;
 use super::error::ApiError;
+use super::extract::ApiPath;
 use super::ui_host::UiHost;
 use super::AppState;
 use crate::auth::Actor;
@@ -73,7 +74,7 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 pub async fn proxy_root(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
@@ -94,7 +95,7 @@ pub async fn proxy_root(
 pub async fn proxy(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
-    Path((tenant, env, path)): Path<(String, String, String)>,
+    ApiPath((tenant, env, path)): ApiPath<(String, String, String)>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
@@ -117,7 +118,7 @@ pub async fn proxy(
 pub async fn proxy_by_id(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
-    Path((id, path)): Path<(String, String)>,
+    ApiPath((id, path)): ApiPath<(String, String)>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
@@ -130,7 +131,7 @@ pub async fn proxy_by_id(
 pub async fn proxy_by_id_root(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,

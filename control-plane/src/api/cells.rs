@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::ServiceError;
@@ -57,13 +57,14 @@ pub async fn list_cells(
 pub async fn register_cell(
     State(s): State<AppState>,
     actor: Actor,
-    Path(cell): Path<String>,
+    ApiPath(cell): ApiPath<String>,
     ApiJson(req): ApiJson<RegisterCell>,
 ) -> Result<Json<Cell>, ApiError> {
     Ok(Json(s.services.register_cell(&actor, &cell, req).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentsQuery {
     /// The `cursor` of the previous answer; 0 for everything.
@@ -81,7 +82,7 @@ pub struct AssignmentsQuery {
 pub async fn assignments(
     State(s): State<AppState>,
     actor: Actor,
-    Path(cell): Path<String>,
+    ApiPath(cell): ApiPath<String>,
     ApiQuery(q): ApiQuery<AssignmentsQuery>,
 ) -> Result<Json<Assignments>, ApiError> {
     let (cursor, environments) = s
@@ -102,7 +103,7 @@ pub async fn assignments(
 pub async fn report_observed(
     State(s): State<AppState>,
     actor: Actor,
-    Path((cell, env_id)): Path<(String, String)>,
+    ApiPath((cell, env_id)): ApiPath<(String, String)>,
     ApiJson(observed): ApiJson<ObservedState>,
 ) -> Result<Json<Environment>, ApiError> {
     let id = Uuid::parse_str(&env_id)
@@ -127,7 +128,7 @@ pub async fn report_observed(
 pub async fn open_tunnel(
     State(s): State<AppState>,
     actor: Actor,
-    Path(cell): Path<String>,
+    ApiPath(cell): ApiPath<String>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let id = s.services.tunnel_cell(&actor, &cell)?;

@@ -1,7 +1,7 @@
 //! Handlers of the Airflow CLI: a tenant runs an allow-listed command in its environment; the
 //! environment's cell agent claims it and answers with the result.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hangar_tenants::api::{AirflowCliResult, CliCalls, Problem, RunAirflowCli};
@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::auth::Actor;
 
@@ -27,7 +27,7 @@ use crate::auth::Actor;
 pub async fn run_airflow_cli(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<RunAirflowCli>,
 ) -> Result<Json<AirflowCliResult>, ApiError> {
     Ok(Json(
@@ -43,7 +43,7 @@ pub async fn run_airflow_cli(
 pub async fn claim_cli_calls(
     State(s): State<AppState>,
     actor: Actor,
-    Path(cell): Path<String>,
+    ApiPath(cell): ApiPath<String>,
     ApiQuery(q): ApiQuery<ClaimQuery>,
 ) -> Result<Json<CliCalls>, ApiError> {
     let wait = std::time::Duration::from_secs(q.wait);
@@ -51,9 +51,11 @@ pub async fn claim_cli_calls(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimQuery {
-    /// Seconds to wait for a command when none is waiting (long poll), at most 30.
+    /// Seconds to wait for a command when none is waiting (long poll): at most 30, and at most
+    /// half of the control plane's `HANGAR_CELL_TTL_SECS`.
     #[serde(default)]
     pub wait: u64,
 }
@@ -66,7 +68,7 @@ pub struct ClaimQuery {
 pub async fn finish_cli_call(
     State(s): State<AppState>,
     actor: Actor,
-    Path((cell, id)): Path<(String, Uuid)>,
+    ApiPath((cell, id)): ApiPath<(String, Uuid)>,
     ApiJson(result): ApiJson<AirflowCliResult>,
 ) -> Result<StatusCode, ApiError> {
     s.services

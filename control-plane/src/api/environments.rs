@@ -1,7 +1,7 @@
 //! Handlers for a tenant's environments. Every answer carrying an environment has its revision
 //! as `ETag`; `PATCH` honours `If-Match`, `POST` honours `Idempotency-Key`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use hangar_tenants::api::{
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::extract::{idempotency_key, if_match, ApiJson, ApiJsonRaw};
+use super::extract::{idempotency_key, if_match, ApiJson, ApiJsonRaw, ApiPath};
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::environments::Idempotency;
@@ -39,7 +39,7 @@ fn with_etag(status: StatusCode, env: Environment) -> Response {
 pub async fn create_environment(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     ApiJsonRaw(req, raw): ApiJsonRaw<CreateEnvironment>,
 ) -> Result<Response, ApiError> {
@@ -75,7 +75,7 @@ pub async fn create_environment(
 pub async fn list_environments(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<EnvironmentList>, ApiError> {
     Ok(Json(EnvironmentList {
         environments: s.services.list_environments(&actor, &tenant).await?,
@@ -89,7 +89,7 @@ pub async fn list_environments(
 pub async fn get_environment(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let env = s.services.get_environment(&actor, &tenant, &env).await?;
     Ok(with_etag(StatusCode::OK, env))
@@ -108,7 +108,7 @@ pub async fn get_environment(
 pub async fn update_environment(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<UpdateEnvironment>,
 ) -> Result<Response, ApiError> {
@@ -132,7 +132,7 @@ pub async fn update_environment(
 pub async fn hibernate_environment(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let env = s
         .services
@@ -151,7 +151,7 @@ pub async fn hibernate_environment(
 pub async fn wake_environment(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let env = s.services.wake_environment(&actor, &tenant, &env).await?;
     Ok(with_etag(StatusCode::ACCEPTED, env))
@@ -164,7 +164,7 @@ pub async fn wake_environment(
 pub async fn delete_environment(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let env = s.services.delete_environment(&actor, &tenant, &env).await?;
     Ok(with_etag(StatusCode::ACCEPTED, env))

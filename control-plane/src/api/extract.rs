@@ -70,9 +70,42 @@ fn refusal(err: serde_path_to_error::Error<serde_json::Error>) -> JsonRefusal {
 }
 
 /// A JSON document as the API reads a request body (the CLI reads request files with it too).
+/// A number with a zero fraction (`2.0`) is an integer, as JSON Schema says: a field typed as
+/// an integer takes it.
 pub fn parse_json_fields<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRefusal> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(refusal)
+    match serde_path_to_error::deserialize(de) {
+        Err(e) if e.inner().is_data() && e.inner().to_string().contains("floating point") => {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| JsonRefusal::Malformed(e.to_string()))?;
+            integral_floats_as_integers(&mut value);
+            serde_path_to_error::deserialize(value).map_err(refusal)
+        }
+        read => read.map_err(refusal),
+    }
+}
+
+/// Integers beyond this are not all exact as floats.
+const EXACT_FLOAT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() <= EXACT_FLOAT_INTEGER {
+                    // Exact: |f| is at most 2^53, whole.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *n = serde_json::Number::from(i);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_floats_as_integers)
+        }
+        _ => {}
+    }
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -108,6 +141,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let ApiJsonRaw(value, _) = ApiJsonRaw::<T>::from_request(req, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+/// The path's parameters, refused with 400 as a problem when one does not parse (an id that
+/// is no UUID, bytes that are no UTF-8).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(v) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::malformed(r.body_text(), Some("path")))?;
+        Ok(ApiPath(v))
     }
 }
 
@@ -186,11 +234,20 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             Some("If-Match"),
         )
     };
-    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = v.to_str().map_err(|_| bad())?;
     let s = s.strip_prefix("W/").unwrap_or(s);
-    let s = s.trim_matches('"');
+    let s = s
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(s);
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     s.parse::<i64>().map(Some).map_err(|_| bad())
 }
+
+/// `If-Match` as [`if_match`] reads it, for the OpenAPI document.
+pub const IF_MATCH_PATTERN: &str = r#"^(W/)?("[0-9]{1,18}"|[0-9]{1,18})$"#;
 
 /// `Idempotency-Key`, if sent: 1 to 255 visible ASCII characters.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -255,8 +312,42 @@ mod tests {
             h.insert(header::IF_MATCH, v.parse().unwrap());
             assert_eq!(if_match(&h).unwrap(), Some(3));
         }
-        let mut h = HeaderMap::new();
-        h.insert(header::IF_MATCH, "\"x\"".parse().unwrap());
-        assert!(if_match(&h).is_err());
+        let pattern = regex::Regex::new(IF_MATCH_PATTERN).unwrap();
+        for v in [
+            "\"x\"",
+            "-3",
+            "\"3",
+            "W/3x",
+            "",
+            "1234567890123456789",
+            " 3",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, v.parse().unwrap());
+            assert!(if_match(&h).is_err(), "{v:?}");
+            assert!(!pattern.is_match(v), "{v:?}");
+        }
+        for v in ["\"3\"", "3", "W/\"3\"", "W/7", "123456789012345678"] {
+            assert!(pattern.is_match(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_integers_and_other_floats_are_refused() {
+        let env: CreateEnvironment =
+            parse_json(br#"{"name":"a","min_workers":2.0,"max_workers":1e1}"#).unwrap();
+        assert_eq!((env.min_workers, env.max_workers), (Some(2), Some(10)));
+        assert_eq!(
+            field_of(r#"{"name":"a","min_workers":2.5}"#),
+            (422, vec!["min_workers".into()])
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","min_workers":-1.0}"#),
+            (422, vec!["min_workers".into()])
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","min_workers":1e300}"#),
+            (422, vec!["min_workers".into()])
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,29 +15,41 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::auth::Actor;
 use crate::service::logs::RawLogQuery;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// `api-server`, `scheduler` (every scheduler) or `scheduler-N`, `dag-processor`,
     /// `triggerer`, `worker` (every worker) or `worker-N`.
+    #[param(pattern = "^([a-z][a-z0-9-]{0,62})?$")]
     pub component: Option<String>,
     /// From this time: RFC 3339, or an age such as `30s`, `10m`, `2h`, `7d`. Without it, the
     /// last hour before `until`, and the page keeps the newest lines.
+    #[param(
+        pattern = r"^([0-9]{1,9}[smhd]|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     pub since: Option<String>,
     /// Up to this time (as `since`); not with `follow`.
+    #[param(
+        pattern = r"^([0-9]{1,9}[smhd]|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$"
+    )]
     pub until: Option<String>,
     /// The least severe level shown: `debug`, `info`, `warning`, `error`, `critical`.
+    #[param(pattern = "^(debug|info|warning|error|critical)?$")]
     pub level: Option<String>,
     /// Text the line contains, in any case.
+    #[param(max_length = 256)]
     pub q: Option<String>,
     /// Lines at most: 1–10000, default 1000 (with `follow`, lines from before, default 100).
+    #[param(pattern = "^[0-9]{0,5}$")]
     pub limit: Option<String>,
     /// `true` streams the lines as server-sent events as they are written.
+    #[param(pattern = "^(true|false)?$")]
     pub follow: Option<String>,
 }
 
@@ -53,7 +65,7 @@ pub struct LogsQuery {
 pub async fn environment_logs(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let follow = match q.follow.as_deref() {
@@ -90,19 +102,22 @@ pub async fn environment_logs(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskLogQuery {
     /// The try (1, 2, …); without it, the latest.
     #[serde(rename = "try")]
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub try_number: Option<String>,
     /// A mapped task's index; without it, an unmapped task.
+    #[param(value_type = Option<i64>, minimum = -1)]
     pub map_index: Option<String>,
 }
 
 /// `{dag}/runs/{run}/tasks/{task}/logs` under an environment's `dags/`: the task log route
 /// shares its prefix with DAG files (`dags/{path}`), so the DAG file handler hands such a path
-/// here. (A DAG file stored at exactly that shape is still synced and listed, but not read back
-/// by `GET`.)
+/// here. (A DAG file stored at exactly that shape straight in the bucket is still synced and
+/// listed, but not read back by `GET`, and the API does not write or delete one: 405.)
 pub fn task_log_target(path: &str) -> Option<(&str, &str, &str)> {
     match path.split('/').collect::<Vec<_>>()[..] {
         [dag, "runs", run, "tasks", task, "logs"] => Some((dag, run, task)),
@@ -153,7 +168,7 @@ pub async fn task_log(
 pub async fn post_log_lines(
     State(s): State<AppState>,
     actor: Actor,
-    Path(cell): Path<String>,
+    ApiPath(cell): ApiPath<String>,
     ApiJson(batch): ApiJson<LogBatch>,
 ) -> Result<StatusCode, ApiError> {
     s.services.ingest_log_lines(&actor, &cell, batch).await?;

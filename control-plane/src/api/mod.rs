@@ -6,6 +6,7 @@ pub mod airflow_answer;
 pub mod cells;
 pub mod cli;
 pub mod dags;
+pub mod document;
 pub mod environments;
 pub mod error;
 pub mod extract;
@@ -49,7 +50,7 @@ pub struct AppState {
         description = "Self-hosted managed Apache Airflow: tenants, environments and data-plane cells.",
         version = "1"
     ),
-    paths(logs::task_log),
+    paths(logs::task_log, dags::list_dags, dags::put_dag, dags::get_dag, dags::delete_dag),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants, their tokens and access keys (platform admin, tenant admin)"),
@@ -117,12 +118,16 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API, as served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut doc = api_router().split_for_parts().1;
+    document::complete(&mut doc);
+    doc
 }
 
 /// The OpenAPI document as pretty JSON with a trailing newline (the checked-in form).
 pub fn openapi_json() -> String {
-    let mut s = openapi().to_pretty_json().unwrap_or_default();
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    document::spell_links(&mut doc);
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -178,12 +183,21 @@ async fn no_route(uri: axum::http::Uri) -> error::ApiError {
     }
 }
 
-/// A known path with a method it does not take: 405, as a problem (axum adds `Allow`).
-async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
-    error::ApiError::MethodNotAllowed {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
+/// A known path with a method it does not take: 405, as a problem (axum adds `Allow`, but for
+/// a task log, whose path shares the DAG files' route and takes only `GET`).
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut answer =
+        axum::response::IntoResponse::into_response(error::ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+        });
+    if dags::is_task_log_path(uri.path()) {
+        answer.headers_mut().insert(
+            axum::http::header::ALLOW,
+            axum::http::HeaderValue::from_static(dags::TASK_LOG_ALLOW),
+        );
     }
+    answer
 }
 
 /// Body limit, metrics, tracing and request ids, as every answer gets them.

@@ -1,6 +1,6 @@
 //! Handlers for tenants, tenant tokens and the audit log.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hangar_tenants::api::{
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::auth::Actor;
 
@@ -52,7 +52,7 @@ pub async fn list_tenants(
 pub async fn get_tenant(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     Ok(Json(s.services.get_tenant(&actor, &tenant).await?))
 }
@@ -68,7 +68,7 @@ pub async fn get_tenant(
 pub async fn delete_tenant(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.services.delete_tenant(&actor, &tenant).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -82,7 +82,7 @@ pub async fn delete_tenant(
 pub async fn create_token(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     Ok((
@@ -96,7 +96,7 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<TokenList>, ApiError> {
     Ok(Json(TokenList {
         tokens: s.services.list_tokens(&actor, &tenant).await?,
@@ -110,7 +110,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, token_id)): Path<(String, String)>,
+    ApiPath((tenant, token_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     s.services.revoke_token(&actor, &tenant, &token_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -125,7 +125,7 @@ pub async fn revoke_token(
 pub async fn create_access_key(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     ApiJson(req): ApiJson<CreateAccessKey>,
 ) -> Result<(StatusCode, Json<AccessKeyCreated>), ApiError> {
     Ok((
@@ -139,7 +139,7 @@ pub async fn create_access_key(
 pub async fn list_access_keys(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<Json<AccessKeyList>, ApiError> {
     Ok(Json(AccessKeyList {
         access_keys: s.services.list_access_keys(&actor, &tenant).await?,
@@ -153,13 +153,14 @@ pub async fn list_access_keys(
 pub async fn revoke_access_key(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, key)): Path<(String, String)>,
+    ApiPath((tenant, key)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     s.services.revoke_access_key(&actor, &tenant, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only entries older than this id (for paging).
@@ -174,7 +175,7 @@ pub struct AuditQuery {
 pub async fn audit_log(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditLog>, ApiError> {
     Ok(Json(AuditLog {
@@ -195,7 +196,7 @@ pub async fn audit_log(
 pub async fn create_portal_login_link(
     State(s): State<AppState>,
     actor: Actor,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PortalLoginLink>), ApiError> {
     Ok((
         StatusCode::CREATED,

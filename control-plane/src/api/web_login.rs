@@ -3,7 +3,7 @@
 //! to the UI. On the environment's own UI host (`ui_host`) the cookie is that host's alone; on
 //! the control plane's origin it is scoped to the environment's Airflow path.
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use hangar_tenants::api::{Problem, WebLoginToken};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::ApiQuery;
+use super::extract::{ApiPath, ApiQuery};
 use super::ui_host::UiHost;
 use super::AppState;
 use crate::auth::Actor;
@@ -31,7 +31,7 @@ use crate::service::ServiceError;
 pub async fn create_web_login_token(
     State(s): State<AppState>,
     actor: Actor,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
 ) -> Result<Json<WebLoginToken>, ApiError> {
     Ok(Json(
         s.services.create_web_login(&actor, &tenant, &env).await?,
@@ -39,6 +39,7 @@ pub async fn create_web_login_token(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WebLoginQuery {
     /// The `web_token` of a web login token.
@@ -58,7 +59,7 @@ pub struct WebLoginQuery {
         (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn web_login(
     State(s): State<AppState>,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<WebLoginQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -81,7 +82,7 @@ pub async fn web_login(
 pub async fn web_login_on_ui_host(
     State(s): State<AppState>,
     Extension(host): Extension<UiHost>,
-    Path((tenant, env)): Path<(String, String)>,
+    ApiPath((tenant, env)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<WebLoginQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

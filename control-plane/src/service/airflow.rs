@@ -123,20 +123,32 @@ impl Services {
         let e = self.environment_out(row)?;
         // The api-server's reported address is not used (the cell's agent knows it); that it
         // was reported says the api-server runs.
-        let running = e
+        let up = matches!(
+            e.phase,
+            Phase::Available | Phase::Updating | Phase::UpdateFailed
+        );
+        let api = e
             .observed
             .as_ref()
-            .is_some_and(|o| o.endpoints.contains_key("api"))
-            && matches!(
-                e.phase,
-                Phase::Available | Phase::Updating | Phase::UpdateFailed
-            );
-        let (cell_id, cell) = cell.filter(|_| running).ok_or_else(|| {
-            ServiceError::Unavailable(format!(
+            .is_some_and(|o| o.endpoints.contains_key("api"));
+        let no_api = || {
+            format!(
                 "environment {env:?} has no running Airflow API (phase {})",
                 e.phase
-            ))
-        })?;
+            )
+        };
+        // Not running is the environment's state (creating, failed, being deleted): a
+        // conflict, as for any request its state does not allow. Running without an api-server
+        // reported yet is a moment to wait: unavailable, retry.
+        if !up {
+            return Err(ServiceError::Conflict {
+                field: None,
+                message: no_api(),
+            });
+        }
+        let (cell_id, cell) = cell
+            .filter(|_| api)
+            .ok_or_else(|| ServiceError::Unavailable(no_api()))?;
         let mut target = AirflowTarget {
             env_id: id,
             role,

@@ -66,12 +66,16 @@ impl Services {
         let row = self.awake_for_use(actor, &t, row).await?;
         let running =
             row.phase != Phase::Deleting.as_str() && row.phase != Phase::Creating.as_str();
-        let cell_id = row.cell_id.filter(|_| running).ok_or_else(|| {
-            ServiceError::Unavailable(format!(
-                "environment {env:?} is {}: commands run once it is running",
-                row.phase
-            ))
-        })?;
+        let cell_id = row
+            .cell_id
+            .filter(|_| running)
+            .ok_or_else(|| ServiceError::Conflict {
+                field: None,
+                message: format!(
+                    "environment {env:?} is {}: commands run once it is running",
+                    row.phase
+                ),
+            })?;
         // Calls and their output are kept a day (the audit log keeps who ran what).
         if let Err(e) = persistence::cli_calls::prune(&self.db.pool, KEEP_DAYS).await {
             tracing::warn!(error = %e, "failed to prune old Airflow CLI calls");
@@ -139,7 +143,7 @@ impl Services {
         wait: Duration,
     ) -> Result<CliCalls, ServiceError> {
         let cell_id = own_cell(actor, cell)?;
-        let until = Instant::now() + wait.min(MAX_CLAIM_WAIT);
+        let until = Instant::now() + wait.min(MAX_CLAIM_WAIT).min(self.cell_ttl / 2);
         let calls = loop {
             let calls = persistence::cli_calls::claim(&self.db.pool, cell_id)
                 .await

@@ -31,6 +31,22 @@ fn store_os(action: &'static str) -> impl Fn(object_store::Error) -> ServiceErro
     move |e| ServiceError::Unavailable(format!("the platform bucket failed to {action}: {e}"))
 }
 
+/// A write refused by a local-folder bucket because a folder of the path is a file, or the
+/// path is a folder: the path is taken.
+fn write_failure(action: &'static str) -> impl Fn(object_store::Error) -> ServiceError {
+    move |e| match hangar_data_plane::bucket::folder_clash(&e) {
+        Some(std::io::ErrorKind::IsADirectory) => ServiceError::Conflict {
+            field: Some("path"),
+            message: "this path is a folder of the DAG folder".to_owned(),
+        },
+        Some(_) => ServiceError::Conflict {
+            field: Some("path"),
+            message: "a folder of this path is a file of the DAG folder".to_owned(),
+        },
+        None => store_os(action)(e),
+    }
+}
+
 /// An upload that went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -112,7 +128,7 @@ impl Services {
             .store()
             .put_multipart(&target)
             .await
-            .map_err(store_os("start an upload"))?;
+            .map_err(write_failure("start an upload"))?;
         let mut writer = WriteMultipart::new(upload);
         let mut hasher = Sha256::new();
         let mut size = 0usize;
@@ -137,7 +153,7 @@ impl Services {
         writer
             .finish()
             .await
-            .map_err(store_os("store a DAG file"))?;
+            .map_err(write_failure("store a DAG file"))?;
         let sha256: String = hasher
             .finalize()
             .iter()
@@ -233,7 +249,10 @@ impl Services {
         // Stores answer a delete of a missing object with success; the API says 404.
         match bucket.store().head(&target).await {
             Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(e)
+                if matches!(e, object_store::Error::NotFound { .. })
+                    || hangar_data_plane::bucket::folder_clash(&e).is_some() =>
+            {
                 return Err(ServiceError::not_found("DAG file", path.as_str()))
             }
             Err(e) => return Err(store_os("look up a DAG file")(e)),

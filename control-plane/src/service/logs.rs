@@ -137,8 +137,8 @@ impl LogFilter {
             }
         };
         let q = raw.q.clone().filter(|q| !q.is_empty());
-        if q.as_ref().is_some_and(|q| q.len() > 256) {
-            errors.push("q", "must be at most 256 bytes");
+        if q.as_ref().is_some_and(|q| q.chars().count() > 256) {
+            errors.push("q", "must be at most 256 characters");
         }
         let default = if follow {
             FOLLOW_BACKLOG
@@ -500,7 +500,9 @@ impl Services {
         if !key(task) {
             errors.push("task", "must be a task id: letters, digits, _ . -");
         }
-        if !(1..=250).contains(&run.len()) || run.chars().any(|c| c == '/' || c.is_control()) {
+        if !(1..=250).contains(&run.chars().count())
+            || run.chars().any(|c| c == '/' || c.is_control())
+        {
             errors.push(
                 "run",
                 "must be a DAG run id without / or control characters",

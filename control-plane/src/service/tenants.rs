@@ -23,13 +23,12 @@ fn tenant_out(row: persistence::tenants::TenantRow) -> Tenant {
     }
 }
 
-/// The name of a token or an access key: 1 to 64 printable characters, trimmed.
+/// The name of a token or an access key: 1 to 64 printable characters, not only spaces;
+/// stored trimmed.
 pub(super) fn credential_name(name: &str) -> Result<&str, ServiceError> {
+    let refused = name.chars().count() > MAX_TOKEN_NAME || name.chars().any(char::is_control);
     let name = name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_TOKEN_NAME
-        || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || refused {
         return Err(FieldError::new(
             "name",
             format!("must be 1 to {MAX_TOKEN_NAME} printable characters"),

@@ -7,6 +7,7 @@ mod cells;
 mod cli;
 mod concurrency;
 mod dags;
+mod fuzz;
 mod hibernation;
 mod isolation;
 mod lifecycle;

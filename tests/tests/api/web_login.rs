@@ -107,12 +107,12 @@ async fn a_web_login_token_opens_a_session_on_that_environment_only() {
     }
 
     // The cookie gets through Hangar's authorisation: the environment is not running, so the
-    // answer is 503, not 401. A viewer's write goes on too: the environment's Airflow refuses
+    // answer is 409 (its state), not 401. A viewer's write goes on too: the environment's Airflow refuses
     // it by its own role check (the platform logs in there as a viewer; see the e2e test).
     let (status, p) = ui(&app, "data", "etl", Method::GET, &cookie).await;
-    assert_eq!(status, 503, "{p:?}");
+    assert_eq!(status, 409, "{p:?}");
     assert!(p.detail.contains("no running Airflow API"), "{p:?}");
-    assert_eq!(ui(&app, "data", "etl", Method::POST, &cookie).await.0, 503);
+    assert_eq!(ui(&app, "data", "etl", Method::POST, &cookie).await.0, 409);
 
     // The login URL works once, on whichever control-plane replica it reaches.
     let other = app.replica(|_| {}).await;
