@@ -124,7 +124,8 @@ pub enum BrokerUsers {
 /// Manages environment users on one Redis, as its admin.
 #[derive(Clone)]
 pub struct BrokerAdmin {
-    conn: redis::aio::MultiplexedConnection,
+    /// Reconnects by itself (with backoff and jitter) when Redis restarts.
+    conn: redis::aio::ConnectionManager,
     /// How environments connect, as the admin does (or in the clear to the gateway).
     pub tls: RedisTls,
     pub users: BrokerUsers,
@@ -137,8 +138,11 @@ impl BrokerAdmin {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client =
             redis::Client::open(admin_url.expose_secret()).map_err(BrokerError::Connect)?;
-        let conn = client
-            .get_multiplexed_async_connection()
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_max_delay(std::time::Duration::from_secs(5));
+        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
             .await
             .map_err(BrokerError::Connect)?;
         Ok(Self {
@@ -157,12 +161,18 @@ impl BrokerAdmin {
     }
 
     /// Creates the user, or resets it to exactly these rules and password (idempotent).
-    /// The ACL file is saved so the user outlives a restart of Redis.
+    /// The ACL file is saved so the user outlives a restart of Redis. A Redis that is
+    /// restarting is waited for (see [`retrying`]).
     pub async fn ensure_user(&self, user: &BrokerUser) -> Result<(), BrokerError> {
-        let err = |source| BrokerError::CreateUser {
-            user: user.username.clone(),
-            source,
-        };
+        retrying("create a broker user", || self.ensure_user_once(user))
+            .await
+            .map_err(|source| BrokerError::CreateUser {
+                user: user.username.clone(),
+                source,
+            })
+    }
+
+    async fn ensure_user_once(&self, user: &BrokerUser) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         if self.users == BrokerUsers::Gateway {
             return redis::cmd("HSET")
@@ -170,31 +180,32 @@ impl BrokerAdmin {
                 .arg(&user.username)
                 .arg(crate::broker_gateway::password_digest(&user.password))
                 .query_async::<()>(&mut conn)
-                .await
-                .map_err(err);
+                .await;
         }
         redis::cmd("ACL")
             .arg("SETUSER")
             .arg(&user.username)
             .arg(user.acl_rules())
             .query_async::<()>(&mut conn)
-            .await
-            .map_err(err)?;
+            .await?;
         redis::cmd("ACL")
             .arg("SAVE")
             .query_async::<()>(&mut conn)
             .await
-            .map_err(err)?;
-        Ok(())
     }
 
     /// Deletes the user (closing its connections; the gateway's within its recheck) and every
-    /// key under its prefix. Idempotent.
+    /// key under its prefix. Idempotent; a Redis that is restarting is waited for.
     pub async fn remove_user(&self, user: &BrokerUser) -> Result<(), BrokerError> {
-        let err = |source| BrokerError::RemoveUser {
-            user: user.username.clone(),
-            source,
-        };
+        retrying("remove a broker user", || self.remove_user_once(user))
+            .await
+            .map_err(|source| BrokerError::RemoveUser {
+                user: user.username.clone(),
+                source,
+            })
+    }
+
+    async fn remove_user_once(&self, user: &BrokerUser) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         match self.users {
             BrokerUsers::Gateway => {
@@ -202,21 +213,18 @@ impl BrokerAdmin {
                     .arg(crate::broker_gateway::USERS_KEY)
                     .arg(&user.username)
                     .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(err)?;
+                    .await?;
             }
             BrokerUsers::Acl => {
                 redis::cmd("ACL")
                     .arg("DELUSER")
                     .arg(&user.username)
                     .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(err)?;
+                    .await?;
                 redis::cmd("ACL")
                     .arg("SAVE")
                     .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(err)?;
+                    .await?;
             }
         }
         let pattern = format!("{}*", user.key_prefix);
@@ -229,14 +237,12 @@ impl BrokerAdmin {
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(&mut conn)
-                .await
-                .map_err(err)?;
+                .await?;
             if !keys.is_empty() {
                 redis::cmd("UNLINK")
                     .arg(&keys)
                     .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(err)?;
+                    .await?;
             }
             if next == 0 {
                 return Ok(());
@@ -244,6 +250,44 @@ impl BrokerAdmin {
             cursor = next;
         }
     }
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits between tries of an admin command whose connection broke: the connection manager
+/// reconnects meanwhile (with its own backoff and jitter). About 15 s in all, the time a Redis
+/// takes to restart.
+const RETRY_DELAYS_MS: [u64; 5] = [250, 500, 1_000, 4_000, 8_000];
+
+/// Runs an idempotent admin command, again while its failure is the connection's (Redis
+/// restarting or unreachable for a moment), logging each retry.
+async fn retrying<F, Fut>(what: &'static str, mut run: F) -> redis::RedisResult<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<()>>,
+{
+    let mut delays = RETRY_DELAYS_MS.iter();
+    loop {
+        match run().await {
+            Err(e) if is_connection_failure(&e) => {
+                let Some(ms) = delays.next() else {
+                    return Err(e);
+                };
+                tracing::warn!(error = %e, retry_in_ms = ms, "the broker's Redis did not answer to {what}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+fn is_connection_failure(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
 }
 
 #[cfg(test)]
@@ -288,6 +332,50 @@ mod tests {
             url(RedisTls::Unverified),
             format!("rediss://{user}?ssl_cert_reqs=none")
         );
+    }
+
+    /// Redis restarted under the agent (same address, its ACL file kept): the admin's next
+    /// commands wait for it and reconnect; nothing is left half-done.
+    #[tokio::test]
+    async fn the_admin_reconnects_when_redis_restarts() {
+        let tmp = tempfile::Builder::new()
+            .prefix("hangar-broker-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("redis");
+        let redis = PrivateRedis::start(&dir).await.unwrap();
+        let admin = BrokerAdmin::connect(&redis.admin_url()).await.unwrap();
+        let a = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());
+        admin.ensure_user(&a).await.unwrap();
+
+        redis.stop().await.unwrap();
+        // Down for a second, then back on the same port with the same files.
+        let conf = dir.join("redis.conf");
+        let restart = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let out = tokio::process::Command::new("redis-server")
+                .arg(&conf)
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        });
+        let b = BrokerUser::for_environment(Uuid::new_v4(), BrokerUser::generate_password());
+        admin.ensure_user(&b).await.unwrap();
+        restart.await.unwrap();
+        // Both users work: `a` outlived the restart (the ACL file), `b` was made after it.
+        for u in [&a, &b] {
+            let mut c = connect_as(u, redis.port()).await;
+            redis::cmd("LPUSH")
+                .arg(format!("{}default", u.key_prefix))
+                .arg("task")
+                .query_async::<i64>(&mut c)
+                .await
+                .unwrap();
+        }
+        admin.remove_user(&a).await.unwrap();
+        admin.remove_user(&b).await.unwrap();
+        redis.stop().await.unwrap();
     }
 
     #[tokio::test]

@@ -41,6 +41,8 @@ pub enum BucketError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the bucket folder {path} is gone (unmounted or deleted)")]
+    Gone { path: PathBuf },
     #[error(transparent)]
     Store(#[from] object_store::Error),
 }
@@ -88,6 +90,9 @@ pub struct Bucket {
     base: String,
     /// The bucket's prefix under which the platform keeps its files.
     root: ObjectPath,
+    /// The folder of a local bucket: listing it when it is gone (an unmounted volume, a
+    /// deleted folder) is an error, never an empty bucket that would delete every DAG.
+    folder: Option<PathBuf>,
 }
 
 /// A URL fit for an error: its options may hold keys, so they are left out.
@@ -174,6 +179,7 @@ impl Bucket {
             signer: Some(signer),
             base: format!("{scheme}://{container}"),
             root,
+            folder: None,
         })
     }
 
@@ -190,6 +196,7 @@ impl Bucket {
             signer: None,
             base: format!("file://{}", dir.display()),
             root: ObjectPath::default(),
+            folder: Some(dir),
         })
     }
 
@@ -294,6 +301,13 @@ impl Bucket {
     /// Every object under `prefix`, with the ETag, size and modification time the sync
     /// compares (one listing, paged by the store).
     pub async fn list(&self, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>, BucketError> {
+        if let Some(folder) = &self.folder {
+            if !folder.is_dir() {
+                return Err(BucketError::Gone {
+                    path: folder.clone(),
+                });
+            }
+        }
         Ok(self.store.list(Some(prefix)).try_collect().await?)
     }
 

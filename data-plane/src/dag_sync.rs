@@ -435,6 +435,29 @@ mod tests {
         }
     }
 
+    /// A local bucket whose folder is gone (an unmounted volume) is an error, not an empty
+    /// bucket: the DAGs stay, and the sync resumes when the folder is back.
+    #[tokio::test]
+    async fn a_bucket_folder_that_is_gone_keeps_the_last_good_dags() {
+        let f = fixture();
+        f.put("a.py", "a = 1\n").await;
+        let mut s = f.sync();
+        s.sync().await.unwrap();
+        let bucket_dir = f._dir.path().join("bucket");
+        let away = f._dir.path().join("bucket-away");
+        std::fs::rename(&bucket_dir, &away).unwrap();
+        let e = s.sync().await.unwrap_err();
+        assert!(e.to_string().contains("is gone"), "{e}");
+        assert_eq!(f.read("a.py").as_deref(), Some("a = 1\n"));
+        assert_eq!(s.generation(), 1);
+
+        std::fs::rename(&away, &bucket_dir).unwrap();
+        f.put("b.py", "b = 1\n").await;
+        let back = s.sync().await.unwrap();
+        assert_eq!(back.downloaded, ["b.py"]);
+        assert_eq!(f.read("a.py").as_deref(), Some("a = 1\n"));
+    }
+
     #[tokio::test]
     async fn changes_arrive_in_a_new_generation_and_only_changed_files_are_downloaded() {
         let f = fixture();
