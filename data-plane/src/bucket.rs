@@ -93,6 +93,8 @@ pub struct Bucket {
     /// The folder of a local bucket: listing it when it is gone (an unmounted volume, a
     /// deleted folder) is an error, never an empty bucket that would delete every DAG.
     folder: Option<PathBuf>,
+    /// The same store as `store` for a local bucket, to name an object's file.
+    local: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 /// A URL fit for an error: its options may hold keys, so they are left out.
@@ -180,6 +182,7 @@ impl Bucket {
             base: format!("{scheme}://{container}"),
             root,
             folder: None,
+            local: None,
         })
     }
 
@@ -189,15 +192,37 @@ impl Bucket {
             path: dir.clone(),
             source,
         })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
-            .with_automatic_cleanup(true);
+        let store = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(&dir)?
+                .with_automatic_cleanup(true),
+        );
         Ok(Self {
-            store: Arc::new(store),
+            store: store.clone(),
             signer: None,
             base: format!("file://{}", dir.display()),
             root: ObjectPath::default(),
             folder: Some(dir),
+            local: Some(store),
         })
+    }
+
+    /// In a local-folder bucket, what stands in the way of writing `location`: a file where
+    /// one of its folders must be (`NotADirectory`), or a folder at its place (`IsADirectory`).
+    /// An object store has no such clash (`None`).
+    pub fn clash(&self, location: &ObjectPath) -> Option<std::io::ErrorKind> {
+        let (folder, local) = (self.folder.as_ref()?, self.local.as_ref()?);
+        let file = local.path_to_filesystem(location).ok()?;
+        if file.is_dir() {
+            return Some(std::io::ErrorKind::IsADirectory);
+        }
+        let mut at = file.parent();
+        while let Some(dir) = at.filter(|d| d.starts_with(folder) && *d != folder.as_path()) {
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                return Some(std::io::ErrorKind::NotADirectory);
+            }
+            at = dir.parent();
+        }
+        None
     }
 
     /// The bucket's prefix in its store: every key is under it.

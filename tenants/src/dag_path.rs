@@ -5,7 +5,9 @@
 use std::fmt;
 
 const MAX_LEN: usize = 1024;
-const MAX_SEGMENT: usize = 255;
+/// Leaves room in a file name (255 bytes on Linux) for the suffix a local-folder bucket gives
+/// a file while it is written.
+const MAX_SEGMENT: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DagPathError {
@@ -28,10 +30,10 @@ pub enum DagPathError {
 pub struct DagPath(String);
 
 /// [`DagPath::parse`]'s rules as the OpenAPI document states them (a JSON Schema `pattern`,
-/// with `maxLength` 1024): relative segments of 1 to 255 characters, none `.` or `..`, no `\\`
+/// with `maxLength` 1024): relative segments of 1 to 200 characters, none `.` or `..`, no `\\`
 /// or control characters. (The limits are in bytes in the code, in characters in the document:
 /// they agree on ASCII.)
-pub const PATTERN: &str = r"^(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,254}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,253}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,253})(?:/(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,254}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,253}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,253}))*$";
+pub const PATTERN: &str = r"^(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,199}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,198}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,198})(?:/(?:[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,199}|\.[^/\\\x00-\x1f\x7f-\x9f.][^/\\\x00-\x1f\x7f-\x9f]{0,198}|\.\.[^/\\\x00-\x1f\x7f-\x9f]{1,198}))*$";
 
 impl DagPath {
     pub fn parse(s: &str) -> Result<Self, DagPathError> {
@@ -130,12 +132,12 @@ mod tests {
     #[case("a\u{0}b")]
     #[case("a\u{85}b")]
     #[case("a\tb")]
-    #[case(&"s".repeat(255))]
-    #[case(&"s".repeat(256))]
-    #[case(&format!("a/{}", "s".repeat(255)))]
-    #[case(&format!(".{}", "s".repeat(254)))]
-    #[case(&format!("..{}", "s".repeat(253)))]
-    #[case(&format!("..{}", "s".repeat(254)))]
+    #[case(&"s".repeat(200))]
+    #[case(&"s".repeat(201))]
+    #[case(&format!("a/{}", "s".repeat(200)))]
+    #[case(&format!(".{}", "s".repeat(199)))]
+    #[case(&format!("..{}", "s".repeat(198)))]
+    #[case(&format!("..{}", "s".repeat(199)))]
     fn the_documented_pattern_agrees_with_parse(#[case] s: &str) {
         let pattern = regex::Regex::new(PATTERN).expect("the pattern is a regex");
         assert_eq!(pattern.is_match(s), DagPath::parse(s).is_ok(), "{s:?}");

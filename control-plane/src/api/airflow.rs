@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use hangar_tenants::api::webserver_path;
+use hangar_tenants::api::{webserver_path, Problem};
 
 use super::airflow_answer::answer;
 use super::error::ApiError;
@@ -70,7 +70,15 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v)
 }
 
-/// `…/airflow/`: the UI's start page.
+/// The environment's Airflow (UI start page), through its cell's tunnel.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/tenants/{tenant}/environments/{env}/airflow/",
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    tag = "airflow", security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = "default", description = "The environment's Airflow answer (its REST API under `api/v2/`, its UI), passed on with its status and its `Content-Type`, `Cache-Control`, `ETag`, `Last-Modified`, `Content-Disposition` and an allowed `Location`"),
+        (status = 409, description = "The environment is not running (its phase named)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The environment's Airflow refused the connection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "It runs but its api-server is not reported yet, its cell is unreachable, or it did not answer within 20 s", body = Problem, content_type = "application/problem+json")))]
 pub async fn proxy_root(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
@@ -91,7 +99,17 @@ pub async fn proxy_root(
     forward(&s, bearer, req, headers, body).await
 }
 
-/// `…/airflow/{path}`.
+/// The environment's Airflow, through its cell's tunnel: its REST API (`api/v2/…`, with the
+/// caller's role) and its UI. A bearer token or the session cookie of a web login.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/tenants/{tenant}/environments/{env}/airflow/{path}",
+    params(("tenant" = String, Path), ("env" = String, Path),
+        ("path" = String, Path, description = "The path in the environment's Airflow, such as `api/v2/dags`; may hold `/`")),
+    tag = "airflow", security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = "default", description = "The environment's Airflow answer (its REST API under `api/v2/`, its UI), passed on with its status and its `Content-Type`, `Cache-Control`, `ETag`, `Last-Modified`, `Content-Disposition` and an allowed `Location`"),
+        (status = 409, description = "The environment is not running (its phase named)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The environment's Airflow refused the connection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "It runs but its api-server is not reported yet, its cell is unreachable, or it did not answer within 20 s", body = Problem, content_type = "application/problem+json")))]
 pub async fn proxy(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
@@ -115,6 +133,15 @@ pub async fn proxy(
 /// `/v1/environments/{id}/airflow/{path}`: the Airflow of an environment that took over a
 /// prepared one, which serves under this id-named path (its `webserver_url`); the same as
 /// `…/environments/{env}/airflow/{path}` of its tenant and name.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/environments/{id}/airflow/{path}",
+    params(("id" = Uuid, Path, description = "The environment's id"),
+        ("path" = String, Path, description = "The path in the environment's Airflow; may hold `/`")),
+    tag = "airflow", security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = "default", description = "The environment's Airflow answer (its REST API under `api/v2/`, its UI), passed on with its status and its `Content-Type`, `Cache-Control`, `ETag`, `Last-Modified`, `Content-Disposition` and an allowed `Location`"),
+        (status = 409, description = "The environment is not running (its phase named)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The environment's Airflow refused the connection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "It runs but its api-server is not reported yet, its cell is unreachable, or it did not answer within 20 s", body = Problem, content_type = "application/problem+json")))]
 pub async fn proxy_by_id(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,
@@ -128,6 +155,14 @@ pub async fn proxy_by_id(
 }
 
 /// `/v1/environments/{id}/airflow/`: the start page of [`proxy_by_id`]'s UI.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/v1/environments/{id}/airflow/",
+    params(("id" = Uuid, Path, description = "The environment's id")),
+    tag = "airflow", security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = "default", description = "The environment's Airflow answer (its REST API under `api/v2/`, its UI), passed on with its status and its `Content-Type`, `Cache-Control`, `ETag`, `Last-Modified`, `Content-Disposition` and an allowed `Location`"),
+        (status = 409, description = "The environment is not running (its phase named)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The environment's Airflow refused the connection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "It runs but its api-server is not reported yet, its cell is unreachable, or it did not answer within 20 s", body = Problem, content_type = "application/problem+json")))]
 pub async fn proxy_by_id_root(
     State(s): State<AppState>,
     bearer: Result<Actor, ApiError>,

@@ -219,18 +219,34 @@ pub fn complete(doc: &mut OpenApi) {
     }
     for item in doc.paths.paths.values_mut() {
         let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
         ];
-        for op in operations.into_iter().flatten() {
+        let methods = operations.iter().filter(|(_, op)| op.is_some()).count();
+        for (method, op) in operations {
+            let Some(op) = op else { continue };
+            // One handler for several methods (the Airflow proxy) gives each the handler's
+            // name; an operation id must be unique.
+            if methods > 1 && PER_METHOD.contains(&op.operation_id.as_deref().unwrap_or_default()) {
+                op.operation_id = op.operation_id.take().map(|id| format!("{id}_{method}"));
+            }
             complete_operation(op);
             link(op);
+            // A DAG file may be empty (`__init__.py`): its body is optional.
+            if op.operation_id.as_deref() == Some("put_dag") {
+                if let Some(body) = op.request_body.as_mut() {
+                    body.required = Some(utoipa::openapi::Required::False);
+                }
+            }
         }
     }
 }
+
+/// Handlers that take several methods, whose operations are named `<handler>_<method>`.
+const PER_METHOD: [&str; 4] = ["proxy_root", "proxy", "proxy_by_id_root", "proxy_by_id"];
 
 fn complete_operation(op: &mut Operation) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());

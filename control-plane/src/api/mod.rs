@@ -26,7 +26,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -50,12 +50,23 @@ pub struct AppState {
         description = "Self-hosted managed Apache Airflow: tenants, environments and data-plane cells.",
         version = "1"
     ),
-    paths(logs::task_log, dags::list_dags, dags::put_dag, dags::get_dag, dags::delete_dag),
+    paths(
+        logs::task_log,
+        dags::list_dags,
+        dags::put_dag,
+        dags::get_dag,
+        dags::delete_dag,
+        airflow::proxy_root,
+        airflow::proxy,
+        airflow::proxy_by_id_root,
+        airflow::proxy_by_id
+    ),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants, their tokens and access keys (platform admin, tenant admin)"),
         (name = "environments", description = "Airflow environments of a tenant"),
         (name = "cells", description = "Data-plane cells: agent registration, assignments, observed state"),
+        (name = "airflow", description = "An environment's own Airflow (REST API and UI), through its cell's tunnel"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -69,6 +80,14 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The session a web login opens on one environment's Airflow (`…/web-login`).
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::service::web_login::WEB_SESSION_COOKIE,
+                "An environment's web session, for its Airflow only",
+            ))),
         );
     }
 }

@@ -166,6 +166,7 @@ pub struct AuditQuery {
     /// Only entries older than this id (for paging).
     pub before: Option<i64>,
     /// At most this many entries (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -31,18 +31,23 @@ fn store_os(action: &'static str) -> impl Fn(object_store::Error) -> ServiceErro
     move |e| ServiceError::Unavailable(format!("the platform bucket failed to {action}: {e}"))
 }
 
-/// A write refused by a local-folder bucket because a folder of the path is a file, or the
-/// path is a folder: the path is taken.
+/// A path a local-folder bucket cannot take (a folder of it is a file, or it is a folder):
+/// it is taken, a conflict.
+fn clash(kind: std::io::ErrorKind) -> ServiceError {
+    ServiceError::Conflict {
+        field: Some("path"),
+        message: if kind == std::io::ErrorKind::IsADirectory {
+            "this path is a folder of the DAG folder".to_owned()
+        } else {
+            "a folder of this path is a file of the DAG folder".to_owned()
+        },
+    }
+}
+
+/// A write refused by a local-folder bucket for a clash (see [`clash`]), or another failure.
 fn write_failure(action: &'static str) -> impl Fn(object_store::Error) -> ServiceError {
     move |e| match hangar_data_plane::bucket::folder_clash(&e) {
-        Some(std::io::ErrorKind::IsADirectory) => ServiceError::Conflict {
-            field: Some("path"),
-            message: "this path is a folder of the DAG folder".to_owned(),
-        },
-        Some(_) => ServiceError::Conflict {
-            field: Some("path"),
-            message: "a folder of this path is a file of the DAG folder".to_owned(),
-        },
+        Some(kind) => clash(kind),
         None => store_os(action)(e),
     }
 }
@@ -124,6 +129,9 @@ impl Services {
         let (t, prefix) = self.dag_prefix(actor, tenant, env, Role::Editor).await?;
         let bucket = self.bucket()?;
         let target = Bucket::child(&prefix, path.as_str());
+        if let Some(kind) = bucket.clash(&target) {
+            return Err(clash(kind).into());
+        }
         let upload = bucket
             .store()
             .put_multipart(&target)

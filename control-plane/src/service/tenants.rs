@@ -274,8 +274,12 @@ impl Services {
         before: Option<i64>,
         limit: Option<u32>,
     ) -> Result<Vec<AuditEntry>, ServiceError> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(FieldError::new("limit", "must be between 1 and 1000").into());
+        }
         let t = self.authorize_tenant(actor, tenant, Role::Admin).await?;
-        let limit = i64::from(limit.unwrap_or(100).clamp(1, 1000));
+        let limit = i64::from(limit);
         let rows = persistence::audit::list(&self.db.pool, t.id, before, limit)
             .await
             .store("read the audit log")?;

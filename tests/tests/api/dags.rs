@@ -145,3 +145,76 @@ async fn dag_files_round_trip_through_the_bucket_and_are_audited() {
     );
     let _ = std::fs::remove_dir_all(&bucket);
 }
+
+/// What a local-folder bucket cannot hold is a conflict, not a failure; what it does not hold
+/// is a 404; a task log's path is read only.
+#[tokio::test]
+async fn paths_that_clash_are_conflicts_and_task_log_paths_are_read_only() {
+    let bucket = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bucket.path().display());
+    let app = spawn_app_with(move |s| s.bucket = Some(url)).await;
+    let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
+    editor
+        .create_environment(
+            "data",
+            &CreateEnvironment {
+                name: "etl".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let dags = "v1/tenants/data/environments/etl/dags";
+    let send = |method: Method, path: &str| {
+        editor
+            .request(method, &format!("{dags}/{path}"))
+            .body("x = 1\n")
+            .send()
+    };
+    assert_eq!(send(Method::PUT, "a.py").await.unwrap().status(), 201);
+    assert_eq!(send(Method::PUT, "lib/b.py").await.unwrap().status(), 201);
+    // An empty file is a file (`__init__.py`).
+    let empty = editor
+        .request(Method::PUT, &format!("{dags}/lib/__init__.py"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 201);
+
+    for taken in ["a.py/c.py", "lib"] {
+        let r = send(Method::PUT, taken).await.unwrap();
+        assert_eq!(r.status(), 409, "{taken}");
+        let p: Problem = r.json().await.unwrap();
+        assert_eq!(p.errors[0].field, "path", "{p:?}");
+    }
+    for missing in [Method::GET, Method::DELETE] {
+        let r = send(missing.clone(), "a.py/c.py").await.unwrap();
+        assert_eq!(r.status(), 404, "{missing}");
+    }
+
+    for method in [Method::PUT, Method::DELETE, Method::OPTIONS] {
+        let r = send(method.clone(), "etl/runs/r1/tasks/t1/logs")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(
+            r.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some("GET,HEAD"),
+            "{method}"
+        );
+        let p: Problem = r.json().await.unwrap();
+        assert!(p.detail.contains("does not take"), "{p:?}");
+    }
+    // The ordinary DAG file path still says what it takes.
+    let r = send(Method::OPTIONS, "a.py").await.unwrap();
+    assert_eq!(r.status(), 405);
+    let allow = r
+        .headers()
+        .get("allow")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allow.contains("PUT") && allow.contains("DELETE"), "{allow}");
+}
