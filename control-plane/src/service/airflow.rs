@@ -123,9 +123,11 @@ impl Services {
         let e = self.environment_out(row)?;
         // The api-server's reported address is not used (the cell's agent knows it); that it
         // was reported says the api-server runs.
+        // `UNAVAILABLE` runs too (a component unhealthy, or the cell silent): its api-server may
+        // well answer, and if the cell is gone the tunnel says so (503).
         let up = matches!(
             e.phase,
-            Phase::Available | Phase::Updating | Phase::UpdateFailed
+            Phase::Available | Phase::Unavailable | Phase::Updating | Phase::UpdateFailed
         );
         let api = e
             .observed
@@ -137,7 +139,7 @@ impl Services {
                 e.phase
             )
         };
-        // Not running is the environment's state (creating, failed, being deleted): a
+        // Not running is the environment's state (creating, failed, hibernated, being deleted): a
         // conflict, as for any request its state does not allow. Running without an api-server
         // reported yet is a moment to wait: unavailable, retry.
         if !up {

@@ -154,15 +154,7 @@ async fn paths_that_clash_are_conflicts_and_task_log_paths_are_read_only() {
     let url = format!("file://{}", bucket.path().display());
     let app = spawn_app_with(move |s| s.bucket = Some(url)).await;
     let editor = app.tenant_with_role("data", Role::Editor).await.unwrap();
-    editor
-        .create_environment(
-            "data",
-            &CreateEnvironment {
-                name: "etl".into(),
-                ..Default::default()
-            },
-            None,
-        )
+    hangar_tests::create_env(&editor, "data", "etl")
         .await
         .unwrap();
     let dags = "v1/tenants/data/environments/etl/dags";

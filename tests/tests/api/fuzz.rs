@@ -7,11 +7,9 @@
 
 use std::process::Stdio;
 
-use hangar_tenants::api::{
-    CellCapacity, CreateCell, CreateEnvironment, RegisterCell, Role, Runtime,
-};
+use hangar_tenants::api::{CellCapacity, CreateCell, RegisterCell, Role, Runtime};
 use hangar_tests::emulators::tool;
-use hangar_tests::{spawn_app_with, ADMIN_TOKEN};
+use hangar_tests::{create_env, spawn_app_with, ADMIN_TOKEN};
 
 /// Examples generated per operation and phase. 25 runs about 1,500 requests per role.
 const EXAMPLES: &str = "25";
@@ -62,16 +60,7 @@ async fn schemathesis_finds_no_failure_as_any_role() {
     // Real objects for the fuzzer to meet: a tenant with an environment, a registered cell.
     let tenant_admin = app.token_with_role("data", Role::Admin).await.unwrap();
     let viewer = app.token_with_role("data", Role::Viewer).await.unwrap();
-    app.admin
-        .with_token(tenant_admin.clone())
-        .create_environment(
-            "data",
-            &CreateEnvironment {
-                name: "etl".into(),
-                ..Default::default()
-            },
-            None,
-        )
+    create_env(&app.admin.with_token(tenant_admin.clone()), "data", "etl")
         .await
         .unwrap();
     let cell = app
