@@ -249,8 +249,10 @@ async fn the_task_pool_shares_its_slots_by_weight_beside_a_celery_environment() 
         if done {
             break;
         }
+        // A deadline for the bursts, not a speed test: with the suite's other end-to-end tests
+        // running beside it on two cores, a 6-second nap has been seen to take half a minute.
         assert!(
-            start.elapsed() < Duration::from_secs(300),
+            start.elapsed() < Duration::from_secs(600),
             "the bursts did not finish: light {:#?}\nheavy {:#?}",
             task_instances(&light_c, "kappa", "light", "spread", &runs[0]).await,
             task_instances(&heavy_c, "lambda", "heavy", "spread", &runs[1]).await
