@@ -351,6 +351,11 @@ pub struct Cell {
     /// Of those, how many are up, ready to be claimed.
     #[serde(default)]
     pub warm_ready: u32,
+    /// Panics of its agent's background loops (an environment's reconciler, the log shipper,
+    /// the Airflow CLI loop, the tunnel) since the agent started, as it last registered: each
+    /// was logged and the loop started again. Also `hangar_cell_agent_panics_total`.
+    #[serde(default)]
+    pub agent_panics: u64,
 }
 
 /// A cell's shared worker pool.
@@ -404,6 +409,10 @@ pub struct RegisterCell {
     /// `crate::warm::MAX_WARM_POOL`).
     #[serde(default)]
     pub warm_pool: u32,
+    /// Panics of the agent's background loops since it started (each logged and started
+    /// again). The agent registers again after each, so the count is never far behind.
+    #[serde(default)]
+    pub agent_panics: u64,
 }
 
 /// How a cell keeps its environments from each other and from the platform. Tenants run

@@ -149,6 +149,7 @@ async fn spawn_app_on(
         relay_listen: None,
     };
     configure(&mut settings);
+    let database_url = settings.database.database_url.expose_secret().to_owned();
     let app = match Application::build(settings).await {
         Ok(a) => a,
         Err(e) => {
@@ -192,6 +193,34 @@ impl TestApp {
             configure,
         )
         .await
+    }
+
+    /// `hangar serve` as a process of its own, a replica of this control plane (its database
+    /// and master key) on `listen` with the platform bucket `bucket_url`; its log goes to `log`.
+    /// A test kills it with `Child::kill` (SIGKILL) and starts it again on the same address.
+    pub fn serve_process(
+        &self,
+        listen: std::net::SocketAddr,
+        bucket_url: &str,
+        log: &std::path::Path,
+    ) -> std::io::Result<std::process::Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        std::process::Command::new(hangar_bin())
+            .arg("serve")
+            .env("HANGAR_DATABASE_URL", &self.database_url)
+            .env("HANGAR_MASTER_KEY", &self.master_key)
+            .env("HANGAR_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("HANGAR_METRICS_TOKEN", METRICS_TOKEN)
+            .env("HANGAR_LISTEN", listen.to_string())
+            .env("HANGAR_BUCKET_URL", bucket_url)
+            .env("HANGAR_AIRFLOW_VERSIONS", "3.3.2")
+            .env("HANGAR_DB_MAX_CONNECTIONS", "10")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
     }
 
     /// Stops this control plane (as dropping it does).
@@ -379,6 +408,7 @@ impl FakeAgent {
                     agent_version: "fake-agent/1".to_owned(),
                     isolation,
                     warm_pool,
+                    agent_panics: 0,
                 },
             )
             .await
@@ -492,6 +522,8 @@ pub struct Stack {
     pub postgres_admin: String,
     /// The cell's parent cgroup (the environments' groups are under it).
     pub cgroup_parent: String,
+    /// The stack's own platform Postgres, when it has one (`StackOptions::own_postgres`).
+    pub postgres: Option<hangar_data_plane::embedded::PrivatePostgres>,
     agent_stop: CancellationToken,
     agent: Option<tokio::task::JoinHandle<()>>,
 }
@@ -724,6 +756,9 @@ pub struct StackOptions {
     pub warm_pool: u32,
     /// `HANGAR_TASK_SLOTS`: the cell's task pool (`None`: the machine's default).
     pub task_slots: Option<u32>,
+    /// Put the control plane, the agent and the environments on a platform Postgres of the
+    /// stack's own (`Stack::postgres`), which the test may restart.
+    pub own_postgres: bool,
 }
 
 impl Default for StackOptions {
@@ -738,6 +773,7 @@ impl Default for StackOptions {
             idle_minute_secs: 60,
             warm_pool: 0,
             task_slots: None,
+            own_postgres: false,
         }
     }
 }
@@ -753,6 +789,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         idle_minute_secs,
         warm_pool,
         task_slots,
+        own_postgres,
     } = opts;
     use hangar_data_plane::agent::{self, AgentSettings, OnShutdown};
     use hangar_data_plane::embedded::{run_after_exit, PrivateRedis};
@@ -797,7 +834,22 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
     let bucket = dir.join("bucket");
     let url = bucket_url.unwrap_or_else(|| format!("file://{}", bucket.display()));
     let platform_bucket = hangar_data_plane::bucket::Bucket::from_url(&url)?;
-    let (control_plane_db, postgres_admin) = if managed_like {
+    let mut own = None;
+    let (control_plane_db, postgres_admin) = if own_postgres && !managed_like {
+        let pg = hangar_data_plane::embedded::PrivatePostgres::start(&dir.join("pg")).await?;
+        pg.stop_and_remove_after(std::process::id())?;
+        let mut conn = sqlx::PgConnection::connect(pg.url("postgres").expose_secret()).await?;
+        sqlx::query("CREATE DATABASE hangar")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let urls = (
+            Some(pg.url("hangar").expose_secret().to_owned()),
+            pg.url("postgres").expose_secret().to_owned(),
+        );
+        own = Some(pg);
+        urls
+    } else if managed_like {
         let (cert, key) = self_signed_localhost()?;
         redis.require_tls(&cert, &key).await?;
         let pg = hangar_data_plane::embedded::PrivatePostgres::start(&dir.join("pg")).await?;
@@ -902,6 +954,7 @@ pub async fn spawn_stack_opts(opts: StackOptions) -> anyhow::Result<Stack> {
         redis_port: redis.port(),
         postgres_admin,
         cgroup_parent,
+        postgres: own,
         agent_stop,
         agent,
     })

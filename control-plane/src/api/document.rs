@@ -81,7 +81,7 @@ const ANSWERS: [(&str, &str, &str); 9] = [
     (
         "Unavailable",
         "503",
-        "Not now: the environment is waking or starting, its cell is unreachable, or the platform lacks what this needs (a bucket); `Retry-After` says when to ask again",
+        "Not now: the environment is waking or starting, its cell is unreachable, the platform's database is not answering, or the platform lacks what this needs (a bucket); `Retry-After` says when to ask again",
     ),
     (
         "Invalid",
@@ -272,10 +272,13 @@ fn complete_operation(op: &mut Operation) {
     if reads_body {
         answers.extend(["TooLarge", "UnsupportedMediaType"]);
     }
-    if op
-        .operation_id
-        .as_deref()
-        .is_some_and(|id| MAY_BE_UNAVAILABLE.contains(&id))
+    // An authenticated request reads its token from the platform's database, which may not
+    // answer for a while (restarting).
+    if secured
+        || op
+            .operation_id
+            .as_deref()
+            .is_some_and(|id| MAY_BE_UNAVAILABLE.contains(&id))
     {
         answers.push("Unavailable");
     }

@@ -116,6 +116,12 @@ impl ApiError {
                     format!("{e}; read it again and retry"),
                     vec![FieldError::new("If-Match", e.to_string())],
                 ),
+                ServiceError::Store { source, .. } if database_unreachable(source) => problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the platform's database is not answering; try again shortly".to_owned(),
+                    vec![],
+                ),
                 ServiceError::Store { .. }
                 | ServiceError::Corrupt { .. }
                 | ServiceError::Secrets(_) => problem(
@@ -159,6 +165,24 @@ impl ApiError {
     }
 }
 
+/// Whether a database error means the database could not be reached (down, restarting, out
+/// of connections): worth asking again, not a fault of the request or of Hangar.
+fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (08…), the server shutting down or starting (57P01–57P03),
+        // too many connections (53300).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || ["57P01", "57P02", "57P03", "53300"].contains(&c.as_ref())
+        }),
+        _ => false,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Service(
@@ -186,5 +210,29 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_a_503_and_a_fault_a_500() {
+        let store = |source| {
+            ApiError::Service(ServiceError::Store {
+                action: "read an environment",
+                source,
+            })
+        };
+        let down = store(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[header::RETRY_AFTER], "10");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(store(sqlx::Error::Io(refused)).to_problem().status, 503);
+        let fault = store(sqlx::Error::RowNotFound).to_problem();
+        assert_eq!(fault.status, 500);
+        assert!(!fault.detail.contains("RowNotFound"), "{}", fault.detail);
     }
 }

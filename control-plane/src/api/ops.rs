@@ -93,6 +93,11 @@ pub async fn metrics(
                     })
                 })
                 .collect();
+            let panics: Vec<(String, i64)> = cells
+                .iter()
+                .filter(|c| c.registered_at.is_some())
+                .map(|c| (c.name.clone(), c.agent_panics))
+                .collect();
             let cells: Vec<(String, CellPool)> = cells
                 .into_iter()
                 .filter_map(|c| {
@@ -103,6 +108,7 @@ pub async fn metrics(
                 .collect();
             text.push_str(&render_environments(&envs));
             text.push_str(&render_workers(&envs, &cells));
+            text.push_str(&render_agent_panics(&panics));
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "metrics: failed to read environments and cells");
@@ -238,6 +244,29 @@ fn render_environments(envs: &[EnvFigures]) -> String {
         "Syncs from the bucket that changed the DAG folder or failed, since the cell's agent started.", &syncs);
     family(&mut out, "hangar_plugin_restarts_total", "counter",
         "Restarts of the environment's components to load changed plugins, since the cell's agent started.", &plugin_restarts);
+    out
+}
+
+/// `hangar_cell_agent_panics_total{cell}`: panics of each registered cell's agent loops since
+/// the agent started (each logged and the loop started again), as the agent last registered.
+fn render_agent_panics(cells: &[(String, i64)]) -> String {
+    use std::fmt::Write;
+    let mut samples = String::new();
+    for (cell, n) in cells {
+        let _ = writeln!(
+            samples,
+            "hangar_cell_agent_panics_total{{cell=\"{}\"}} {n}",
+            label(cell)
+        );
+    }
+    let mut out = String::new();
+    family(
+        &mut out,
+        "hangar_cell_agent_panics_total",
+        "counter",
+        "Panics of the cell's agent loops since the agent started; each loop was started again.",
+        &samples,
+    );
     out
 }
 

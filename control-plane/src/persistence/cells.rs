@@ -29,6 +29,8 @@ pub struct CellRow {
     pub warm_pool: i32,
     /// Of those, how many are up.
     pub warm_ready: i64,
+    /// Panics of its agent's loops since the agent started, as it last registered.
+    pub agent_panics: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +107,7 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Option<CellRow>, sqlx:
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
                    FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
-                  c.registered_at, c.last_seen_at, c.created_at, c.isolation, c.warm_pool,
+                  c.registered_at, c.last_seen_at, c.created_at, c.isolation, c.warm_pool, c.agent_panics,
                   (SELECT count(*) FROM environments e
                    WHERE e.cell_id = c.id AND e.warm AND e.phase = 'AVAILABLE'
                      AND NOT e.delete_requested) AS "warm_ready!"
@@ -126,7 +128,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CellRow>, sqlx::Error> {
                                      + coalesce((e.observed -> 'workers' ->> 'draining')::bigint, 0)), 0)
                    FROM environments e
                    WHERE e.cell_id = c.id AND e.phase <> 'DELETED')::bigint AS "workers!",
-                  c.registered_at, c.last_seen_at, c.created_at, c.isolation, c.warm_pool,
+                  c.registered_at, c.last_seen_at, c.created_at, c.isolation, c.warm_pool, c.agent_panics,
                   (SELECT count(*) FROM environments e
                    WHERE e.cell_id = c.id AND e.warm AND e.phase = 'AVAILABLE'
                      AND NOT e.delete_requested) AS "warm_ready!"
@@ -151,26 +153,34 @@ pub async fn by_token(
 
 /// Records an agent's registration: its capacity, version and isolation report (replacing the
 /// previous one: the newest registration is what the cell is now).
+/// What an agent reports when it registers.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    pub max_environments: i32,
+    pub worker_slots: i32,
+    pub agent_version: &'a str,
+    pub isolation: Option<&'a serde_json::Value>,
+    pub warm_pool: i32,
+    pub agent_panics: i64,
+}
+
 pub async fn register(
     conn: &mut PgConnection,
     id: Uuid,
-    max_environments: i32,
-    worker_slots: i32,
-    agent_version: &str,
-    isolation: Option<&serde_json::Value>,
-    warm_pool: i32,
+    r: Registration<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE cells SET max_environments = $2, worker_slots = $3, agent_version = $4,
-                isolation = $5, warm_pool = $6,
+                isolation = $5, warm_pool = $6, agent_panics = $7,
                 registered_at = COALESCE(registered_at, now()), last_seen_at = now()
          WHERE id = $1",
         id,
-        max_environments,
-        worker_slots,
-        agent_version,
-        isolation,
-        warm_pool
+        r.max_environments,
+        r.worker_slots,
+        r.agent_version,
+        r.isolation,
+        r.warm_pool,
+        r.agent_panics
     )
     .execute(conn)
     .await?;

@@ -74,6 +74,7 @@ fn cell_out(
         created_at: row.created_at,
         warm_pool: u32::try_from(row.warm_pool).unwrap_or(0),
         warm_ready: u32::try_from(row.warm_ready).unwrap_or(0),
+        agent_panics: u64::try_from(row.agent_panics).unwrap_or(0),
     })
 }
 
@@ -338,11 +339,14 @@ impl Services {
         persistence::cells::register(
             &mut tx,
             id,
-            i32::try_from(req.capacity.max_environments).unwrap_or(i32::MAX),
-            i32::try_from(req.capacity.worker_slots).unwrap_or(i32::MAX),
-            &req.agent_version,
-            isolation.as_ref(),
-            i32::try_from(req.warm_pool).unwrap_or(0),
+            persistence::cells::Registration {
+                max_environments: i32::try_from(req.capacity.max_environments).unwrap_or(i32::MAX),
+                worker_slots: i32::try_from(req.capacity.worker_slots).unwrap_or(i32::MAX),
+                agent_version: &req.agent_version,
+                isolation: isolation.as_ref(),
+                warm_pool: i32::try_from(req.warm_pool).unwrap_or(0),
+                agent_panics: i64::try_from(req.agent_panics).unwrap_or(i64::MAX),
+            },
         )
         .await
         .store("register a cell")?;

@@ -173,6 +173,7 @@ pub async fn run<R: Runtime>(
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 isolation: Some(isolation.clone()),
                 warm_pool: settings.warm_pool,
+                agent_panics: supervise::panics(),
             };
             match client.register_cell(&settings.cell, &req).await {
                 Ok(_) => {
@@ -195,6 +196,11 @@ pub async fn run<R: Runtime>(
                     slots.store(n, Ordering::Relaxed);
                     registered = false;
                 }
+                continue;
+            }
+            () = supervise::panicked() => {
+                // Registering again reports the count (`Cell::agent_panics`, `/metrics`).
+                registered = false;
                 continue;
             }
             r = client.assignments(&settings.cell, cursor, settings.poll_wait) => r,

@@ -3,7 +3,8 @@
 //! of its own under [`supervise`], which logs a panic with its message and starts the loop
 //! again after a pause, 1 s doubling up to 30 s while it keeps panicking (back to 1 s once it
 //! ran a minute). A loop that returns (the agent stops, an environment is deleted) is not
-//! started again.
+//! started again. The agent registers again after each panic with the count so far, which the
+//! control plane shows with the cell and in `/metrics` (`hangar_cell_agent_panics_total`).
 //!
 //! Locks shared between those loops are taken with [`lock`], which ignores poisoning: the
 //! data behind them (maps of plain values, each change made whole under the lock) stays
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The first pause before a panicked loop starts again, and the longest.
@@ -25,10 +27,17 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Panics of the agent's loops since it started (every loop, all restarted).
 static PANICS: AtomicU64 = AtomicU64::new(0);
 
+/// Told of each panic (a permit is kept when nobody waits), so the agent reports it.
+static PANICKED: Notify = Notify::const_new();
+
 /// How many times the agent's loops panicked since it started.
-#[cfg(test)]
-fn panics() -> u64 {
+pub(crate) fn panics() -> u64 {
     PANICS.load(Ordering::Relaxed)
+}
+
+/// Returns once a loop panicked since the last call returned.
+pub(crate) async fn panicked() {
+    PANICKED.notified().await;
 }
 
 /// Takes a lock whether or not a panic poisoned it.
@@ -65,6 +74,7 @@ where
             Err(e) => panic_message(e.into_panic()),
         };
         let n = PANICS.fetch_add(1, Ordering::Relaxed) + 1;
+        PANICKED.notify_one();
         if cancel.is_cancelled() {
             tracing::error!(task = %name, panic = %message, "a loop of the agent panicked while it stopped");
             return;
@@ -123,6 +133,10 @@ mod tests {
             "two panics, then it returned"
         );
         assert!(panics() >= before + 2);
+        // The agent is told, so it registers again with the count.
+        tokio::time::timeout(Duration::from_secs(1), panicked())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -289,6 +289,22 @@ impl PrivatePostgres {
         Ok(())
     }
 
+    /// Restarts the server on the same port and settings (fast shutdown: every connection is
+    /// closed, data is kept); returns once it accepts connections again.
+    pub async fn restart(&self) -> Result<(), PostgresError> {
+        let data = self.dir.join("data").display().to_string();
+        let log = self.dir.join("server.log").display().to_string();
+        run(
+            self.bin.join("pg_ctl"),
+            &[
+                "-D", &data, "-l", &log, "-m", "fast", "-w", "-t", "60", "restart",
+            ],
+            self.run_as,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Arranges for the server to be stopped and its directory removed once process `pid`
     /// exits: for test harnesses whose statics are never dropped.
     pub fn stop_and_remove_after(&self, pid: u32) -> Result<(), PostgresError> {

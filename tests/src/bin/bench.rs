@@ -206,6 +206,7 @@ async fn seed(
                 agent_version: "bench".into(),
                 isolation: None,
                 warm_pool: 0,
+                agent_panics: 0,
             },
         )
         .await?;

@@ -244,6 +244,7 @@ async fn a_bootstrap_cell_exists_with_the_token_it_was_given_and_a_new_token_rep
         agent_version: "test".to_owned(),
         isolation: None,
         warm_pool: 0,
+        agent_panics: 0,
     };
 
     let app = spawn_app_with(with_token(first.clone(), None)).await;

@@ -83,6 +83,7 @@ async fn schemathesis_finds_no_failure_as_any_role() {
                 agent_version: "fuzz/1".into(),
                 isolation: None,
                 warm_pool: 0,
+                agent_panics: 0,
             },
         )
         .await

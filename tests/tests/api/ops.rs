@@ -1,5 +1,5 @@
 use hangar_tenants::api::Problem;
-use hangar_tenants::api::{CreateEnvironment, Role};
+use hangar_tenants::api::{CellCapacity, CreateEnvironment, RegisterCell, Role};
 use hangar_tenants::WorkerStatus;
 use hangar_tests::{healthy, spawn_app, ADMIN_TOKEN, METRICS_TOKEN};
 
@@ -126,6 +126,34 @@ async fn metrics_show_reported_workers_and_the_cells_pool_utilization() {
         ),
         (8, 4, 0.5)
     );
+    assert_eq!(local.agent_panics, 0);
+    assert!(text
+        .lines()
+        .any(|l| l == r#"hangar_cell_agent_panics_total{cell="local"} 0"#));
+
+    // An agent whose loops panicked registers again with the count: the cell and the metric
+    // show it.
+    let again = agent
+        .client
+        .register_cell(
+            "local",
+            &RegisterCell {
+                capacity: CellCapacity {
+                    max_environments: 10,
+                    worker_slots: 8,
+                },
+                agent_version: "fake-agent/1".to_owned(),
+                isolation: None,
+                warm_pool: 0,
+                agent_panics: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.agent_panics, 3);
+    let text = app.metrics().await;
+    let line = r#"hangar_cell_agent_panics_total{cell="local"} 3"#;
+    assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
 }
 
 #[tokio::test]

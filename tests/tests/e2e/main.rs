@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 mod broker_gateway;
+mod crash;
 mod hibernation;
 mod isolation;
 mod logs;
@@ -887,10 +888,21 @@ fn start_agent(stack: &Stack) -> std::process::Child {
 
 /// `hangar agent` for the stack's cell, with extra environment variables.
 fn start_agent_with(stack: &Stack, extra: &[(&str, &str)]) -> std::process::Child {
+    start_agent_at(stack, &stack.app.address, extra)
+}
+
+/// `hangar agent` for the stack's cell talking to the control plane at `url`; its log is
+/// appended to the stack's `agent.log`.
+fn start_agent_at(stack: &Stack, url: &str, extra: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stack.dir.join("agent.log"))
+        .unwrap();
     std::process::Command::new(hangar_bin())
         .arg("agent")
         .envs(extra.iter().copied())
-        .env("HANGAR_URL", &stack.app.address)
+        .env("HANGAR_URL", url)
         .env("HANGAR_CELL", "local")
         .env("HANGAR_CELL_TOKEN", &stack.cell_token)
         .env("HANGAR_AGENT_DIR", &stack.dir)
@@ -905,7 +917,7 @@ fn start_agent_with(stack: &Stack, extra: &[(&str, &str)]) -> std::process::Chil
             format!("file://{}", stack.bucket.display()),
         )
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(stack.dir.join("agent.log")).unwrap())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
