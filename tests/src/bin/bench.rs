@@ -15,12 +15,19 @@
 //! `simulate`: replays the generated multi-tenant trace through Hangar's shared pool of
 //! workers, MWAA-like dedicated workers, KEDA autoscaling and a cell-wide pool of task slots
 //! (`pool_utilization`), offline once it has measured a task's start in a Python runtime.
+//!
+//! `soak`: the whole platform (`hangar serve` and `hangar agent` as processes of their own)
+//! with real Airflow environments running a DAG every minute and API clients reading and
+//! writing, for minutes on end: latency and errors per minute, the control plane's and the
+//! agent's memory and descriptors over time, DAG runs, and what is left once it is all deleted.
 #![allow(clippy::expect_used)]
 
 #[path = "bench/pool.rs"]
 mod pool;
 #[path = "bench/portal.rs"]
 mod portal;
+#[path = "bench/soak.rs"]
+mod soak;
 #[path = "bench/terraform.rs"]
 mod tf_bench;
 
@@ -162,6 +169,21 @@ enum Bench {
         /// Measured runs of each (median reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// The whole platform under steady use for minutes on end: `hangar serve` and `hangar
+    /// agent` as processes of their own, environments running a DAG every minute, API clients
+    /// reading and writing; per minute the API's p99 and errors and both processes' memory and
+    /// descriptors; at the end the DAG runs and what deleting everything left behind.
+    Soak {
+        /// Minutes measured, one window each (after the environments are up).
+        #[arg(long, default_value_t = 30)]
+        minutes: u32,
+        /// Airflow environments, alternately with the Celery executor and the task pool.
+        #[arg(long, default_value_t = 3)]
+        environments: u32,
+        /// API clients, each with a tenant admin token of its own.
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
     },
     /// Environment get/list latency and throughput of the control plane API.
     Api {
@@ -2118,6 +2140,33 @@ async fn main() -> anyhow::Result<()> {
             println!("{r}");
             if !cli.no_docs {
                 write_section(&cli.docs, "terraform", &tf_bench::terraform_markdown(&r))?;
+            }
+        }
+        Bench::Soak {
+            minutes,
+            environments,
+            clients,
+        } => {
+            anyhow::ensure!(minutes >= 1, "--minutes must be at least 1");
+            anyhow::ensure!(
+                (1..=8).contains(&environments),
+                "--environments must be between 1 and 8 (the agent's HANGAR_MAX_ENVIRONMENTS)"
+            );
+            anyhow::ensure!(
+                (1..=64).contains(&clients),
+                "--clients must be between 1 and 64"
+            );
+            let r = soak::bench_soak(&soak::Params {
+                minutes,
+                environments,
+                clients,
+            })
+            .await?;
+            for figure in &r {
+                println!("{figure}");
+            }
+            if !cli.no_docs {
+                write_section(&cli.docs, "soak", &soak::soak_markdown(&r))?;
             }
         }
         Bench::Api {
