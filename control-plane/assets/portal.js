@@ -45,6 +45,19 @@
           ? e.dag_sync.files + (e.dag_sync.error ? " (last sync failed: " + e.dag_sync.error + ")" : "")
           : "–";
       }
+      var disk = document.getElementById("log-disk");
+      if (disk) {
+        disk.textContent = "";
+        if (e.log_disk_full_since) {
+          var warn = document.createElement("strong");
+          warn.className = "warn";
+          warn.textContent = "full since " + e.log_disk_full_since +
+            ": tasks keep running, log lines written now are dropped";
+          disk.appendChild(warn);
+        } else {
+          disk.textContent = "room to spare";
+        }
+      }
       var msg = document.querySelector('#status [data-field="status_message"]');
       if (msg) msg.textContent = e.status_message || "";
       var comps = document.getElementById("components");

@@ -40,6 +40,25 @@ use hangar_tenants::bucket_layout::{self as layout, chunk_name, parse_chunk_name
 
 use crate::bucket::{Bucket, BucketError};
 
+/// Below this much room for its processes a log folder's disk is full: a line written now
+/// may be dropped.
+pub const FULL_BELOW: u64 = 1024 * 1024;
+
+/// The environment's log folders whose disk is full (room below [`FULL_BELOW`] for an
+/// unprivileged writer, as its processes are): `tasks` for `{home}/logs`, the task logs
+/// Airflow writes, and `components` for `{home}/components`. A folder that cannot be looked
+/// at is not counted full.
+pub fn full_log_folders(home: &Path) -> Vec<String> {
+    [("tasks", "logs"), ("components", "components")]
+        .into_iter()
+        .filter(|(_, dir)| {
+            nix::sys::statvfs::statvfs(&home.join(dir))
+                .is_ok_and(|s| s.blocks_available().saturating_mul(s.fragment_size()) < FULL_BELOW)
+        })
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
 /// An environment whose logs are shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSource {
@@ -613,6 +632,8 @@ fn save(source: &LogSource, state: &EnvState) {
         .and_then(|b| std::fs::write(&tmp, b))
         .and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
+        // A full disk leaves a part of it: it is written whole next time, or not at all.
+        let _ = std::fs::remove_file(&tmp);
         tracing::warn!(file = %path.display(), error = %e, "failed to save log shipping state");
     }
 }

@@ -734,6 +734,7 @@ impl ProcessEnvironment {
             hibernated: false,
             idle_since: None,
             next_run: None,
+            log_disk: None,
         }
     }
 
@@ -890,6 +891,7 @@ impl ProcessEnvironment {
             hibernated: false,
             idle_since: None,
             next_run: None,
+            log_disk: None,
         }
     }
 }

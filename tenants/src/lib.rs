@@ -21,7 +21,8 @@ pub use error::{FieldError, FieldErrors};
 pub use names::{CellName, EnvName, NameError, TenantName};
 pub use phase::{
     derive_phase, idle_window_passed, phase_as_read, CellContact, ComponentStatus, DagSyncStatus,
-    FailedApply, ObservedState, Phase, PhaseChange, ReconcileCounters, RefusedObject, WorkerStatus,
+    FailedApply, LogDiskFull, ObservedState, Phase, PhaseChange, ReconcileCounters, RefusedObject,
+    WorkerStatus,
 };
 pub use spec::{
     AirflowVersion, EnvironmentClass, EnvironmentSpec, Executor, Platform, DEFAULT_AIRFLOW_VERSION,

@@ -176,6 +176,21 @@ pub struct ObservedState {
     /// When its next scheduled DAG run is due, as its scheduler has it (read while idle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set while the disk under its log folders is full: its tasks keep running, but log lines
+    /// written meanwhile are dropped (a task log says how many once there is room again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_disk: Option<LogDiskFull>,
+}
+
+/// The disk under an environment's log folders is full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogDiskFull {
+    /// Since when, as far as the cell's agent has seen.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The full folders: `tasks` (the task logs Airflow writes) and `components` (what each
+    /// component prints).
+    pub folders: Vec<String>,
 }
 
 /// Whether an awake environment has been idle for its whole idle window (`None`: it never

@@ -181,6 +181,7 @@ fn render_environments(envs: &[EnvFigures]) -> String {
     let mut failures = String::new();
     let mut syncs = String::new();
     let mut plugin_restarts = String::new();
+    let mut log_disk = String::new();
     for e in envs {
         let labels = e.labels();
         let o = &e.observed;
@@ -190,6 +191,11 @@ fn render_environments(envs: &[EnvFigures]) -> String {
             up,
             "hangar_environment_up{{{labels}}} {}",
             u8::from(healthy)
+        );
+        let _ = writeln!(
+            log_disk,
+            "hangar_environment_log_disk_full{{{labels}}} {}",
+            u8::from(o.log_disk.is_some())
         );
         for c in &o.components {
             let _ = writeln!(
@@ -244,6 +250,8 @@ fn render_environments(envs: &[EnvFigures]) -> String {
         "Syncs from the bucket that changed the DAG folder or failed, since the cell's agent started.", &syncs);
     family(&mut out, "hangar_plugin_restarts_total", "counter",
         "Restarts of the environment's components to load changed plugins, since the cell's agent started.", &plugin_restarts);
+    family(&mut out, "hangar_environment_log_disk_full", "gauge",
+        "1 while the disk under the environment's log folders is full (its tasks keep running; log lines written meanwhile are dropped), else 0.", &log_disk);
     out
 }
 
@@ -465,9 +473,14 @@ mod tests {
             dag_syncs_failed: 1,
             plugin_restarts: 4,
         });
+        sick.log_disk = Some(hangar_tenants::LogDiskFull {
+            since: chrono::Utc::now(),
+            folders: vec!["tasks".into()],
+        });
         let mut well = sick.clone();
         well.components[1].healthy = true;
         well.reconcile = None;
+        well.log_disk = None;
         let envs = [
             EnvFigures {
                 tenant: "a".into(),
@@ -510,6 +523,8 @@ mod tests {
             r#"hangar_dag_sync_total{tenant="a",environment="etl",cell="local",outcome="changed"} 2"#,
             r#"hangar_dag_sync_total{tenant="a",environment="etl",cell="local",outcome="failed"} 1"#,
             r#"hangar_plugin_restarts_total{tenant="a",environment="etl",cell="local"} 4"#,
+            r#"hangar_environment_log_disk_full{tenant="a",environment="etl",cell="local"} 1"#,
+            r#"hangar_environment_log_disk_full{tenant="b",environment="ml",cell="local"} 0"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

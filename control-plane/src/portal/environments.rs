@@ -54,6 +54,9 @@ fn detail_json(e: &Environment) -> Value {
     v["components"] = json!(o.map(|o| o.components.clone()).unwrap_or_default());
     v["observed_revision"] = json!(o.and_then(|o| o.revision));
     v["dag_sync"] = json!(o.and_then(|o| o.dag_sync.clone()));
+    v["log_disk_full_since"] = json!(o
+        .and_then(|o| o.log_disk.as_ref())
+        .map(|d| d.since.format("%Y-%m-%d %H:%M:%S UTC").to_string()));
     v["draining"] = json!(o.and_then(|o| o.workers.as_ref()).map(|w| w.draining));
     v["last_used_at"] = json!(e
         .last_used_at

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hangar_client::Client;
 use hangar_tenants::api::Assignment;
-use hangar_tenants::{FailedApply, ObservedState, ReconcileCounters};
+use hangar_tenants::{FailedApply, LogDiskFull, ObservedState, ReconcileCounters};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -96,6 +96,10 @@ pub(crate) struct Reconciler<E> {
     idle_checked: Option<Instant>,
     /// Its logs are shipped (from its first reconcile, or once a prepared one is claimed).
     logs_registered: bool,
+    /// Its home on this machine, whose log folders are watched for a full disk.
+    log_home: Option<std::path::PathBuf>,
+    /// The disk under its log folders is full: since when, and which.
+    log_disk: Option<LogDiskFull>,
 }
 
 impl<E: EnvironmentRuntime> Reconciler<E> {
@@ -108,6 +112,7 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         // claimed, it does both under its tenant's name.
         if !a.warm && !self.logs_registered {
             if let Some(source) = self.env.log_source(a) {
+                self.log_home = Some(source.home.clone());
                 self.shared.sources.insert(self.id, source);
             }
             self.logs_registered = true;
@@ -252,6 +257,45 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
         }
     }
 
+    /// Notes when the disk under the environment's log folders fills up and when it has room
+    /// again, in the agent's log and in what it reports. Its tasks keep running meanwhile (the
+    /// runtime's log guard drops the lines that cannot be written, and says so in the task's
+    /// log once it can).
+    fn watch_log_disk(&mut self) {
+        let Some(home) = &self.log_home else {
+            return;
+        };
+        let full = crate::log_ship::full_log_folders(home);
+        match (&mut self.log_disk, full.is_empty()) {
+            (None, false) => {
+                tracing::warn!(
+                    env = %self.name,
+                    folders = ?full,
+                    below_bytes = crate::log_ship::FULL_BELOW,
+                    "the disk under the environment's log folders is full: its tasks keep running, log lines written now are dropped"
+                );
+                self.log_disk = Some(LogDiskFull {
+                    since: chrono::Utc::now(),
+                    folders: full,
+                });
+            }
+            (Some(d), true) => {
+                let secs = chrono::Utc::now()
+                    .signed_duration_since(d.since)
+                    .num_seconds();
+                tracing::info!(
+                    env = %self.name,
+                    folders = ?d.folders,
+                    full_for_secs = secs,
+                    "the disk under the environment's log folders has room again; log lines written while it was full are missing"
+                );
+                self.log_disk = None;
+            }
+            (Some(d), false) => d.folders = full,
+            (None, true) => {}
+        }
+    }
+
     /// What to do after a failed pass.
     pub(crate) fn error_policy(&mut self, failure: Failure<E::Error>) -> Action {
         match failure {
@@ -345,6 +389,8 @@ impl<E: EnvironmentRuntime> Reconciler<E> {
             observed.idle_since = Some(since);
             observed.next_run = next_run;
         }
+        self.watch_log_disk();
+        observed.log_disk = self.log_disk.clone();
         let due = self
             .last
             .as_ref()
@@ -445,6 +491,8 @@ pub(crate) async fn environment_task<R: Runtime>(
         idleness: None,
         idle_checked: None,
         logs_registered: false,
+        log_home: None,
+        log_disk: None,
     };
     loop {
         let a = rx.borrow_and_update().clone();

@@ -180,6 +180,7 @@ impl KubeEnvironment {
             hibernated: false,
             idle_since: None,
             next_run: None,
+            log_disk: None,
         }
     }
 

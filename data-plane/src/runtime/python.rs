@@ -40,6 +40,12 @@ const RECIPE: &str = "hangar-python-runtime/1 apache-airflow[celery,postgres,red
 /// The Hangar executor (`executor: "hangar"`), installed into every runtime as the package
 /// `hangar_executor`; part of every runtime's key, so a new version builds new runtimes.
 pub const HANGAR_EXECUTOR_PY: &str = include_str!("../../python/hangar_executor/__init__.py");
+/// The log guard (`hangar_log_guard`): a full disk under an environment's logs drops log lines
+/// (and says how many) instead of failing its tasks. Installed into every runtime and loaded
+/// when its interpreter starts (by a `.pth` file); part of every runtime's key too.
+pub const HANGAR_LOG_GUARD_PY: &str = include_str!("../../python/hangar_log_guard.py");
+/// The `.pth` file that loads the log guard.
+const HANGAR_LOG_GUARD_PTH: &str = "import hangar_log_guard\n";
 
 /// Variables of the agent passed to uv (besides every `UV_*`): uv expands `${VAR}` in
 /// requirement files, so a tenant must never reach the agent's secrets through them.
@@ -109,6 +115,8 @@ impl RuntimeKey {
         let mut h = Sha256::new();
         h.update(RECIPE.as_bytes());
         h.update(HANGAR_EXECUTOR_PY.as_bytes());
+        h.update(HANGAR_LOG_GUARD_PY.as_bytes());
+        h.update(HANGAR_LOG_GUARD_PTH.as_bytes());
         if let Some(python) = python {
             h.update(b"\npython=");
             h.update(python.as_bytes());
@@ -507,7 +515,8 @@ impl RuntimeCache {
     }
 }
 
-/// Writes the Hangar executor's package into the runtime's `site-packages`.
+/// Writes the Hangar executor's package and the log guard (with the `.pth` file that loads it)
+/// into the runtime's `site-packages`.
 fn install_executor(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
     let lib = dir.join("lib");
     let site = std::fs::read_dir(&lib)
@@ -524,7 +533,15 @@ fn install_executor(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
     let package = site.join("hangar_executor");
     std::fs::create_dir_all(&package).map_err(|e| (package.clone(), e))?;
     let file = package.join("__init__.py");
-    std::fs::write(&file, HANGAR_EXECUTOR_PY).map_err(|e| (file, e))
+    std::fs::write(&file, HANGAR_EXECUTOR_PY).map_err(|e| (file, e))?;
+    for (name, text) in [
+        ("hangar_log_guard.py", HANGAR_LOG_GUARD_PY),
+        ("hangar_log_guard.pth", HANGAR_LOG_GUARD_PTH),
+    ] {
+        let file = site.join(name);
+        std::fs::write(&file, text).map_err(|e| (file, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -657,6 +674,17 @@ mod tests {
             "import airflow.providers.celery.executors.celery_executor, psycopg2, redis; \
                        from hangar_executor import HangarExecutor";
         run(&rt.bin("python"), &["-c", imports], home.path()).await;
+        // The log guard is loaded with the interpreter: structlog's loggers drop what a full
+        // disk refuses (every write to /dev/full fails with ENOSPC) and count it, never raise.
+        let full_disk = "import structlog, hangar_log_guard as g\n\
+            b = structlog.BytesLogger(open('/dev/full', 'ab'))\n\
+            w = structlog.WriteLogger(open('/dev/full', 'a'))\n\
+            for i in range(2000):\n    b.info(b'x' * 100); w.error('y' * 100)\n\
+            print(sorted(d.lines > 0 for d in g._dropped.values()))";
+        assert_eq!(
+            run(&rt.bin("python"), &["-c", full_disk], home.path()).await,
+            "[True, True]"
+        );
 
         let started = Instant::now();
         let again = cache.ensure("3.3.2", "# same inputs\n\n").await.unwrap();

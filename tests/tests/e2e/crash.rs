@@ -184,7 +184,7 @@ fn process_roots(uid: u32) -> Vec<u32> {
 }
 
 /// Waits until the run ends; it must succeed with every task on its first try.
-async fn first_try_success(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) {
+pub(crate) async fn first_try_success(c: &Client, tenant: &str, env: &str, dag: &str, run: &str) {
     let start = Instant::now();
     loop {
         match run_state(c, tenant, env, dag, run).await.as_str() {

@@ -9,6 +9,7 @@ mod broker_gateway;
 mod crash;
 mod hibernation;
 mod isolation;
+mod log_disk;
 mod logs;
 mod mwaa;
 mod task_pool;
