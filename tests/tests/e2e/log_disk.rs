@@ -79,6 +79,17 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The agent, killed when the test ends, failed or not (a failed test leaves no agent behind
+/// to rebuild what the stack's cleanup removed).
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Fills the filesystem of `dir` to the last byte with one file, and returns it.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
@@ -125,7 +136,7 @@ async fn a_full_log_disk_drops_log_lines_and_no_task() {
         .await
         .unwrap();
     let (t, e) = ("kilo", "etl");
-    let mut agent = start_agent_with(&stack, &[]);
+    let agent = Agent(start_agent_with(&stack, &[]));
     // No worker until a task is queued: the worker, and the task supervisors it forks, start
     // after the tmpfs is mounted and so see it (each process has a mount namespace of its
     // own, a copy of the agent's when it starts).
@@ -260,6 +271,5 @@ async fn a_full_log_disk_drops_log_lines_and_no_task() {
     drop(tmpfs);
     c.delete_environment(t, e).await.unwrap();
     wait_for_phase(&c, t, e, Phase::Deleted, Duration::from_secs(120)).await;
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    drop(agent);
 }
