@@ -53,11 +53,9 @@ fn signature_error(e: &sigv4::SigV4Error) -> MwaaError {
             "InvalidSignatureException",
             "The provided x-amz-content-sha256 header does not match what was computed.",
         ),
-        other => MwaaError::new(
-            StatusCode::BAD_REQUEST,
-            "IncompleteSignatureException",
-            other.to_string(),
-        ),
+        // A credential that cannot be read is refused as a wrong one is (403, as API Gateway
+        // answers an incomplete signature), not as a malformed request.
+        other => refused("IncompleteSignatureException", other.to_string()),
     }
 }
 

@@ -118,15 +118,19 @@ pub async fn console_sso() -> Response {
 
 #[derive(Debug, serde::Deserialize)]
 pub struct TokenQuery {
-    token: String,
+    token: Option<String>,
 }
 
 /// Sends a web login token to its environment's web login, which opens the session.
 pub async fn web_login(
     State(s): State<AppState>,
-    Query(q): Query<TokenQuery>,
+    query: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Redirect, MwaaError> {
-    let (tenant, env) = s.services.web_login_target(&q.token).map_err(|e| {
+    let token = query
+        .ok()
+        .and_then(|Query(q)| q.token)
+        .ok_or_else(|| MwaaError::validation("token: is required (the web login token)"))?;
+    let (tenant, env) = s.services.web_login_target(&token).map_err(|e| {
         MwaaError::new(
             StatusCode::FORBIDDEN,
             "AccessDeniedException",
@@ -137,7 +141,7 @@ pub async fn web_login(
         "{}{}?token={}",
         s.services.ui_origin(&tenant, &env).unwrap_or_default(),
         web_login_path(&tenant, &env),
-        url::form_urlencoded::byte_serialize(q.token.as_bytes()).collect::<String>()
+        url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
     );
     Ok(Redirect::to(&to))
 }

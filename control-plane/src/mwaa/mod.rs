@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod document;
 pub mod model;
 
 use axum::extract::{Path, State};
@@ -23,7 +24,7 @@ use crate::service::{ServiceError, StoreContext};
 use auth::Signed;
 
 /// The fields `CreateEnvironment` requires (botocore checks them too).
-const CREATE_REQUIRED: [&str; 4] = [
+pub const CREATE_REQUIRED: [&str; 4] = [
     "ExecutionRoleArn",
     "SourceBucketArn",
     "DagS3Path",
@@ -96,6 +97,11 @@ impl From<ServiceError> for MwaaError {
                 "ServiceUnavailableException",
                 m,
             ),
+            // Only a REST call reaches the environment's Airflow: what it answered and the
+            // platform does not pass on is the server side's fault, as MWAA names it.
+            ServiceError::BadGateway(m) => {
+                Self::new(StatusCode::BAD_REQUEST, "RestApiServerException", m)
+            }
             other => {
                 tracing::error!(error = %other, "MWAA-compatible API: request failed");
                 Self::new(
@@ -125,34 +131,65 @@ impl IntoResponse for MwaaError {
 
 type MwaaResult = Result<Json<Value>, MwaaError>;
 
-/// The routes, mounted at `/mwaa`.
+/// The path's one parameter (an environment's name or an ARN), refused as MWAA refuses a bad
+/// field when it cannot be read (not UTF-8 once decoded).
+struct Named(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Named {
+    type Rejection = MwaaError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, MwaaError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| Self(p))
+            .map_err(|e| MwaaError::validation(format!("the path cannot be read: {e}")))
+    }
+}
+
+/// The routes, mounted at `/mwaa` ([`document::PREFIX`]); [`document`] describes each.
 pub fn routes() -> Router<AppState> {
+    use document as d;
     Router::new()
-        .route("/environments", get(list_environments))
+        .route(d::ENVIRONMENTS, get(list_environments))
         .route(
-            "/environments/{name}",
+            d::ENVIRONMENT,
             put(create_environment)
                 .get(get_environment)
                 .patch(update_environment)
                 .delete(delete_environment),
         )
         .route(
-            "/tags/{arn}",
+            d::TAGS,
             get(list_tags).post(tag_resource).delete(untag_resource),
         )
-        .route("/metrics/environments/{name}", post(publish_metrics))
-        .route("/clitoken/{name}", post(create_cli_token))
-        .route("/webtoken/{name}", post(create_web_login_token))
-        .route("/restapi/{name}", post(invoke_rest_api))
+        .route(d::METRICS, post(publish_metrics))
+        .route(d::CLI_TOKEN, post(create_cli_token))
+        .route(d::WEB_TOKEN, post(create_web_login_token))
+        .route(d::REST_API, post(invoke_rest_api))
+        .route(d::DOCUMENT, get(openapi_document))
 }
 
 /// The routes at the control plane's root that MWAA's clients call on the web server's host:
 /// the CLI (`POST /aws_mwaa/cli` with a CLI token) and the console's login page.
 pub fn web_server_routes() -> Router<AppState> {
     Router::new()
-        .route("/aws_mwaa/cli", post(cli::run))
-        .route("/aws_mwaa/aws-console-sso", get(cli::console_sso))
-        .route("/aws_mwaa/web-login", get(cli::web_login))
+        .route(document::WEB_CLI, post(cli::run))
+        .route(document::CONSOLE_SSO, get(cli::console_sso))
+        .route(document::WEB_LOGIN, get(cli::web_login))
+}
+
+/// `GET /mwaa/openapi.json`: this API's OpenAPI document, unauthenticated like the JSON
+/// API's own.
+async fn openapi_document() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(document::openapi_json);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
 }
 
 /// The host MWAA's clients are to reach the web server on: this control plane, as the caller
@@ -163,7 +200,7 @@ fn web_server_hostname(call: &Signed) -> String {
 
 async fn create_cli_token(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     let token = s
@@ -178,7 +215,7 @@ async fn create_cli_token(
 
 async fn create_web_login_token(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     let login = s
@@ -245,7 +282,7 @@ fn rest_api_error(code: &'static str, status: u16, body: Value) -> Response {
 
 async fn invoke_rest_api(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> Result<Response, MwaaError> {
     let body = body_json(&call)?;
@@ -351,7 +388,7 @@ async fn keep(s: &AppState, env: uuid::Uuid, fields: Map<String, Value>) -> Resu
 
 async fn create_environment(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     let body = body_json(&call)?;
@@ -369,7 +406,7 @@ async fn create_environment(
 
 async fn get_environment(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     let env = s
@@ -392,9 +429,15 @@ struct ListQuery {
 
 async fn list_environments(
     State(s): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
     call: Signed,
 ) -> MwaaResult {
+    let axum::extract::Query(q) = query.map_err(|e| {
+        MwaaError::validation(format!(
+            "the query string cannot be read: {}",
+            e.body_text()
+        ))
+    })?;
     let max = match q.max_results.as_deref() {
         None => MAX_RESULTS,
         Some(m) => m
@@ -422,7 +465,7 @@ async fn list_environments(
 
 async fn update_environment(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     let body = body_json(&call)?;
@@ -446,7 +489,7 @@ async fn update_environment(
 
 async fn delete_environment(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     s.services
@@ -461,7 +504,7 @@ fn arn_name<'a>(arn: &'a str, call: &Signed) -> Result<&'a str, MwaaError> {
         .ok_or_else(|| MwaaError::not_found(format!("no environment has the ARN {arn:?}")))
 }
 
-async fn list_tags(State(s): State<AppState>, Path(arn): Path<String>, call: Signed) -> MwaaResult {
+async fn list_tags(State(s): State<AppState>, Named(arn): Named, call: Signed) -> MwaaResult {
     let name = arn_name(&arn, &call)?;
     let env = s
         .services
@@ -494,11 +537,7 @@ async fn set_tags(
     Ok(Json(json!({})))
 }
 
-async fn tag_resource(
-    State(s): State<AppState>,
-    Path(arn): Path<String>,
-    call: Signed,
-) -> MwaaResult {
+async fn tag_resource(State(s): State<AppState>, Named(arn): Named, call: Signed) -> MwaaResult {
     let name = arn_name(&arn, &call)?.to_owned();
     let body = body_json(&call)?;
     let add = body
@@ -515,11 +554,7 @@ async fn tag_resource(
     set_tags(&s, &call, &name, |tags| tags.extend(add)).await
 }
 
-async fn untag_resource(
-    State(s): State<AppState>,
-    Path(arn): Path<String>,
-    call: Signed,
-) -> MwaaResult {
+async fn untag_resource(State(s): State<AppState>, Named(arn): Named, call: Signed) -> MwaaResult {
     let name = arn_name(&arn, &call)?.to_owned();
     let keys: Vec<String> = url::form_urlencoded::parse(call.query.as_bytes())
         .filter(|(k, _)| k == "tagKeys")
@@ -540,7 +575,7 @@ async fn untag_resource(
 /// tenant and dropped, since Hangar measures its environments itself.
 async fn publish_metrics(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Named(name): Named,
     call: Signed,
 ) -> MwaaResult {
     let body = body_json(&call)?;

@@ -23,34 +23,101 @@ const MAPPED: [&str; 8] = [
     "Tags",
 ];
 
+/// What a field Hangar keeps must be, as botocore's `mwaa` model has it: checked, so a value
+/// of the wrong shape is refused by name instead of being kept; the OpenAPI document
+/// (`super::document`) states the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string of at most this many characters.
+    Text(usize),
+    /// A whole number of at least this.
+    Whole(u64),
+    /// An object (a structure or a map of MWAA's), kept as given.
+    Object,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+}
+
+impl Kind {
+    /// Whether `v` has this shape (and no NUL character anywhere, which the platform's
+    /// database cannot keep).
+    pub fn admits(self, v: &Value) -> bool {
+        !has_nul(v) && self.shape_of(v)
+    }
+
+    fn shape_of(self, v: &Value) -> bool {
+        match self {
+            Kind::Text(max) => v.as_str().is_some_and(|s| s.chars().count() <= max),
+            Kind::Whole(min) => v
+                .as_u64()
+                .is_some_and(|n| n >= min && n <= u64::from(u32::MAX)),
+            Kind::Object => v.is_object(),
+            Kind::OneOf(choices) => v.as_str().is_some_and(|s| choices.contains(&s)),
+        }
+    }
+
+    /// What a value of this kind must be, for a refusal's message.
+    pub fn expected(self) -> String {
+        match self {
+            Kind::Text(max) => {
+                format!("must be a string of at most {max} characters, without NUL")
+            }
+            Kind::Whole(min) => format!("must be a whole number of at least {min}"),
+            Kind::Object => "must be an object without NUL characters".to_owned(),
+            Kind::OneOf(choices) => format!("must be one of {}", choices.join(", ")),
+        }
+    }
+}
+
+/// Whether a NUL character is in a string of `v` or in a key of its objects.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// The fields MWAA's create and update take that mean nothing here: stored, given back.
-const KEPT: [&str; 22] = [
-    "ExecutionRoleArn",
-    "SourceBucketArn",
-    "DagS3Path",
-    "NetworkConfiguration",
-    "PluginsS3Path",
-    "PluginsS3ObjectVersion",
-    "RequirementsS3Path",
-    "RequirementsS3ObjectVersion",
-    "StartupScriptS3Path",
-    "StartupScriptS3ObjectVersion",
-    "KmsKey",
-    "LoggingConfiguration",
-    "WeeklyMaintenanceWindowStart",
-    "WebserverAccessMode",
-    "EndpointManagement",
-    "MinWebservers",
-    "MaxWebservers",
-    "IdentityCenterConfiguration",
-    "Teams",
-    "WorkerReplacementStrategy",
-    "CeleryExecutorQueue",
-    "ServiceRoleArn",
+pub const KEPT: [(&str, Kind); 22] = [
+    ("ExecutionRoleArn", Kind::Text(1224)),
+    ("SourceBucketArn", Kind::Text(1224)),
+    ("DagS3Path", Kind::Text(1024)),
+    ("NetworkConfiguration", Kind::Object),
+    ("PluginsS3Path", Kind::Text(1024)),
+    ("PluginsS3ObjectVersion", Kind::Text(1024)),
+    ("RequirementsS3Path", Kind::Text(1024)),
+    ("RequirementsS3ObjectVersion", Kind::Text(1024)),
+    ("StartupScriptS3Path", Kind::Text(1024)),
+    ("StartupScriptS3ObjectVersion", Kind::Text(1024)),
+    ("KmsKey", Kind::Text(1224)),
+    ("LoggingConfiguration", Kind::Object),
+    ("WeeklyMaintenanceWindowStart", Kind::Text(9)),
+    (
+        "WebserverAccessMode",
+        Kind::OneOf(&["PRIVATE_ONLY", "PUBLIC_ONLY", "PUBLIC_AND_PRIVATE"]),
+    ),
+    ("EndpointManagement", Kind::OneOf(&["CUSTOMER", "SERVICE"])),
+    ("MinWebservers", Kind::Whole(1)),
+    ("MaxWebservers", Kind::Whole(1)),
+    ("IdentityCenterConfiguration", Kind::Object),
+    ("Teams", Kind::Object),
+    ("WorkerReplacementStrategy", Kind::Text(1024)),
+    ("CeleryExecutorQueue", Kind::Text(1024)),
+    ("ServiceRoleArn", Kind::Text(1224)),
+];
+
+/// The bounds of the counts Hangar's spec checks (`hangar_tenants::spec`): (field, least,
+/// most).
+pub const COUNTS: [(&str, u32, u32); 3] = [
+    ("MinWorkers", 0, 100),
+    ("MaxWorkers", 1, 100),
+    ("Schedulers", 1, 5),
 ];
 
 /// MWAA's environment classes and Hangar's.
-const CLASSES: [(&str, EnvironmentClass); 5] = [
+pub const CLASSES: [(&str, EnvironmentClass); 5] = [
     ("mw1.micro", EnvironmentClass::Micro),
     ("mw1.small", EnvironmentClass::Small),
     ("mw1.medium", EnvironmentClass::Medium),
@@ -177,7 +244,12 @@ pub fn fields(body: &Value, required: &[&str]) -> Result<Fields, FieldErrors> {
             }
         };
         match k.as_str() {
-            "Name" => {}
+            // The name is the path's; a body may repeat it.
+            "Name" => take(
+                v.as_str()
+                    .map(|_| ())
+                    .ok_or_else(|| FieldError::new(k, "must be a string")),
+            ),
             "AirflowVersion" => take(
                 v.as_str()
                     .map(|s| out.airflow_version = Some(s.to_owned()))
@@ -194,13 +266,16 @@ pub fn fields(body: &Value, required: &[&str]) -> Result<Fields, FieldErrors> {
                 take(string_map(v, k).map(|m| out.airflow_config_overrides = Some(m)))
             }
             "Tags" => take(string_map(v, k).map(|m| out.tags = Some(m))),
-            other if KEPT.contains(&other) => {
-                out.kept.insert(other.to_owned(), v.clone());
-            }
-            other => errors.push(other, "is not a field of this operation"),
+            other => match KEPT.iter().find(|(name, _)| *name == other) {
+                Some((_, kind)) if kind.admits(v) => {
+                    out.kept.insert(other.to_owned(), v.clone());
+                }
+                Some((_, kind)) => errors.push(other, kind.expected()),
+                None => errors.push(other, "is not a field of this operation"),
+            },
         }
     }
-    debug_assert!(MAPPED.iter().all(|m| !KEPT.contains(m)));
+    debug_assert!(MAPPED.iter().all(|m| KEPT.iter().all(|(k, _)| k != m)));
     errors.into_result(out)
 }
 
@@ -404,6 +479,10 @@ mod tests {
     }
 
     #[rstest]
+    #[case(json!({"KmsKey": "a\0b"}), "KmsKey")]
+    #[case(json!({"NetworkConfiguration": {"SubnetIds": ["a\0"]}}), "NetworkConfiguration")]
+    #[case(json!({"WebserverAccessMode": "SOMETIMES"}), "WebserverAccessMode")]
+    #[case(json!({"MinWebservers": 0}), "MinWebservers")]
     #[case(json!({"MaxWorkers": "five"}), "MaxWorkers")]
     #[case(json!({"EnvironmentClass": "mw1.2xlarge"}), "EnvironmentClass")]
     #[case(json!({"Tags": {"a": 1}}), "Tags")]
