@@ -37,8 +37,14 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate(DatabaseSettings),
-    /// Print the API's OpenAPI document.
-    Openapi,
+    /// Print the API's OpenAPI document (`--mwaa`: the MWAA-compatible API's; `--portal`:
+    /// the portal's).
+    Openapi {
+        #[arg(long, conflicts_with = "portal")]
+        mwaa: bool,
+        #[arg(long)]
+        portal: bool,
+    },
     /// Tenants (platform admin).
     Tenant {
         #[command(flatten)]
@@ -234,7 +240,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             telemetry.shutdown().await;
         }
-        Command::Openapi => print!("{}", hangar_control_plane::api::openapi_json()),
+        Command::Openapi { mwaa, portal } => print!(
+            "{}",
+            if mwaa {
+                hangar_control_plane::mwaa::document::openapi_json()
+            } else if portal {
+                hangar_control_plane::portal::document::openapi_json()
+            } else {
+                hangar_control_plane::api::openapi_json()
+            }
+        ),
         Command::Tenant { opts, cmd } => cli::tenant(&opts, cmd).await?,
         Command::Token { opts, cmd } => cli::token(&opts, cmd).await?,
         Command::AccessKey { opts, cmd } => cli::access_key(&opts, cmd).await?,

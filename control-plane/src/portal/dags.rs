@@ -109,8 +109,14 @@ pub async fn upload(
     State(s): State<AppState>,
     session: Session,
     Path((tenant, env)): Path<(String, String)>,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, PortalError> {
+    let mut multipart = multipart.map_err(|e| {
+        PortalError::Api(ApiError::malformed(
+            format!("failed to read the upload form: {}", e.body_text()),
+            Some("Content-Type"),
+        ))
+    })?;
     let malformed = |e: axum::extract::multipart::MultipartError| {
         PortalError::Api(ApiError::malformed(
             format!("failed to read the upload form: {e}"),

@@ -50,7 +50,7 @@ pub(crate) fn safe_next(next: &str) -> &str {
     }
 }
 
-fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
     let mut ctx = Context::new();
     ctx.insert("status", &status.as_u16());
     ctx.insert("title", title);

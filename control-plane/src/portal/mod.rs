@@ -11,6 +11,7 @@ mod admin;
 mod assets;
 mod chart;
 mod dags;
+pub mod document;
 mod environments;
 mod error;
 mod form;
@@ -80,6 +81,31 @@ pub fn routes() -> Router<AppState> {
         .route("/tenants/{tenant}/audit", get(admin::audit))
         .route("/admin", get(admin::admin))
         .route("/admin/tenants", post(admin::create_tenant))
+        .layer(axum::middleware::map_response(html_rejections))
+}
+
+/// The largest refusal an extractor writes that is turned into a page.
+const REJECTION_LIMIT: usize = 16 * 1024;
+
+/// A request an extractor refused before its handler ran (a query string, path or upload form
+/// that cannot be read) is answered as every portal error is: an HTML page with the status.
+async fn html_rejections(resp: Response) -> Response {
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(plain && resp.status().is_client_error()) {
+        return resp;
+    }
+    let status = resp.status();
+    let detail = axum::body::to_bytes(resp.into_body(), REJECTION_LIMIT)
+        .await
+        .unwrap_or_default();
+    error::error_page(
+        status,
+        status.canonical_reason().unwrap_or("Refused"),
+        &String::from_utf8_lossy(&detail),
+    )
 }
 
 /// The headers every portal page gets: never cached (pages show a session's data), never
