@@ -243,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Openapi { mwaa, portal } => print!(
             "{}",
             if mwaa {
-                hangar_control_plane::mwaa::document::openapi_json()
+                hangar_control_plane::mwaa::document::openapi_json(None)
             } else if portal {
                 hangar_control_plane::portal::document::openapi_json()
             } else {

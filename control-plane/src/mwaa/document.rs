@@ -180,7 +180,7 @@ fn kind_schema(kind: Kind) -> Schema {
 /// The body of `CreateEnvironment` (`required`) or `UpdateEnvironment`: the fields mapped to
 /// Hangar's spec, with its bounds, and the fields kept verbatim, with MWAA's shapes; nothing
 /// else.
-fn environment_input(required: &[&str]) -> Schema {
+fn environment_input(required: &[&str], versions: Option<&[String]>) -> Schema {
     let classes: Vec<&str> = model::CLASSES.iter().map(|(n, _)| *n).collect();
     let mut o = ObjectBuilder::new()
         .schema_type(Type::Object)
@@ -191,7 +191,13 @@ fn environment_input(required: &[&str]) -> Schema {
         )
         .property(
             "AirflowVersion",
-            text(None).description(Some("One of the versions the platform offers")),
+            match versions {
+                Some(v) => ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(v.iter().map(String::as_str))),
+                None => text(None),
+            }
+            .description(Some("One of the versions the platform offers")),
         )
         .property(
             "EnvironmentClass",
@@ -476,10 +482,10 @@ fn link_created(op: &mut Operation) {
     }
 }
 
-fn operations() -> Vec<(String, HttpMethod, Operation)> {
+fn operations(versions: Option<&[String]>) -> Vec<(String, HttpMethod, Operation)> {
     let name = Some("name");
     let arn = Some("arn");
-    let env_class = |required: &[&str]| environment_input(required);
+    let env_class = |required: &[&str]| environment_input(required, versions);
     let arn_answer = || object_of(&[("Arn", text(None).build().into())]);
     let list = vec![
         (
@@ -871,10 +877,14 @@ fn web_server_operations() -> Vec<(String, HttpMethod, Operation)> {
     ]
 }
 
-/// The document.
-pub fn openapi() -> OpenApi {
+/// The document; `versions`, when known, are the Airflow versions the platform offers (the
+/// served document lists its own).
+pub fn openapi(versions: Option<&[String]>) -> OpenApi {
     let mut paths = Paths::new();
-    for (path, method, op) in operations().into_iter().chain(web_server_operations()) {
+    for (path, method, op) in operations(versions)
+        .into_iter()
+        .chain(web_server_operations())
+    {
         match paths.paths.get_mut(&path) {
             Some(item) => item.merge_operations(PathItem::new(method, op)),
             None => {
@@ -921,8 +931,8 @@ pub fn openapi() -> OpenApi {
 
 /// The document as JSON, as served: the headers every answer of theirs has are marked
 /// required (utoipa 5's headers have no `required`).
-pub fn openapi_json() -> String {
-    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+pub fn openapi_json(versions: Option<&[String]>) -> String {
+    let mut doc = serde_json::to_value(openapi(versions)).unwrap_or_default();
     require_headers(&mut doc, &["x-amzn-ErrorType", "Location"]);
     crate::api::document::spell_links(&mut doc);
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
@@ -963,7 +973,7 @@ mod tests {
 
     #[test]
     fn the_documents_paths_are_the_mounted_routes() {
-        let doc: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        let doc: Value = serde_json::from_str(&super::openapi_json(None)).unwrap();
         let mut paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
         paths.sort();
         let mut mounted = super::mounted_paths();
@@ -973,7 +983,7 @@ mod tests {
 
     #[test]
     fn every_signed_operation_answers_mwaas_errors_with_their_code() {
-        let doc: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        let doc: Value = serde_json::from_str(&super::openapi_json(None)).unwrap();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 if op.get("security").is_none() || path.starts_with("/aws_mwaa") {

@@ -182,12 +182,11 @@ pub fn web_server_routes() -> Router<AppState> {
 }
 
 /// `GET /mwaa/openapi.json`: this API's OpenAPI document, unauthenticated like the JSON
-/// API's own.
-async fn openapi_document() -> Response {
-    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(document::openapi_json);
+/// API's own, with the Airflow versions this platform offers.
+async fn openapi_document(State(s): State<AppState>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        DOCUMENT.as_str(),
+        document::openapi_json(Some(&s.services.platform.airflow_versions)),
     )
         .into_response()
 }
