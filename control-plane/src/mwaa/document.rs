@@ -2,8 +2,8 @@
 //! operations of botocore's `mwaa` model that Hangar answers, with MWAA's field names, the
 //! constraints the handlers and Hangar's spec enforce, every status an operation can answer
 //! and MWAA's error shape (`x-amzn-ErrorType` and `{"message"}`); and the web server's routes
-//! at the root (`/aws_mwaa/…`). Built from the same tables the handlers read ([`model`]), so
-//! the document follows the code.
+//! at the root (`/aws_mwaa/…`). Built from the same tables the handlers read
+//! ([`super::model`], through [`super::shapes`]), so the document follows the code.
 
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
@@ -11,9 +11,7 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{
-    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
-};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -22,7 +20,10 @@ use utoipa::openapi::{
     PathItem, Paths, Ref, RefOr, Required,
 };
 
-use super::model::{self, Kind};
+use super::shapes::{
+    any, any_object, empty_object, environment_input, environment_output, error_schema, object_of,
+    rest_api_input, schema_ref, string_map, text, whole,
+};
 use crate::api::document::NAME_PATTERN;
 use hangar_tenants::names::MAX_NAME_LEN;
 
@@ -115,230 +116,6 @@ const ANSWERS: [(&str, &str, &str); 4] = [
     ),
 ];
 
-fn text(max: Option<usize>) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .max_length(max)
-}
-
-fn whole(min: u64, max: u64) -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(min as f64))
-        .maximum(Some(max as f64))
-        .build()
-        .into()
-}
-
-fn string_map(keys: Schema, value_max: Option<usize>, max: Option<usize>) -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property_names(Some(keys))
-        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
-            text(value_max).build().into(),
-        ))))
-        .max_properties(max)
-        .build()
-        .into()
-}
-
-/// A string without NUL, which the platform's database cannot keep.
-const NO_NUL: &str = "^[^\\x00]*$";
-
-/// Any JSON value.
-fn any() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::AnyValue)
-        .build()
-        .into()
-}
-
-fn any_object() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .build()
-        .into()
-}
-
-fn schema_ref(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(name))
-}
-
-fn kind_schema(kind: Kind) -> Schema {
-    match kind {
-        Kind::Text(max) => text(Some(max)).pattern(Some(NO_NUL)).build().into(),
-        Kind::Whole(min) => whole(min, u64::from(u32::MAX)),
-        Kind::Object => any_object(),
-        Kind::OneOf(choices) => ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(choices.iter().copied()))
-            .build()
-            .into(),
-    }
-}
-
-/// The body of `CreateEnvironment` (`required`) or `UpdateEnvironment`: the fields mapped to
-/// Hangar's spec, with its bounds, and the fields kept verbatim, with MWAA's shapes; nothing
-/// else.
-fn environment_input(required: &[&str], versions: Option<&[String]>) -> Schema {
-    let classes: Vec<&str> = model::CLASSES.iter().map(|(n, _)| *n).collect();
-    let mut o = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .property(
-            "Name",
-            text(None).description(Some("The path's name, repeated (ignored)")),
-        )
-        .property(
-            "AirflowVersion",
-            match versions {
-                Some(v) => ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some(v.iter().map(String::as_str))),
-                None => text(None),
-            }
-            .description(Some("One of the versions the platform offers")),
-        )
-        .property(
-            "EnvironmentClass",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(classes)),
-        );
-    for (name, least, most) in model::COUNTS {
-        o = o.property(name, whole(u64::from(least), u64::from(most)));
-    }
-    o = o
-        .property(
-            "AirflowConfigurationOptions",
-            string_map(
-                text(None)
-                    .pattern(Some(r"^[a-z0-9_]+\.[a-z0-9_]+$"))
-                    .build()
-                    .into(),
-                None,
-                Some(200),
-            ),
-        )
-        .property(
-            "Tags",
-            string_map(
-                text(Some(128)).min_length(Some(1)).build().into(),
-                Some(256),
-                Some(50),
-            ),
-        );
-    for (name, kind) in model::KEPT {
-        o = o.property(name, kind_schema(kind));
-    }
-    for r in required {
-        o = o.required(*r);
-    }
-    o.build().into()
-}
-
-/// MWAA's `Environment` as `model::environment` gives it: Hangar's settings, the kept fields
-/// as they were given, and the status.
-fn environment_output() -> Schema {
-    let statuses = [
-        "CREATING",
-        "CREATE_FAILED",
-        "AVAILABLE",
-        "UPDATING",
-        "UPDATE_FAILED",
-        "UNAVAILABLE",
-        "DELETING",
-        "DELETED",
-    ];
-    let classes: Vec<&str> = model::CLASSES.iter().map(|(n, _)| *n).collect();
-    let last_update = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property(
-            "Status",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(["SUCCESS", "PENDING", "FAILED"])),
-        )
-        .property("CreatedAt", ObjectBuilder::new().schema_type(Type::Number))
-        .property("Source", text(None))
-        .property(
-            "Error",
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .property("ErrorCode", text(None))
-                .property("ErrorMessage", text(None))
-                .required("ErrorCode")
-                .required("ErrorMessage"),
-        )
-        .required("Status")
-        .required("CreatedAt");
-    let mut o = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property("Name", text(None))
-        .property(
-            "Status",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(statuses)),
-        )
-        .property("Arn", text(None))
-        .property("CreatedAt", ObjectBuilder::new().schema_type(Type::Number))
-        .property("AirflowVersion", text(None))
-        .property(
-            "EnvironmentClass",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(classes)),
-        )
-        .property("MinWorkers", whole(0, u64::from(u32::MAX)))
-        .property("MaxWorkers", whole(0, u64::from(u32::MAX)))
-        .property("Schedulers", whole(0, u64::from(u32::MAX)))
-        .property(
-            "AirflowConfigurationOptions",
-            string_map(text(None).build().into(), None, None),
-        )
-        .property("Tags", string_map(text(None).build().into(), None, None))
-        .property("LastUpdate", last_update)
-        .property(
-            "WebserverUrl",
-            text(None).description(Some("The Airflow UI's host and path, without a scheme")),
-        );
-    for (name, kind) in model::KEPT {
-        o = o.property(name, kind_schema(kind));
-    }
-    for r in [
-        "Name",
-        "Status",
-        "Arn",
-        "CreatedAt",
-        "AirflowVersion",
-        "EnvironmentClass",
-        "MinWorkers",
-        "MaxWorkers",
-        "Schedulers",
-        "AirflowConfigurationOptions",
-        "Tags",
-        "LastUpdate",
-    ] {
-        o = o.required(r);
-    }
-    o.build().into()
-}
-
-/// MWAA's error body: `message` (`Message` for access errors); InvokeRestApi's errors add
-/// what the environment's Airflow answered.
-fn error_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property("message", text(None))
-        .property("Message", text(None))
-        .property("RestApiStatusCode", whole(100, 599))
-        .property("RestApiResponse", any())
-        .min_properties(Some(1))
-        .build()
-        .into()
-}
-
 fn json_answer(description: &str, schema: impl Into<RefOr<Schema>>) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
         "application/json",
@@ -363,22 +140,6 @@ fn error_answer(status: &str, description: &str) -> Response {
     json_answer(description, schema_ref("Error"))
         .header("x-amzn-ErrorType", header)
         .build()
-}
-
-fn object_of(fields: &[(&str, Schema)]) -> Schema {
-    let mut o = ObjectBuilder::new().schema_type(Type::Object);
-    for (name, schema) in fields {
-        o = o.property(*name, schema.clone()).required(*name);
-    }
-    o.build().into()
-}
-
-fn empty_object() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .max_properties(Some(0))
-        .build()
-        .into()
 }
 
 /// One operation of the API under `/mwaa`: signed, naming an environment (or an ARN) when it
@@ -704,55 +465,6 @@ fn operations(versions: Option<&[String]>) -> Vec<(String, HttpMethod, Operation
             (format!("{PREFIX}{path}"), method, op)
         })
         .collect()
-}
-
-/// InvokeRestApi's `Path`: `/`-separated segments, none of them `.` or `..`, no query (as
-/// `super::invoke_rest_api` checks).
-pub const REST_PATH_PATTERN: &str = r"^(/([^/?.][^/?]*|\.[^/?.][^/?]*|\.\.[^/?]+)?)+$";
-
-/// InvokeRestApi's body: the REST call.
-fn rest_api_input() -> Schema {
-    let scalar = || {
-        ObjectBuilder::new().schema_type(SchemaType::from_iter([
-            Type::String,
-            Type::Number,
-            Type::Boolean,
-        ]))
-    };
-    // A value, or a list of them (its key repeats in the query).
-    let value: Schema = OneOfBuilder::new()
-        .item(scalar())
-        .item(ArrayBuilder::new().items(scalar()))
-        .build()
-        .into();
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property(
-            "Path",
-            text(Some(2048))
-                .min_length(Some(1))
-                .pattern(Some(REST_PATH_PATTERN))
-                .description(Some(
-                    "An Airflow REST API path under `/api/v2`, such as `/dags`: no `.` or `..` segment, no query",
-                )),
-        )
-        .property(
-            "Method",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(["GET", "PUT", "POST", "PATCH", "DELETE"])),
-        )
-        .property(
-            "QueryParameters",
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(value)))),
-        )
-        .property("Body", any())
-        .required("Path")
-        .required("Method")
-        .build()
-        .into()
 }
 
 /// The web server's routes at the root: the CLI (a CLI token, the command line as text) and

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod document;
 pub mod model;
+mod shapes;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
