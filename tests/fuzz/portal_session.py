@@ -2,7 +2,8 @@
 browser does (the sign-in form, its CSRF cookie, a token: HANGAR_FUZZ_TOKEN), keeps the session
 cookie, and puts the session's CSRF token in every form; signs in again when a request has ended
 the session (`POST /logout`). A check of its own sends every state-changing form again without
-the CSRF token and wants it refused with 403.
+the CSRF token and wants it refused with 403 and the tenant's audit log (where every change is
+written with the change) unchanged.
 """
 
 import os
@@ -14,6 +15,7 @@ import schemathesis
 
 BASE = os.environ["HANGAR_FUZZ_BASE_URL"]
 TOKEN = os.environ["HANGAR_FUZZ_TOKEN"]
+TENANT = os.environ["HANGAR_FUZZ_TENANT"]
 COOKIE = "hangar_portal"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -58,6 +60,18 @@ def after_call(context, case, response):
             SESSION["current"] = None
 
 
+def newest_audit_entry():
+    """The id of the tenant's newest audit entry, read through the JSON API."""
+    r = requests.get(
+        f"{BASE}/v1/tenants/{TENANT}/audit",
+        params={"limit": "1"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    r.raise_for_status()
+    entries = r.json()["entries"]
+    return entries[0]["id"] if entries else None
+
+
 @schemathesis.check
 def forms_without_the_csrf_token_change_nothing(ctx, response, case):
     """A signed-in POST without the session's CSRF token is refused (403) before anything
@@ -69,6 +83,7 @@ def forms_without_the_csrf_token_change_nothing(ctx, response, case):
         return None
     cookie = (case.cookies or {}).get(COOKIE)
     cookies = {COOKIE: cookie} if cookie else None
+    before = newest_audit_entry()
     if (case.media_type or "").startswith("multipart/"):
         r = requests.post(
             response.request.url,
@@ -85,6 +100,8 @@ def forms_without_the_csrf_token_change_nothing(ctx, response, case):
             cookies=cookies,
             allow_redirects=False,
         )
+    after = newest_audit_entry()
+    assert after == before, f"POST {path} without the CSRF token changed the audit log ({before} -> {after})"
     if r.status_code == 303 and r.headers.get("Location", "").startswith("/login"):
         return None
     assert r.status_code == 403, (

@@ -231,8 +231,8 @@ async fn schemathesis_finds_no_failure_in_the_mwaa_api_signed_or_not() {
 
 /// The portal against its own document (`hangar openapi --portal`), signed in as a tenant admin
 /// the way a browser signs in (`tests/fuzz/portal_session.py`: the sign-in form, the session
-/// cookie, the CSRF token in every form, and a check that a form without it is refused), and
-/// signed out.
+/// cookie, the CSRF token in every form, and a check that a form without it is refused and
+/// changes nothing in the tenant's audit log), and signed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failure_in_the_portal_signed_in_or_out() {
     let bucket = tempfile::tempdir().unwrap();
@@ -260,6 +260,7 @@ async fn schemathesis_finds_no_failure_in_the_portal_signed_in_or_out() {
     signed_in.env = vec![
         ("HANGAR_FUZZ_BASE_URL", app.address.clone()),
         ("HANGAR_FUZZ_TOKEN", token.clone()),
+        ("HANGAR_FUZZ_TENANT", "data".to_owned()),
     ];
     let mut signed_out = Run::new("nobody, signed out", document, "fuzz/portal.toml");
     signed_out.base_url = Some(&app.address);
