@@ -3,7 +3,8 @@
 //! mid-apply while a worker drains. After a restart each change converges: one audit entry per
 //! change, no task killed or run twice, no process doubled, and nothing of a deleted
 //! environment left behind (database, role, Redis user, Unix user, folder, logs in the bucket).
-//! And the platform Postgres restarted under load: everything reconnects by itself.
+//! And the platform Postgres, then its Redis, restarted under load: everything reconnects by
+//! itself.
 
 use std::net::SocketAddr;
 use std::process::Child;
@@ -444,7 +445,7 @@ naps()
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_platform_postgres_restarted_under_load_loses_no_task() {
+async fn the_platform_postgres_and_redis_restarted_under_load_lose_no_task() {
     let stack = spawn_stack_opts(StackOptions {
         own_postgres: true,
         ..StackOptions::default()
@@ -516,8 +517,62 @@ async fn the_platform_postgres_restarted_under_load_loses_no_task() {
 
     first_try_success(&c, t, e, "naps", &run).await;
     wait_for_phase(&c, t, e, Phase::Available, Duration::from_secs(120)).await;
-    // And it goes on working: another run, start to end.
+
+    // The platform Redis restarts while a run's tasks are queued and running on it: the
+    // scheduler's and the workers' broker connections all close.
+    let run = trigger(&c, t, e, "naps").await;
+    let start = Instant::now();
+    while !task_instances(&c, t, e, "naps", &run)
+        .await
+        .iter()
+        .any(|ti| ti["state"] == "running")
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "no nap ran");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    restart_redis(&stack).await;
+    first_try_success(&c, t, e, "naps", &run).await;
+    wait_for_phase(&c, t, e, Phase::Available, Duration::from_secs(120)).await;
+    // And it goes on working: another run, start to end, through the restarted broker.
     let again = trigger(&c, t, e, "naps").await;
     first_try_success(&c, t, e, "naps", &again).await;
     stack.shutdown().await;
+}
+
+/// Restarts the stack's Redis: SIGTERM (it writes its append-only file and exits), down for a
+/// second, then the same configuration on the same port, with what it held.
+async fn restart_redis(stack: &Stack) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = stack.dir.join("redis");
+    let pid = std::fs::read_to_string(dir.join("redis.pid")).unwrap();
+    let pid = Pid::from_raw(pid.trim().parse().unwrap());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    // Daemonized: not the test's child, so it leaves no zombie to wait for.
+    while kill(pid, None).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Redis did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = tokio::process::Command::new("redis-server")
+        .arg(dir.join("redis.conf"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The daemon writes its pid file after its parent returned.
+    let start = Instant::now();
+    while std::fs::read_to_string(dir.join("redis.pid"))
+        .map_or(true, |again| again.trim() == pid.to_string())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "Redis was not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
