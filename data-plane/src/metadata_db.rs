@@ -421,31 +421,29 @@ impl MetadataDbAdmin {
         )
         .await?;
         let mut conn = self.connect_to(&db.name).await?;
-        for (action, sql) in [
-            (
-                "hand the template's objects to the role",
-                format!(
-                    "REASSIGN OWNED BY {} TO {}",
-                    ident(TEMPLATE_OWNER),
-                    ident(&db.role)
-                ),
-            ),
-            (
-                "drop the template owner's grants",
-                format!("DROP OWNED BY {}", ident(TEMPLATE_OWNER)),
-            ),
-        ] {
-            sqlx::query(&sql)
-                .execute(&mut conn)
-                .await
-                .map_err(|source| MetadataDbError::Sql {
-                    action,
-                    database: db.name.clone(),
-                    source,
-                })?;
-        }
+        // `DROP OWNED` revokes the template owner's rights on shared catalog rows too, which
+        // other clones being made at the same time (by this agent or another sharing the
+        // server) update as well: Postgres then refuses one with "tuple concurrently updated".
+        // Both statements are idempotent: tried again, a little later.
+        let mut attempt = 1;
+        let handed = loop {
+            match hand_over(&mut conn, &db.role).await {
+                Err((_, e)) if attempt < HAND_OVER_ATTEMPTS && concurrently_updated(&e) => {
+                    tracing::debug!(database = %db.name, attempt, "a catalog row was updated at the same time; trying again");
+                    let jitter = rand::random::<u64>() % 50;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt + jitter))
+                        .await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
         let _ = conn.close().await;
-        Ok(())
+        handed.map_err(|(action, source)| MetadataDbError::Sql {
+            action,
+            database: db.name.clone(),
+            source,
+        })
     }
 
     /// Drops the environment's database (closing its connections) and role. Idempotent.
@@ -463,6 +461,44 @@ impl MetadataDbAdmin {
         )
         .await
     }
+}
+
+/// How often a clone's hand-over is tried when a catalog row it updates was updated at once.
+const HAND_OVER_ATTEMPTS: u64 = 6;
+
+/// Hands the template's objects in a fresh clone to its environment's role and drops the
+/// template owner's grants, in one transaction; an error comes with what failed.
+async fn hand_over(conn: &mut PgConnection, role: &str) -> Result<(), (&'static str, sqlx::Error)> {
+    let mut tx = conn.begin().await.map_err(|e| ("begin", e))?;
+    for (action, sql) in [
+        (
+            "hand the template's objects to the role",
+            format!(
+                "REASSIGN OWNED BY {} TO {}",
+                ident(TEMPLATE_OWNER),
+                ident(role)
+            ),
+        ),
+        (
+            "drop the template owner's grants",
+            format!("DROP OWNED BY {}", ident(TEMPLATE_OWNER)),
+        ),
+    ] {
+        sqlx::query(&sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| (action, e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| ("hand the template's objects to the role", e))
+}
+
+/// Postgres' refusal of a catalog update that raced another (`XX000`, no SQLSTATE of its own).
+fn concurrently_updated(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("XX000") && d.message().contains("tuple concurrently updated")
+    })
 }
 
 /// A connection to one environment's own database, as its own role, for what the agent reads
